@@ -1,0 +1,34 @@
+"""Package files, published under content-addressed names so a CDN may cache them forever."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from depot.builder.model import Catalog
+from depot.builder.publish import LEAF, Output
+from depot.builder.renderers import RenderContext
+
+MEDIA_TYPES = {
+    ".gz": "application/gzip",
+    ".bin": "application/octet-stream",
+    ".zip": "application/zip",
+    ".apk": "application/vnd.android.package-archive",
+}
+
+
+def render(catalog: Catalog, ctx: RenderContext) -> Iterable[Output]:
+    repo: Path = ctx.extras["repo"]
+    seen: set[str] = set()
+    for record in catalog.records:
+        blob = getattr(record, "blob", None)
+        if blob is None or not record.public_download or blob.site_path in seen:
+            continue
+        seen.add(blob.site_path)
+        yield Output(
+            path=blob.site_path,
+            fingerprint=f"{blob.size}:{blob.sha256}",
+            media_type=MEDIA_TYPES.get(Path(blob.filename).suffix, "application/octet-stream"),
+            tier=LEAF,
+            source=repo / blob.path,
+        )
