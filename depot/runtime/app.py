@@ -1,0 +1,65 @@
+"""The Starlette application: dialect endpoints first, the static site for every other URL."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from depot.runtime.config import RuntimeConfig
+from depot.runtime.errors import HANDLERS
+from depot.runtime.rebuild import Rebuilder
+from depot.runtime.static import StaticSite, site_exists
+from depot.runtime.storage import Storage
+
+
+@dataclass
+class Services:
+    """What endpoints share, reached as ``request.app.state.services``."""
+
+    config: RuntimeConfig
+    storage: Storage
+    rebuilder: Rebuilder
+    static: StaticSite
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
+
+
+async def health(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+def dialect_routes() -> list[BaseRoute]:
+    """Every dialect's dynamic routes. A dialect is one module exposing ``routes()``."""
+    return []
+
+
+def create_app(config: RuntimeConfig) -> Starlette:
+    svc = Services(
+        config=config,
+        storage=Storage(config.data),
+        rebuilder=Rebuilder(config.repo, config.site),
+        static=StaticSite(config.site, config.accel_redirect_prefix),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if not site_exists(config.site):
+            await svc.rebuilder.rebuild()
+        yield
+
+    routes: list[BaseRoute] = [
+        Route("/healthz", health),
+        *dialect_routes(),
+        Route("/{path:path}", svc.static.endpoint, methods=["GET", "HEAD"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)  # type: ignore[arg-type]
+    app.state.services = svc
+    return app

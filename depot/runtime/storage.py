@@ -1,0 +1,106 @@
+"""The runtime's SQLite database: what the catalog never shows (accounts, token hashes,
+counters, upload sessions). WAL mode, so readers never wait for the one writer; the schema is
+created or migrated when the database is opened."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlite_utils
+
+DATABASE_FILE = "depot.db"
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db["users"].create(
+        {
+            "id": int,
+            "name": str,
+            "password_hash": str,
+            "staff": int,
+            "devices": str,  # JSON list of OTA codenames this user maintains
+            "created": str,
+        },
+        pk="id",
+        not_null={"name", "password_hash"},
+        defaults={"staff": 0, "devices": "[]"},
+    )
+    db["users"].create_index(["name"], unique=True)
+    db["tokens"].create(
+        {
+            "id": int,
+            "user_id": int,
+            "purpose": str,  # "ota", "ci", "session", ...
+            "name": str,
+            "prefix": str,  # the first characters, shown in listings
+            "token_hash": str,  # SHA-256 of the raw token; the raw token is never stored
+            "scope": str,
+            "created": str,
+            "expires": str,
+            "last_used": str,
+            "revoked": int,
+        },
+        pk="id",
+        foreign_keys=[("user_id", "users", "id")],
+        defaults={"revoked": 0},
+    )
+    db["tokens"].create_index(["token_hash"], unique=True)
+
+
+# Append only: each function moves the schema one version forward.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+
+
+def migrate(db: sqlite_utils.Database) -> int:
+    """Bring the schema to the newest version, each step in its own transaction (two processes
+    starting at once serialise on BEGIN IMMEDIATE and the second finds nothing to do)."""
+    while True:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version >= len(MIGRATIONS):
+                db.execute("COMMIT")
+                return version
+            MIGRATIONS[version](db)
+            db.execute(f"PRAGMA user_version = {version + 1}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+
+def connect(path: Path) -> sqlite_utils.Database:
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return sqlite_utils.Database(conn)
+
+
+def open_database(data: Path) -> sqlite_utils.Database:
+    """Open (creating and migrating) the database in the data folder."""
+    data.mkdir(parents=True, exist_ok=True)
+    db = connect(data / DATABASE_FILE)
+    migrate(db)
+    return db
+
+
+class Storage:
+    """One connection per thread: sqlite connections must not be shared across threads while a
+    statement runs, and Starlette runs sync work in a thread pool."""
+
+    def __init__(self, data: Path) -> None:
+        self.path = data / DATABASE_FILE
+        open_database(data).close()
+        self._local = threading.local()
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = connect(self.path)
+        return db
