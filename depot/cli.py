@@ -172,7 +172,10 @@ def user_group() -> None:
 def user_add(store: Store, name: str, password_stdin: bool, staff: bool, devices: str) -> None:
     """Create an account (or update its password, staff flag and devices)."""
     from depot.runtime.accounts import AccountError, Accounts
+    from depot.runtime.dialects import load_dialects
     from depot.runtime.storage import open_database
+
+    load_dialects()
 
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")

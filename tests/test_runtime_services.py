@@ -22,7 +22,7 @@ from depot.runtime.errors import HANDLERS
 from depot.runtime.passwords import hash_password, verify_password
 from depot.runtime.rebuild import Rebuilder
 from depot.runtime.signing import ExpiringLinks, LinkError
-from depot.runtime.storage import MIGRATIONS, open_database
+from depot.runtime.storage import SCHEMAS, open_database
 from depot.runtime.tokens import Tokens
 from depot.runtime.uploads import UploadIncomplete, UploadTooLarge, commit, receive_to_temp
 from tests.serving import copy_demo_repo, depot_command, serve_app
@@ -34,11 +34,12 @@ def test_database_is_created_in_wal_mode_at_the_newest_schema(tmp_path: Path) ->
     db = open_database(tmp_path)
     assert (tmp_path / "depot.db").exists()
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    versions = dict(db.execute("select namespace, version from schema_versions").fetchall())
+    assert versions == {name: len(steps) for name, steps in SCHEMAS.items()}
     assert {"users", "tokens"} <= set(db.table_names())
     db.close()
     again = open_database(tmp_path)  # opening twice migrates nothing and loses nothing
-    assert again.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert dict(again.execute("select namespace, version from schema_versions").fetchall()) == versions
 
 
 def test_data_survives_reopening(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from depot.runtime.config import RuntimeConfig
+from depot.runtime.dialects import load_dialects
 from depot.runtime.errors import HANDLERS
 from depot.runtime.rebuild import Rebuilder
 from depot.runtime.static import StaticSite, site_exists
@@ -37,11 +38,11 @@ async def health(request: Request) -> Response:
 
 
 def dialect_routes() -> list[BaseRoute]:
-    """Every dialect's dynamic routes. A dialect is one module exposing ``routes()``."""
-    return []
+    return [route for module in load_dialects() for route in module.routes()]
 
 
 def create_app(config: RuntimeConfig) -> Starlette:
+    routes: list[BaseRoute] = dialect_routes()  # imports the dialects, registering their schemas
     svc = Services(
         config=config,
         storage=Storage(config.data),
@@ -55,9 +56,9 @@ def create_app(config: RuntimeConfig) -> Starlette:
             await svc.rebuilder.rebuild()
         yield
 
-    routes: list[BaseRoute] = [
+    routes = [
         Route("/healthz", health),
-        *dialect_routes(),
+        *routes,
         Route("/{path:path}", svc.static.endpoint, methods=["GET", "HEAD"]),
     ]
     app = Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)  # type: ignore[arg-type]

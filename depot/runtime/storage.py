@@ -14,7 +14,7 @@ import sqlite_utils
 DATABASE_FILE = "depot.db"
 
 
-def _v1(db: sqlite_utils.Database) -> None:
+def _core_v1(db: sqlite_utils.Database) -> None:
     db["users"].create(
         {
             "id": int,
@@ -50,26 +50,45 @@ def _v1(db: sqlite_utils.Database) -> None:
     db["tokens"].create_index(["token_hash"], unique=True)
 
 
-# Append only: each function moves the schema one version forward.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+Migration = Callable[[sqlite_utils.Database], None]
+
+# Each part of the runtime owns a namespace with its own append-only list of migrations, so a
+# new dialect adds its tables without touching anyone else's history. A dialect module registers
+# its list here with register_schema() at import time.
+SCHEMAS: dict[str, list[Migration]] = {"core": [_core_v1]}
 
 
-def migrate(db: sqlite_utils.Database) -> int:
-    """Bring the schema to the newest version, each step in its own transaction (two processes
+def register_schema(namespace: str, migrations: list[Migration]) -> None:
+    SCHEMAS[namespace] = migrations
+
+
+def migrate(db: sqlite_utils.Database) -> dict[str, int]:
+    """Bring every namespace to its newest version, one step per transaction (two processes
     starting at once serialise on BEGIN IMMEDIATE and the second finds nothing to do)."""
-    while True:
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version >= len(MIGRATIONS):
+    db.execute("CREATE TABLE IF NOT EXISTS schema_versions (namespace TEXT PRIMARY KEY, version INTEGER)")
+    versions: dict[str, int] = {}
+    for namespace, steps in SCHEMAS.items():
+        while True:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute(
+                    "SELECT version FROM schema_versions WHERE namespace = ?", [namespace]
+                ).fetchone()
+                version = row[0] if row else 0
+                if version >= len(steps):
+                    db.execute("COMMIT")
+                    versions[namespace] = version
+                    break
+                steps[version](db)
+                db.execute(
+                    "INSERT OR REPLACE INTO schema_versions (namespace, version) VALUES (?, ?)",
+                    [namespace, version + 1],
+                )
                 db.execute("COMMIT")
-                return version
-            MIGRATIONS[version](db)
-            db.execute(f"PRAGMA user_version = {version + 1}")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+    return versions
 
 
 def connect(path: Path) -> sqlite_utils.Database:
