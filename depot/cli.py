@@ -136,10 +136,13 @@ def watch_command(store: Store, debounce: float) -> None:
 
 
 def _rebuild_quietly(store: Store) -> None:
+    """One rebuild for `depot watch`: report and carry on, whatever went wrong."""
     try:
         click.echo(summary(run_build(store, quiet=True)))
     except click.ClickException as exc:
         click.echo(f"error: {exc.message}; keeping the last good site", err=True)
+    except Exception as exc:  # a watcher that dies on one bad edit is worse than a noisy one
+        click.echo(f"error: build failed ({exc!r}); keeping the last good site", err=True)
 
 
 @main.command("serve")
@@ -215,14 +218,17 @@ def check_command(files: tuple[Path, ...]) -> None:
 @store_options
 @click.option("--upstream", default="127.0.0.1:8000", show_default=True, help="Where depot serve listens.")
 @click.option("--server-name", default="_", show_default=True)
-def nginx_command(store: Store, upstream: str, server_name: str) -> None:
+@click.option("--listen", default="80", show_default=True, help="nginx listen directive value.")
+def nginx_command(store: Store, upstream: str, server_name: str, listen: str) -> None:
     """Print an nginx server block generated from site/routes.json."""
     from depot.builder.nginx import nginx_config
 
     routes = store.site / "routes.json"
     if not routes.exists():
         raise click.ClickException(f"{routes} does not exist: run depot build first")
-    click.echo(nginx_config(store.site.resolve(), routes, upstream=upstream, server_name=server_name))
+    click.echo(
+        nginx_config(store.site.resolve(), routes, upstream=upstream, server_name=server_name, listen=listen)
+    )
 
 
 if __name__ == "__main__":

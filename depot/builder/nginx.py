@@ -14,7 +14,9 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def nginx_config(site: Path, routes_file: Path, upstream: str, server_name: str = "_") -> str:
+def nginx_config(
+    site: Path, routes_file: Path, upstream: str, server_name: str = "_", listen: str = "80"
+) -> str:
     table = json.loads(routes_file.read_text(encoding="utf-8"))
     plain: list[dict] = []
     with_query: dict[str, list[dict]] = {}
@@ -30,7 +32,7 @@ def nginx_config(site: Path, routes_file: Path, upstream: str, server_name: str 
         "}",
         "",
         "server {",
-        "    listen 80;",
+        f"    listen {listen};",
         f"    server_name {server_name};",
         f"    root {site};",
         "    client_max_body_size 5g;",
