@@ -161,6 +161,31 @@ def serve_command(store: Store, host: str, port: int) -> None:
     uvicorn.run(create_app(config), host=host, port=port, log_level="info", access_log=True)
 
 
+@main.command("agent")
+@click.option("--store", required=True, help="Base URL of the store (its device/index.json is read).")
+@click.option("--root", required=True, type=click.Path(path_type=Path), help="Everything the agent owns.")
+@click.option("--platform", default=None, help="Device platform (default: the store's first).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8090, show_default=True, type=int)
+@click.option("--secret", envvar="DEPOT_AGENT_SECRET", default=None, help="Required in the Secret header.")
+@click.option("--flasher", default=None, help="Command that flashes a firmware image (path appended).")
+@click.option("--health-check", default=None, help="Command run after activation; failure rolls back.")
+@click.option("--max-unpacked", default=None, type=int, help="Largest size a module may unpack to.")
+@click.option("--retries", default=8, show_default=True, type=int, help="Download attempts without progress.")
+@click.option("--retry-delay", default=1.0, show_default=True, type=float, help="First back-off in seconds.")
+def agent_command(store: str, root: Path, platform: str | None, host: str, port: int, **options: Any) -> None:
+    """Run the device app store: install modules and firmware from a store into ROOT."""
+    import uvicorn
+
+    from depot.agent.api import create_agent_app
+    from depot.agent.config import AgentConfig
+    from depot.agent.tasks import Agent
+
+    settings = {k: v for k, v in options.items() if v is not None}
+    config = AgentConfig(store=store, root=root, platform=platform, **settings)
+    uvicorn.run(create_agent_app(Agent(config)), host=host, port=port, log_level="info", access_log=True)
+
+
 @main.group("user")
 def user_group() -> None:
     """Manage accounts."""
@@ -198,14 +223,23 @@ def user_add(store: Store, name: str, password_stdin: bool, staff: bool, devices
 
 
 @main.command("check")
+@store_options
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-def check_command(files: tuple[Path, ...]) -> None:
-    """Validate package files and print why each invalid one is rejected."""
-    from depot.builder.check import check_file
+def check_command(store: Store, files: tuple[Path, ...]) -> None:
+    """Validate package files and print why each invalid one is rejected.
 
+    The store's depot.toml (when --repo has one) supplies the settings some formats depend on,
+    such as the OTA file-name pattern and the Qt categories."""
+    from depot.builder.check import check_file
+    from depot.builder.settings import load_settings
+
+    try:
+        settings = load_settings(store.repo)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
     failures = 0
     for path in files:
-        problem = check_file(path)
+        problem = check_file(path, settings)
         if problem:
             failures += 1
             click.echo(f"{path}: INVALID: {problem}")
@@ -229,6 +263,15 @@ def nginx_command(store: Store, upstream: str, server_name: str, listen: str) ->
     click.echo(
         nginx_config(store.site.resolve(), routes, upstream=upstream, server_name=server_name, listen=listen)
     )
+
+
+def _register_portal_commands() -> None:
+    from depot.cli_portal import register
+
+    register(main, store_options, run_build)  # depot ci-token ..., depot portal ...
+
+
+_register_portal_commands()
 
 
 if __name__ == "__main__":

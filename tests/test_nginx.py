@@ -67,12 +67,14 @@ http {{
 def test_nginx_serves_what_the_runtime_serves(stack: tuple[ServedStore, str]) -> None:
     store, front = stack
     routes = {r["url"]: r for r in json.loads((store.site / "routes.json").read_text())["routes"]}
-    for path in ("/", "/device/index.json", "/device/pi64/index.json"):
+    for path in ("/index.html", "/device/index.json", "/device/pi64/index.json", "/search.json"):
         proxied = httpx.get(front + path)
         assert proxied.status_code == 200
         assert proxied.content == (store.site / routes[path]["file"]).read_bytes()
         assert proxied.headers["content-type"].replace(" ", "") == routes[path]["type"].replace(" ", "")
         assert proxied.headers["cache-control"] == "no-cache"
+    for folder, page in (("/", "index.html"), ("/modules/pi64/", "modules/pi64/index.html")):
+        assert httpx.get(front + folder).content == (store.site / page).read_bytes()
 
 
 def test_behind_nginx_the_runtime_hands_the_bytes_over(stack: tuple[ServedStore, str]) -> None:
@@ -83,7 +85,7 @@ def test_behind_nginx_the_runtime_hands_the_bytes_over(stack: tuple[ServedStore,
 
 
 def test_nginx_serves_package_files_with_ranges_and_immutable_caching(stack: tuple[ServedStore, str]) -> None:
-    store, front = stack
+    _store, front = stack
     index = httpx.get(front + "/device/pi64/index.json").json()
     version = index["modules"][0]["versions"][0]
     url = front + "/device/pi64/" + version["url"]

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ from typing import Any
 
 import jinja2
 
-from depot.atomic import atomic_write
+from depot.atomic import atomic_write, remove_stale_temps
 from depot.builder.model import Catalog
 from depot.builder.publish import ENTRY, Output, Publisher
 from depot.builder.renderers import RenderContext, fingerprint, json_bytes, renderers
@@ -110,15 +112,21 @@ def route_table(outputs: list[Output]) -> Output:
     """The one table that maps every static URL to its file and media type (DESIGN section 2).
 
     The runtime's static mount and the generated nginx configuration both read it."""
+
+    def row(o: Output) -> dict[str, Any]:
+        r: dict[str, Any] = {"url": o.public_url, "file": o.path, "type": o.media_type}
+        if o.query:
+            r["query"] = o.query
+        if o.status and o.status != 200:
+            r["status"] = o.status
+        return r
+
     routes = sorted(
-        (
-            {"url": o.public_url, "file": o.path, "type": o.media_type}
-            | ({"query": o.query} if o.query else {})
-            for o in outputs
-        ),
-        key=lambda r: (r["url"], sorted((r.get("query") or {}).items())),
+        (row(o) for o in outputs),
+        key=lambda r: (r["url"], sorted(r["query"].items()) if "query" in r else []),
     )
-    fp = fingerprint("routes", *(json.dumps(r, sort_keys=True) for r in routes))
+    # One dumps of the whole table (the C encoder) rather than one per route.
+    fp = fingerprint("routes", json.dumps(routes, sort_keys=True))
     return Output(
         path=ROUTES_FILE,
         fingerprint=fp,
@@ -126,6 +134,17 @@ def route_table(outputs: list[Output]) -> Output:
         tier=ENTRY,
         render=lambda: json_bytes({"schema": 1, "routes": routes}),
     )
+
+
+def render_outputs(catalog: Catalog, repo: Path) -> list[Output]:
+    """Every file of the site for ``catalog``, the route table last (nothing rendered yet)."""
+    env, template_digest = template_environment()
+    ctx = RenderContext(templates=env, template_digest=template_digest, extras={"repo": repo})
+    outputs: list[Output] = []
+    for render in renderers():
+        outputs.extend(render(catalog, ctx))
+    outputs.append(route_table(outputs))
+    return outputs
 
 
 def build(
@@ -139,8 +158,33 @@ def build(
     """Publish ``repo`` into ``site``. Raises SettingsError when depot.toml is unusable,
     BuildBusy when another build runs and ``wait`` is False."""
     repo, site = repo.resolve(), site.resolve()
-    with build_lock(site, wait=wait, on_wait=on_wait):
+    with build_lock(site, wait=wait, on_wait=on_wait), _fewer_gc_passes():
         return _build_locked(repo, site, progress)
+
+
+@contextlib.contextmanager
+def _fewer_gc_passes() -> Iterator[None]:
+    """A build allocates a million small objects (the scan cache, the manifest, the records),
+    none of them garbage; at the default threshold the cyclic collector walks them all again and
+    again (about 15 % of a no-change build of 10,000 packages). Collect less often meanwhile."""
+    global _gc_builds, _gc_saved
+    with _gc_lock:  # builds of different sites may overlap in one process: the last one restores
+        if _gc_builds == 0:
+            _gc_saved = gc.get_threshold()
+            gc.set_threshold(max(_gc_saved[0], 50_000), *_gc_saved[1:])
+        _gc_builds += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_builds -= 1
+            if _gc_builds == 0:
+                gc.set_threshold(*_gc_saved)
+
+
+_gc_lock = threading.Lock()
+_gc_builds = 0
+_gc_saved = gc.get_threshold()
 
 
 def _build_locked(repo: Path, site: Path, progress: Progress | None) -> BuildResult:
@@ -148,6 +192,9 @@ def _build_locked(repo: Path, site: Path, progress: Progress | None) -> BuildRes
     state = state_dir_for(site)
     dirty_marker = state / "build-in-progress"
     result.recovered = dirty_marker.exists()
+    # A build killed while saving its state (marker, cache, manifest, report) leaves a temporary
+    # file here; we hold the lock, so no writer owns one now. (site/ is swept after a killed build.)
+    remove_stale_temps(state)
     t0 = time.perf_counter()
 
     settings = load_settings(repo)
@@ -159,12 +206,7 @@ def _build_locked(repo: Path, site: Path, progress: Progress | None) -> BuildRes
     result.timings["scan"] = t1 - t0
 
     catalog = Catalog(settings=settings, records=scan.records)
-    env, template_digest = template_environment()
-    ctx = RenderContext(templates=env, template_digest=template_digest, extras={"repo": repo})
-    outputs: list[Output] = []
-    for render in renderers():
-        outputs.extend(render(catalog, ctx))
-    outputs.append(route_table(outputs))
+    outputs = render_outputs(catalog, repo)
     result.outputs = len(outputs)
     t2 = time.perf_counter()
     result.timings["plan"] = t2 - t1

@@ -9,7 +9,13 @@ from depot.builder.model import StoreSettings
 from depot.builder.settings import DEFAULT_OTA_PATTERN
 
 # Where a file of each kind would live in repo/, which is how readers recognise it.
-FOLDER_BY_SUFFIX = {".tar.gz": "modules", ".bin": "firmware"}
+FOLDER_BY_SUFFIX = {
+    ".tar.gz": "modules",
+    ".bin": "firmware",
+    ".appkg": "apps",
+    ".ampkg": "apps",
+    ".apk": "android",
+}
 
 
 def check_file(path: Path, settings: StoreSettings | None = None) -> str | None:

@@ -8,13 +8,26 @@ cheaply: a record's :attr:`digest` changes exactly when something a renderer cou
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from depot.builder.versions import version_key
+
+
+@functools.cache
+def builder_code_digest() -> str:
+    """A digest of the builder's Python source: part of every cache key and fingerprint."""
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def canonical_json(value: Any) -> bytes:
@@ -33,11 +46,34 @@ class Record:
     public_download: ClassVar[bool] = True
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, **dataclasses.asdict(self)}
+        # What dataclasses.asdict gives, without its deep copy of every value (a build of ten
+        # thousand packages calls this ten thousand times).
+        fields = {name: _plain(getattr(self, name)) for name in _field_names(type(self))}
+        return {"kind": self.kind, **fields}
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
+        # Computed once per record (several renderers ask); the scan cache stores it too, see
+        # record_from_dict. cached_property writes the instance __dict__, so frozen is fine.
         return hashlib.sha256(canonical_json(self.to_dict())).hexdigest()
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as dataclasses.asdict would give it: nested dataclasses become dicts."""
+    if value is None or isinstance(value, str | int | float):
+        return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {name: _plain(getattr(value, name)) for name in _field_names(type(value))}
+    if isinstance(value, tuple | list):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    return copy.deepcopy(value)
 
 
 @dataclass(frozen=True)
@@ -110,6 +146,10 @@ class AppVariant(Record):
     conflict_tags: tuple[str, ...] = ()
     purchase_id: int = 0
     icon_sha256: str = ""
+    purchase_uuid: str = ""  # the Qt dialect's purchaseId, kept in the sidecar so it survives rebuilds
+    pkgformat: int = 1  # the package header's formatVersion
+    tags_hash: str = ""  # str(tags) + str(conflicts): with id and architecture, the variant's key
+    package_digest: str = ""  # the footer digest (hex), what a store signature signs
 
 
 # -- shipper (OTA builds) ------------------------------------------------------------------------
@@ -128,7 +168,8 @@ class OtaBuild(Record):
     blob: Blob
     build_id: int = 0
     enabled: bool = True
-    extra: tuple[tuple[str, str], ...] = ()
+    extra: tuple[tuple[str, str], ...] = ()  # the file-name pattern's other named groups
+    x86_type: str = ""  # only for x86/x86_64 devices
 
 
 # -- CI portal (Android) -----------------------------------------------------------------------
@@ -146,6 +187,11 @@ class AndroidVersion(Record):
     min_sdk: int = 1
     countries: tuple[str, ...] = ()
     vehicle_contexts: tuple[str, ...] = ()
+    target_sdk: int = 0  # 0: not declared
+    abis: tuple[str, ...] = ()  # from lib/<abi>/ entries; () means any ABI
+    permissions: tuple[str, ...] = ()
+    signer_sha256: str = ""  # SHA-256 of the verified signing certificate
+    released: str = ""  # when the store team released it (from the sidecar)
 
 
 RECORD_TYPES: dict[str, type[Record]] = {
@@ -153,19 +199,28 @@ RECORD_TYPES: dict[str, type[Record]] = {
 }
 
 
-def record_from_dict(data: dict[str, Any]) -> Record:
-    """Inverse of :meth:`Record.to_dict`, used by the scan cache."""
-    data = dict(data)
-    cls = RECORD_TYPES[data.pop("kind")]
+def record_from_dict(data: dict[str, Any], digest: str | None = None) -> Record:
+    """Inverse of :meth:`Record.to_dict`, used by the scan cache. ``digest``, when the cache
+    kept it, is the record's :attr:`~Record.digest`, so it need not be computed again."""
+    cls = RECORD_TYPES[data["kind"]]
     kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        value = data[f.name]
-        if f.name == "blob":
+    for name in _field_names(cls):
+        value = data[name]
+        if name == "blob":
             value = Blob(**value)
         elif isinstance(value, list):
             value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
-        kwargs[f.name] = value
-    return cls(**kwargs)
+        kwargs[name] = value
+    record = cls(**kwargs)
+    if digest is not None:
+        record.__dict__["digest"] = digest  # primes the cached_property
+    return record
+
+
+def record_schema() -> str:
+    """A digest of every record type's fields: the scan cache is void when it changes."""
+    shape = [[kind, *_field_names(cls)] for kind, cls in sorted(RECORD_TYPES.items())]
+    return hashlib.sha256(canonical_json(shape)).hexdigest()[:16]
 
 
 # -- store settings and the whole catalog -------------------------------------------------------
@@ -224,6 +279,8 @@ class StoreSettings:
     ota_variants: tuple[OtaVariant, ...] = ()
     ota_filename_pattern: str = ""
     ota_allowed_versions: tuple[str, ...] = ("*",)
+    ota_x86_types: tuple[OtaVariant, ...] = ()  # BlissOS-style x86 build types (codename, description)
+    ota_base_url: str = ""  # absolute base of download URLs in OTA feeds; "" = root-relative
     platforms: tuple[DevicePlatform, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 

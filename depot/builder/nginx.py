@@ -37,7 +37,7 @@ def nginx_config(
         f"    root {site};",
         "    client_max_body_size 5g;",
         "    gzip on;",
-        "    gzip_types application/json text/css text/html;",
+        "    gzip_types application/json text/css text/javascript;",
         "",
         "    # Downloads the runtime authorised (signed URLs, counted downloads) are handed back",
         "    # to nginx with X-Accel-Redirect: set DEPOT_ACCEL_REDIRECT=/_depot_site/ for depot serve.",
@@ -48,19 +48,34 @@ def nginx_config(
         "",
     ]
     for route in sorted(plain, key=lambda r: r["url"]):
+        if route["url"] in with_query:
+            continue  # a URL that also has query-string variants is answered by the runtime
         cache = (
             "public, max-age=31536000, immutable"
             if route["file"].startswith(IMMUTABLE_PREFIXES)
             else "no-cache"
         )
-        lines += [
-            f"    location = {_quote(route['url'])} {{",
-            "        default_type " + _quote(route["type"]) + ";",
-            "        types { }",
-            f'        add_header Cache-Control "{cache}";',
-            f"        try_files /{route['file']} @depot;",
-            "    }",
-        ]
+        if route.get("status", 200) != 200:
+            # A static error body: nginx answers with the route's status and the file as its page.
+            lines += [
+                f"    location = {_quote(route['url'])} {{",
+                f"        error_page {route['status']} /_depot_site/{route['file']};",
+                f"        return {route['status']};",
+                "    }",
+            ]
+            continue
+        urls = [route["url"]]
+        if route["url"].endswith("/index.html"):
+            urls.append(route["url"].removesuffix("index.html"))  # /apps/x/ serves /apps/x/index.html
+        for url in urls:
+            lines += [
+                f"    location = {_quote(url)} {{",
+                "        default_type " + _quote(route["type"]) + ";",
+                "        types { }",
+                f'        add_header Cache-Control "{cache}";',
+                f"        try_files /{route['file']} @depot;",
+                "    }",
+            ]
     for url, routes in sorted(with_query.items()):
         # nginx cannot select a file by query string with `location`; the runtime answers these.
         lines += [f"    location = {_quote(url)} {{ proxy_pass http://depot_runtime; }}"]
@@ -77,6 +92,8 @@ def nginx_config(
         "    location @depot {",
         "        proxy_pass http://depot_runtime;",
         "        proxy_set_header Host $host;",
+        "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        "        proxy_set_header X-Forwarded-Proto $scheme;",
         "    }",
         "}",
     ]

@@ -43,6 +43,7 @@ class Output:
     source: Path | None = None  # a file copied as it is (package files)
     url: str | None = None  # the public URL, when it is not "/" + path
     query: dict[str, str] | None = None  # for dialect URLs that carry a query string
+    status: int | None = None  # HTTP status to answer with, when not 200 (static error bodies)
 
     @property
     def public_url(self) -> str:
@@ -62,6 +63,7 @@ class Publisher:
         self.site = site
         self.manifest_file = manifest_file
         self.manifest: dict[str, dict[str, Any]] = self._load()
+        self._saved = self.manifest  # what the manifest file holds: save() skips an equal one
 
     def _load(self) -> dict[str, dict[str, Any]]:
         try:
@@ -88,33 +90,42 @@ class Publisher:
         for tier in sorted(by_tier):
             self._publish_tier(by_tier[tier], new_manifest, report)
         stale = set(self.manifest) - wanted
-        if full_sweep or not self.manifest:
+        sweep = full_sweep or not self.manifest
+        if sweep:
             stale |= self._files_on_disk() - wanted
         for path in sorted(stale):
             with contextlib.suppress(FileNotFoundError):
                 (self.site / path).unlink()
                 report.deleted.append(path)
-        self._prune_empty_dirs({str(Path(p).parent) for p in stale})
+        empty_candidates = {str(Path(p).parent) for p in stale}
+        if sweep:  # a build killed between deleting a folder's last file and the folder
+            empty_candidates |= self._dirs_on_disk()
+        self._prune_empty_dirs(empty_candidates)
         self.manifest = new_manifest
         return report
 
     def save(self) -> None:
+        if self.manifest == self._saved and self.manifest_file.exists():
+            return  # a build that changed nothing: the file on disk already says this
         payload = {"site": str(self.site.resolve()), "files": self.manifest}
         atomic_write(self.manifest_file, json.dumps(payload, separators=(",", ":")).encode())
+        self._saved = self.manifest
 
     def _publish_tier(
         self, outputs: list[Output], manifest: dict[str, dict[str, Any]], report: PublishReport
     ) -> None:
         batch = len(outputs) > BATCH_SYNC_THRESHOLD
         pending: list[tuple[Path, Path]] = []
+        written: list[str] = []
+        root = str(self.site)
         for out in sorted(outputs, key=lambda o: o.path):
-            target = self.site / out.path
             old = self.manifest.get(out.path)
-            st = _stat(target)
+            st = _stat(f"{root}/{out.path}")  # a str, not a Path: this runs for every file
             if old and old["fp"] == out.fingerprint and st == (old["size"], old["mtime_ns"]):
                 manifest[out.path] = old
                 report.unchanged += 1
                 continue
+            target = self.site / out.path
             if out.source is not None:
                 size, sha = old_size_sha(out)
                 if st is not None and st[0] == size and _sha256_of(target) == sha:
@@ -129,24 +140,30 @@ class Publisher:
                     tmp = None
                 else:
                     tmp = write_temp(target, data, sync=not batch)
+            manifest[out.path] = {"fp": out.fingerprint, "sha256": sha, "size": size}
             if tmp is None:
                 report.unchanged += 1
+                assert st is not None
+                manifest[out.path]["mtime_ns"] = st[1]  # untouched since the stat above
             else:
                 pending.append((tmp, target))
+                written.append(out.path)
                 report.written.append(out.path)
                 report.bytes_written += size
-            manifest[out.path] = {"fp": out.fingerprint, "sha256": sha, "size": size}
         if batch and pending:
             os.sync()
         dirs: set[Path] = set()
         for tmp, target in pending:
             os.replace(tmp, target)
             dirs.add(target.parent)
-        for d in dirs:
-            fsync_dir(d)
-        for out in outputs:
-            entry = manifest[out.path]
-            st = _stat(self.site / out.path)
+        if len(dirs) > BATCH_SYNC_THRESHOLD:
+            os.sync()  # makes every rename above durable: far cheaper than an fsync per folder
+        else:
+            for d in dirs:
+                fsync_dir(d)
+        for path in written:
+            entry = manifest[path]
+            st = _stat(f"{root}/{path}")
             assert st is not None
             entry["size"], entry["mtime_ns"] = st
 
@@ -158,6 +175,13 @@ class Publisher:
             for name in files:
                 found.add(prefix + name)
         return found
+
+    def _dirs_on_disk(self) -> set[str]:
+        return {
+            os.path.relpath(os.path.join(dirpath, d), self.site).replace(os.sep, "/")
+            for dirpath, dirs, _files in os.walk(self.site)
+            for d in dirs
+        }
 
     def _prune_empty_dirs(self, candidates: set[str]) -> None:
         for rel in sorted(candidates, key=len, reverse=True):
@@ -176,9 +200,9 @@ def old_size_sha(out: Output) -> tuple[int, str]:
     return int(size), sha
 
 
-def _stat(path: Path) -> tuple[int, int] | None:
+def _stat(path: Path | str) -> tuple[int, int] | None:
     try:
-        st = path.stat()
+        st = os.stat(path)
     except FileNotFoundError:
         return None
     return st.st_size, st.st_mtime_ns

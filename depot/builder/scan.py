@@ -8,18 +8,27 @@ a no-change rebuild of ten thousand packages is ten thousand ``stat`` calls.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import sys
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Protocol
 
 from depot.builder.formats import FormatError, Reader, Source, readers
-from depot.builder.model import Record, StoreSettings, record_from_dict
+from depot.builder.model import Record, StoreSettings, builder_code_digest, record_from_dict, record_schema
 from depot.builder.settings import SETTINGS_FILE
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: entries keep their records' digests
+# Reading a package is mostly Python work (tar headers, zip directories, manifests), so threads
+# only contend for the GIL; a batch at least this big goes to worker processes instead (their
+# start-up costs about as much as reading a few hundred packages).
+PROCESS_POOL_MIN_FILES = 1000
+PROCESS_CHUNK = 100
 # Folders whose every file should be a package or a sidecar: anything else there is reported.
 CONTENT_FOLDERS = ("apps/", "builds/", "modules/", "firmware/", "android/")
 
@@ -42,12 +51,19 @@ class ScanResult:
     files_cached: int = 0
 
 
-def _stat_key(path: Path) -> list[int] | None:
+def _stat_key(path: Path | str) -> list[int] | None:
     try:
-        st = path.stat()
+        st = os.stat(path)
     except FileNotFoundError:
         return None
     return [st.st_size, st.st_mtime_ns]
+
+
+def _cache_version() -> str:
+    # The record schema joins the version: a cache written before a record type gained or lost
+    # a field is void, rather than a KeyError or a stale digest.
+    # So does the builder's source: records are only as good as the readers that made them.
+    return f"{CACHE_VERSION}/{record_schema()}/{builder_code_digest()}"
 
 
 def walk_repo(repo: Path) -> list[str]:
@@ -67,6 +83,7 @@ class Scanner:
         self.cache_file = cache_file
         self.readers: list[Reader] = readers()
         self._cache: dict[str, Any] = self._load_cache()
+        self._cache_changed = True
 
     def _load_cache(self) -> dict[str, Any]:
         if self.cache_file is None or not self.cache_file.exists():
@@ -75,14 +92,14 @@ class Scanner:
             data = json.loads(self.cache_file.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {}  # a damaged cache only costs a full re-read
-        if data.get("version") != CACHE_VERSION or data.get("repo") != str(self.repo.resolve()):
+        if data.get("version") != _cache_version() or data.get("repo") != str(self.repo.resolve()):
             return {}
         return data.get("entries", {})
 
     def save_cache(self, write: Callable[[Path, bytes], Any]) -> None:
-        if self.cache_file is None:
+        if self.cache_file is None or not self._cache_changed:
             return
-        payload = {"version": CACHE_VERSION, "repo": str(self.repo.resolve()), "entries": self._cache}
+        payload = {"version": _cache_version(), "repo": str(self.repo.resolve()), "entries": self._cache}
         write(self.cache_file, json.dumps(payload, separators=(",", ":")).encode())
 
     def reader_for(self, relpath: str) -> Reader | None:
@@ -91,6 +108,7 @@ class Scanner:
     def scan(self, settings: StoreSettings, progress: Progress | None = None) -> ScanResult:
         result = ScanResult()
         files = walk_repo(self.repo)
+        present = set(files)
         claimed: dict[str, Reader] = {}
         sidecars: set[str] = set()
         for relpath in files:
@@ -107,7 +125,7 @@ class Scanner:
         new_cache: dict[str, Any] = {}
         to_read: list[tuple[str, Reader, list[Any]]] = []
         for relpath, reader in claimed.items():
-            key = self._key(relpath, reader, settings)
+            key = self._key(relpath, reader, settings, present)
             entry = self._cache.get(relpath)
             if entry is not None and entry["key"] == key:
                 new_cache[relpath] = entry
@@ -117,16 +135,7 @@ class Scanner:
 
         def read_one(job: tuple[str, Reader, list[Any]]) -> tuple[str, dict[str, Any]]:
             relpath, reader, key = job
-            path = self.repo / relpath
-            try:
-                if path.is_symlink():
-                    raise FormatError("symbolic links are not followed")
-                records = reader.read(Source(self.repo, relpath, settings))
-                entry = {"key": key, "records": [r.to_dict() for r in records], "error": None}
-            except FormatError as exc:
-                entry = {"key": key, "records": [], "error": str(exc)}
-            except OSError as exc:
-                entry = {"key": None, "records": [], "error": f"cannot read: {exc.strerror or exc}"}
+            entry = read_entry(self.repo, relpath, reader, key, settings)
             if progress:
                 progress.advance(1)
             return relpath, entry
@@ -134,10 +143,15 @@ class Scanner:
         if to_read:
             if progress:
                 progress.start(len(to_read), "reading packages")
-            workers = min(4, len(to_read))
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                for relpath, entry in pool.map(read_one, to_read):
+            entries = self._read_in_processes(to_read, settings, progress)
+            if entries is not None:
+                for (relpath, _reader, _key), entry in zip(to_read, entries, strict=True):
                     new_cache[relpath] = entry
+            else:
+                workers = min(4, len(to_read))
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    for relpath, entry in pool.map(read_one, to_read):
+                        new_cache[relpath] = entry
             result.files_read = len(to_read)
             if progress:
                 progress.finish()
@@ -146,10 +160,81 @@ class Scanner:
             entry = new_cache[relpath]
             if entry["error"]:
                 result.skipped[relpath] = entry["error"]
-            result.records.extend(record_from_dict(r) for r in entry["records"])
-        self._cache = {k: v for k, v in new_cache.items() if v["key"] is not None}
+            digests = entry.get("digests") or [None] * len(entry["records"])
+            result.records.extend(
+                record_from_dict(r, d) for r, d in zip(entry["records"], digests, strict=True)
+            )
+        kept = {k: v for k, v in new_cache.items() if v["key"] is not None}
+        # Nothing read and nothing gone: the cache file on disk is still exact, leave it be.
+        self._cache_changed = bool(to_read) or kept.keys() != self._cache.keys()
+        self._cache = kept
         return result
 
-    def _key(self, relpath: str, reader: Reader, settings: StoreSettings) -> list[Any]:
-        stats = [_stat_key(self.repo / p) for p in (relpath, *reader.sidecars(relpath))]
+    def _read_in_processes(
+        self, to_read: list[tuple[str, Reader, list[Any]]], settings: StoreSettings, progress: Progress | None
+    ) -> list[dict[str, Any]] | None:
+        """Read a big batch in worker processes; None when it is small or that is not possible
+        (one CPU, custom readers, no process support), and the caller reads in threads."""
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        if cpus < 2 or len(to_read) < PROCESS_POOL_MIN_FILES:
+            return None
+        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+        if main_file and not os.path.isfile(main_file):
+            return None  # e.g. a script on stdin: the workers could not import __main__ again
+        known = {r.name: type(r) for r in readers()}
+        if any(known.get(reader.name) is not type(reader) for _rel, reader, _key in to_read):
+            return None  # workers make their own readers: only the standard ones can be named
+        jobs = [(relpath, reader.name, key) for relpath, reader, key in to_read]
+        chunks = [jobs[i : i + PROCESS_CHUNK] for i in range(0, len(jobs), PROCESS_CHUNK)]
+        entries: list[dict[str, Any]] = []
+        try:
+            # forkserver, not fork: the runtime calls the builder from a threaded process.
+            context = multiprocessing.get_context("forkserver")
+            with ProcessPoolExecutor(max_workers=min(cpus, 4), mp_context=context) as pool:
+                results = pool.map(_read_chunk, repeat(self.repo), repeat(settings), chunks)
+                for chunk, chunk_entries in zip(chunks, results, strict=True):
+                    entries.extend(chunk_entries)
+                    if progress:
+                        progress.advance(len(chunk))
+        except (OSError, ValueError, BrokenProcessPool):
+            return None
+        return entries
+
+    def _key(self, relpath: str, reader: Reader, settings: StoreSettings, present: set[str]) -> list[Any]:
+        root = str(self.repo)
+        stats = [
+            # A sidecar the walk did not see does not exist (one stat saved per package), unless
+            # it hides in a dot-name the walk leaves out.
+            _stat_key(f"{root}/{p}") if p in present or p == relpath or "/." in f"/{p}" else None
+            for p in (relpath, *reader.sidecars(relpath))
+        ]
         return [stats, reader.settings_key(settings)]
+
+
+def read_entry(
+    repo: Path, relpath: str, reader: Reader, key: list[Any], settings: StoreSettings
+) -> dict[str, Any]:
+    """Read one package into its scan-cache entry: its records (with their digests) or the
+    reason it cannot be published."""
+    try:
+        if (repo / relpath).is_symlink():
+            raise FormatError("symbolic links are not followed")
+        records = reader.read(Source(repo, relpath, settings))
+        return {
+            "key": key,
+            "records": [r.to_dict() for r in records],
+            "digests": [r.digest for r in records],
+            "error": None,
+        }
+    except FormatError as exc:
+        return {"key": key, "records": [], "error": str(exc)}
+    except OSError as exc:
+        return {"key": None, "records": [], "error": f"cannot read: {exc.strerror or exc}"}
+
+
+def _read_chunk(
+    repo: Path, settings: StoreSettings, jobs: list[tuple[str, str, list[Any]]]
+) -> list[dict[str, Any]]:
+    """A worker process's share of a big scan (module level, so that it pickles)."""
+    by_name = {r.name: r for r in readers()}
+    return [read_entry(repo, relpath, by_name[name], key, settings) for relpath, name, key in jobs]

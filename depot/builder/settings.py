@@ -22,10 +22,11 @@ from depot.builder.model import (
 
 SETTINGS_FILE = "depot.toml"
 
-# shipper's default: lineage-17.1-20200402-UNOFFICIAL-bullhead.zip style names
+# shipper's default SHIPPER_FILE_NAME_FORMAT (2.43.0), applied with re.search, for names like
+# Bliss-v14-bullhead-OFFICIAL-gapps-20200608.zip (the unescaped "." before zip is shipper's).
 DEFAULT_OTA_PATTERN = (
-    r"^lineage-(?P<version>[0-9.]+)-(?P<date>\d{8})-UNOFFICIAL-(?P<codename>[\w]+)"
-    r"(?:-(?P<variant>[\w]+))?\.zip$"
+    r"[A-Za-z]+-(?P<version>[a-z0-9.]+)-(?P<codename>[A-Za-z0-9_]+)-OFFICIAL-(?P<variant>[a-z]+)"
+    r"-(?P<date>[0-9]{8}).zip"
 )
 
 
@@ -41,9 +42,13 @@ def load_settings(repo: Path) -> StoreSettings:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SettingsError(f"{path}: {exc}") from exc
+    except OSError as exc:  # a folder, or a file we may not read: say so, not a traceback
+        raise SettingsError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     try:
         return parse_settings(raw)
-    except (KeyError, TypeError, ValueError) as exc:
+    except KeyError as exc:
+        raise SettingsError(f"{path}: an entry lacks the required key {exc}") from exc
+    except (TypeError, ValueError) as exc:
         raise SettingsError(f"{path}: {exc}") from exc
 
 
@@ -51,6 +56,14 @@ def _table(raw: dict[str, Any], key: str) -> dict[str, Any]:
     value = raw.get(key, {})
     if not isinstance(value, dict):
         raise TypeError(f"[{key}] must be a table")
+    return value
+
+
+def _bool(raw: dict[str, Any], key: str, default: bool) -> bool:
+    """A TOML boolean; a string such as "false" is an error, not a truthy value."""
+    value = raw.get(key, default)
+    if not isinstance(value, bool):
+        raise TypeError(f"{key} must be true or false, not {value!r}")
     return value
 
 
@@ -75,9 +88,9 @@ def parse_settings(raw: dict[str, Any]) -> StoreSettings:
             codename=str(d["codename"]),
             name=str(d.get("name", d["codename"])),
             manufacturer=str(d.get("manufacturer", "")),
-            maintained=bool(d.get("maintained", True)),
+            maintained=_bool(d, "maintained", True),
             note=str(d.get("note", "")),
-            visible=bool(d.get("visible", True)),
+            visible=_bool(d, "visible", True),
             romtype=str(d.get("romtype", "")),
         )
         for d in _list(ota, "devices")
@@ -91,20 +104,26 @@ def parse_settings(raw: dict[str, Any]) -> StoreSettings:
         for p in _list(_table(raw, "device"), "platforms")
     )
     allowed = tuple(str(v) for v in ota.get("allowed_versions", ["*"]))
+    x86_types = tuple(
+        OtaVariant(codename=str(v["codename"]), description=str(v.get("description", "")))
+        for v in _list(ota, "x86_types")
+    )
     return StoreSettings(
         name=str(store.get("name", "Depot")),
         description=str(store.get("description", "")),
         qt_platform=str(qt.get("platform", "NEPTUNE3")),
         qt_api_version=int(qt.get("api_version", 2)),
-        maintenance=bool(qt.get("maintenance", False)),
+        maintenance=_bool(qt, "maintenance", False),
         download_expiry=int(qt.get("download_expiry", 600)),
-        purchase_requires_device_id=bool(qt.get("purchase_requires_device_id", True)),
+        purchase_requires_device_id=_bool(qt, "purchase_requires_device_id", True),
         categories=categories,
         vendors=vendors,
         ota_devices=devices,
         ota_variants=variants,
         ota_filename_pattern=str(ota.get("filename_pattern", DEFAULT_OTA_PATTERN)),
         ota_allowed_versions=allowed,
+        ota_x86_types=x86_types,
+        ota_base_url=str(ota.get("base_url", "")).rstrip("/"),
         platforms=platforms,
         raw=raw,
     )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+
+log = logging.getLogger(__name__)
 
 
 class _Debouncer(FileSystemEventHandler):
@@ -29,7 +32,8 @@ def watch(
     stop: threading.Event | None = None,
 ) -> None:
     """Call ``rebuild`` after each burst of changes below ``repo``: once the tree has been quiet
-    for ``debounce`` seconds. Returns when ``stop`` is set or on Ctrl-C."""
+    for ``debounce`` seconds. A rebuild that raises is logged and the watch goes on. Returns
+    when ``stop`` is set or on Ctrl-C."""
     handler = _Debouncer(debounce)
     observer = Observer()
     observer.schedule(handler, str(repo), recursive=True)
@@ -45,7 +49,10 @@ def watch(
                 if not handler.changed.wait(timeout=debounce) or stop.is_set():
                     break
             if not stop.is_set():
-                rebuild()
+                try:
+                    rebuild()
+                except Exception:  # a failed rebuild must not end the watch: the next change retries
+                    log.exception("rebuild failed; watching on")
     except KeyboardInterrupt:
         pass
     finally:

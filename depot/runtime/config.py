@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from depot.atomic import atomic_write
+from depot.atomic import fsync_dir, write_temp
 
 SECRET_FILE = "secret.key"
 
@@ -45,6 +45,16 @@ def load_secret_key(data: Path) -> str:
         return from_env
     path = data / SECRET_FILE
     if not path.exists():
-        atomic_write(path, secrets.token_urlsafe(48).encode())
-        path.chmod(0o600)
+        # Written to a temporary file, then linked into place: link() fails if the name exists,
+        # so of two processes starting at once on an empty data folder exactly one key wins and
+        # both read it.
+        tmp = write_temp(path, secrets.token_urlsafe(48).encode())
+        tmp.chmod(0o600)
+        try:
+            os.link(tmp, path)
+            fsync_dir(data)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
     return path.read_text().strip()

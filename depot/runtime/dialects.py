@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-DIALECTS: list[str] = []
+DIALECTS: list[str] = ["depot.runtime.qt", "depot.runtime.shipper", "depot.runtime.portal"]
 
 
 def load_dialects() -> list[ModuleType]:

@@ -84,6 +84,15 @@ class StaticSite:
         if not target.is_relative_to(self.site):
             return None
         cache = IMMUTABLE if route["file"].startswith(IMMUTABLE_PREFIXES) else REVALIDATE
+        if route.get("status", 200) != 200:
+            # A static error body (a dialect's "no such thing" answer): small, sent whole.
+            try:
+                body = target.read_bytes()
+            except FileNotFoundError:
+                return None
+            return Response(
+                body, status_code=route["status"], media_type=route["type"], headers={"cache-control": cache}
+            )
         try:
             return file_response(
                 target,

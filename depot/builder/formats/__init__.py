@@ -66,7 +66,10 @@ class Reader(Protocol):
 
 
 def readers() -> list[Reader]:
+    from depot.builder.formats.apk import ApkReader
     from depot.builder.formats.firmware import FirmwareReader
     from depot.builder.formats.module import ModuleReader
+    from depot.builder.formats.ota import OtaReader
+    from depot.builder.formats.qt_package import QtPackageReader
 
-    return [ModuleReader(), FirmwareReader()]
+    return [ModuleReader(), FirmwareReader(), OtaReader(), QtPackageReader(), ApkReader()]

@@ -77,11 +77,18 @@ class ModuleReader:
                 platform=platform,
                 blob=Blob(source.relpath, summary.size, summary.sha256),
                 description=str(extra.get("description", "")),
-                optional=bool(extra.get("optional", False)),
+                optional=_optional(extra),
                 unpacked_size=summary.unpacked_size,
                 file_count=summary.file_count,
             )
         ]
+
+
+def _optional(extra: dict[str, Any]) -> bool:
+    value = extra.get("optional", False)
+    if not isinstance(value, bool):
+        raise FormatError(f"optional must be true or false, not {value!r}")
+    return value
 
 
 def pack_module(dest: Path, files: dict[str, bytes], manifest: dict[str, Any] | None = None) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -22,13 +23,16 @@ def render(catalog: Catalog, ctx: RenderContext) -> Iterable[Output]:
     seen: set[str] = set()
     for record in catalog.records:
         blob = getattr(record, "blob", None)
-        if blob is None or not record.public_download or blob.site_path in seen:
+        if blob is None or not record.public_download:
             continue
-        seen.add(blob.site_path)
+        site_path = blob.site_path
+        if site_path in seen:
+            continue
+        seen.add(site_path)
         yield Output(
-            path=blob.site_path,
+            path=site_path,
             fingerprint=f"{blob.size}:{blob.sha256}",
-            media_type=MEDIA_TYPES.get(Path(blob.filename).suffix, "application/octet-stream"),
+            media_type=MEDIA_TYPES.get(os.path.splitext(blob.path)[1], "application/octet-stream"),
             tier=LEAF,
             source=repo / blob.path,
         )

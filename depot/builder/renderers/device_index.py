@@ -2,9 +2,19 @@
 
 Layout (schema in docs/device-index.md)::
 
-    device/index.json               entry: store name and every platform's index, with its
-                                    size and SHA-256 so a device can verify what it fetched
-    device/<platform>/index.json    every module and firmware of the platform, newest first
+    device/index.json                    entry: store name and every platform's index, with its
+                                         size and SHA-256 so a device can verify what it fetched
+    device/<platform>/index.<fp>.json    every module and firmware of the platform, newest first;
+                                         the file the entry names, never rewritten in place
+    device/<platform>/index.json         the same bytes under a stable name, for people and tools
+                                         that do not start from the entry
+
+The entry names the platform index by a name derived from its inputs' fingerprint, so a reader
+that holds an entry (old or new) always finds the very bytes the entry states: the new platform
+file is published before the entry that names it, and the old one is removed only after the
+new entry replaced the old. Rewriting one mutable file that the entry checks by SHA-256 would
+leave, between the two renames (or after a build killed there), an entry whose stated SHA-256
+does not match the file it names.
 
 Download URLs are relative to the index that names them, so the same tree works from any host,
 mirror, sub-path or CDN.
@@ -13,21 +23,20 @@ mirror, sub-path or CDN.
 from __future__ import annotations
 
 import hashlib
-import posixpath
 from collections.abc import Iterable
 from functools import cache
 from typing import Any
 
 from depot.builder.model import Catalog, Firmware, Module
 from depot.builder.publish import INDEX, PAGE, Output
-from depot.builder.renderers import RenderContext, fingerprint, json_bytes
+from depot.builder.renderers import RenderContext, fingerprint, json_bytes, site_relpath
 
 SCHEMA = 1
 JSON = "application/json"
 
 
 def relative_url(from_file: str, to_file: str) -> str:
-    return posixpath.relpath(to_file, posixpath.dirname(from_file) or ".")
+    return site_relpath(from_file, to_file)
 
 
 def _version_entry(index_path: str, item: Module | Firmware) -> dict[str, Any]:
@@ -60,7 +69,13 @@ def _package_entries(index_path: str, by_name: dict[str, list[Any]]) -> list[dic
 
 
 def platform_index_path(platform: str) -> str:
+    """The platform index's stable name (what people and the web catalog link to)."""
     return f"device/{platform}/index.json"
+
+
+def pinned_index_path(platform: str, fp: str) -> str:
+    """The immutable name of one version of a platform index: the one the entry names."""
+    return f"device/{platform}/index.{fp[:16]}.json"
 
 
 def render(catalog: Catalog, ctx: RenderContext) -> Iterable[Output]:
@@ -68,6 +83,7 @@ def render(catalog: Catalog, ctx: RenderContext) -> Iterable[Output]:
     firmware = catalog.firmware_by_platform()
     descriptions = {p.name: p.description for p in catalog.settings.platforms}
     platforms: list[tuple[str, str, Any]] = []  # (platform, fingerprint, body)
+    # Both files of a platform have the same bytes: their URLs are relative to the same folder.
     for platform in catalog.platforms():
         path = platform_index_path(platform)
         mods = modules.get(platform, {})
@@ -86,6 +102,8 @@ def render(catalog: Catalog, ctx: RenderContext) -> Iterable[Output]:
             )
         )
         platforms.append((platform, fp, body))
+        pinned = pinned_index_path(platform, fp)
+        yield Output(path=pinned, fingerprint=fp, media_type=JSON, tier=PAGE, render=body)
         yield Output(path=path, fingerprint=fp, media_type=JSON, tier=PAGE, render=body)
 
     def entry() -> bytes:
@@ -97,11 +115,11 @@ def render(catalog: Catalog, ctx: RenderContext) -> Iterable[Output]:
                     {
                         "name": p,
                         "description": descriptions.get(p, ""),
-                        "url": relative_url("device/index.json", platform_index_path(p)),
+                        "url": relative_url("device/index.json", pinned_index_path(p, fp)),
                         "size": len(body()),
                         "sha256": hashlib.sha256(body()).hexdigest(),
                     }
-                    for p, _fp, body in platforms
+                    for p, fp, body in platforms
                 ],
             }
         )

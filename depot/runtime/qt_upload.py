@@ -1,0 +1,181 @@
+"""``POST /upload``: staff put a Qt package into the store.
+
+The checks and their status strings come in the reference server's order. A valid package and
+its sidecar are written into repo/apps/ (temp file, fsync, rename), then the incremental build
+runs before the answer, so the uploader's next /app/list shows the package. Re-uploading the
+same (id, architecture, tags) replaces the file and keeps its purchaseId.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import shutil
+import tempfile
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from depot.atomic import TEMP_PREFIX, atomic_write, fsync_dir
+from depot.builder.formats import SIDECAR_SUFFIX
+from depot.builder.formats.qt_package import (
+    PackageError,
+    default_purchase_id,
+    escape_key,
+    validate_package,
+)
+from depot.runtime.accounts import Accounts, User
+from depot.runtime.app import services
+
+UNAUTHORIZED = {"WWW-Authenticate": 'Basic realm=""'}
+
+
+def _basic_user(request: Request) -> User | bool | None:
+    """The user of valid Basic credentials; None for bad ones; False when none were sent."""
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        name, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not sep:
+        return None
+    return Accounts(services(request).storage.db).authenticate(name, password)
+
+
+def status(value: str, code: int = 200, **extra: Any) -> Response:
+    return JSONResponse({"status": value, **extra}, status_code=code)
+
+
+def toml_string(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    escaped = "".join(c if c >= " " or c == "\t" else f"\\u{ord(c):04x}" for c in escaped)
+    return f'"{escaped}"'
+
+
+def sidecar_bytes(fields: dict[str, str]) -> bytes:
+    return ("".join(f"{k} = {toml_string(v)}\n" for k, v in fields.items())).encode()
+
+
+def _existing_purchase_id(sidecar: Path) -> str:
+    try:
+        data = tomllib.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    value = data.get("purchase_id", "")
+    return value if isinstance(value, str) else ""
+
+
+async def handle_upload(request: Request, q: Any) -> Response:
+    user = q.sessions.user(q.sessions.load(request))
+    if user is None:
+        basic = await run_in_threadpool(_basic_user, request)
+        user = basic if isinstance(basic, User) else None
+    if user is None:
+        return Response(b"", status_code=401, headers=UNAUTHORIZED)
+    if not user.staff:
+        return Response(b"", status_code=403)
+
+    limit = int(q.qt_option("max_upload_bytes", q.config.max_upload_bytes))
+    if request.method == "POST":
+        length = request.headers.get("content-length")
+        if length is None:
+            if request.headers.get("content-type"):
+                return status("a Content-Length is required", 411)
+            length = "0"  # no body at all
+        if not length.isdigit() or int(length) > limit:
+            return status(f"package too large: the limit is {limit} bytes", 413)
+        try:
+            form = await request.form(max_files=2, max_fields=20)
+        except Exception:  # a malformed multipart body is the client's error
+            return status("malformed form data", 400)
+        fields: dict[str, Any] = dict(form.items())
+    else:
+        form, fields = None, dict(request.query_params)
+    try:
+        return await _checked_upload(request, q, fields)
+    finally:
+        if form is not None:
+            await form.close()
+
+
+async def _checked_upload(request: Request, q: Any, fields: dict[str, Any]) -> Response:
+    for name, message in (
+        ("description", "no description"),
+        ("short-description", "no short description"),
+        ("category", "no category"),
+        ("vendor", "no vendor"),
+    ):
+        if not isinstance(fields.get(name), str):
+            return status(message)
+    package = fields.get("package")
+    if request.method != "POST" or not isinstance(package, UploadFile):
+        return status("no package to upload")
+    settings = q.settings()
+    if fields["category"] not in [c.name for c in settings.categories]:
+        return status("Non-existing category")
+    vendor = next((v for v in settings.vendors if v.name == fields["vendor"]), None)
+    if vendor is None:
+        return status("Non-existing vendor")
+
+    apps = q.config.repo / "apps"
+    apps.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=apps)
+    temp = Path(temp_name)
+    try:
+        await run_in_threadpool(_spool, package, fd)
+        try:
+            pkg = await run_in_threadpool(validate_package, temp)
+        except PackageError as exc:
+            return status("Package validation failed", error=str(exc))
+        existing = q.catalog.variant_by_key(pkg.key)
+        if existing is not None:
+            relpath = existing[1]["file"]
+        else:
+            filename = escape_key(pkg.key)
+            relpath = "apps/" + ("_" + filename if filename.startswith(".") else filename) + ".appkg"
+        target = (q.config.repo / relpath).resolve()
+        if not target.is_relative_to(apps.resolve()):
+            return status("Package validation failed", error="the package would be stored outside apps/")
+        sidecar = target.with_name(target.name + SIDECAR_SUFFIX)
+        purchase_id = (
+            (existing[0] if existing else "")
+            or _existing_purchase_id(sidecar)
+            or default_purchase_id(pkg.key)
+        )
+        meta = {
+            "category": fields["category"],
+            "vendor": vendor.name,
+            "brief_description": fields["short-description"],
+            "description": fields["description"],
+            "purchase_id": purchase_id,
+        }
+        atomic_write(sidecar, sidecar_bytes(meta))
+        os.replace(temp, target)
+        fsync_dir(target.parent)
+    except OSError as exc:
+        return status(f"could not store the package: {exc.strerror or exc}")
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+    result = await services(request).rebuilder.rebuild()
+    problem = result.skipped.get(relpath)
+    if problem:
+        return status("Package validation failed", error=problem)
+    return status("ok")
+
+
+def _spool(upload: UploadFile, fd: int) -> None:
+    upload.file.seek(0)
+    with os.fdopen(fd, "wb") as out:
+        shutil.copyfileobj(upload.file, out, 1 << 20)
+        out.flush()
+        os.fsync(out.fileno())
