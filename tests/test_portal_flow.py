@@ -35,6 +35,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> ServedStore:
     repo = copy_demo_repo(tmp / "repo")
     with (repo / "depot.toml").open("a") as f:
         f.write(POLICY)
+    # the flow starts from a store with no live Android app: the demo's own is taken out
+    for published in (repo / "android").iterdir():
+        published.unlink()
     with serve_store(tmp, repo=repo) as served:
         yield served
 

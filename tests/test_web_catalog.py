@@ -73,6 +73,40 @@ def test_ota_device_page(store: ServedStore) -> None:
 
 
 @requires_chromium
+def test_app_page_shows_icon_description_versions_and_tags(store: ServedStore) -> None:
+    with browser_page() as (page, problems):
+        page.goto(store.url + "/index.html")
+        page.get_by_role("link", name=re.compile("Tagged App")).click()
+        page.wait_for_load_state()
+        assert page.url.endswith("/apps/com.example.tagged/index.html")
+        assert page.locator("h1").inner_text() == "Tagged App"
+        icon = page.get_by_alt_text("Tagged App icon")
+        assert icon.is_visible()
+        assert page.evaluate("document.querySelector('img.avatar').naturalWidth") > 0
+        assert "/assets/icons/" in icon.get_attribute("src")
+        assert page.locator(".tag", has_text="qt:5.15").is_visible()
+        versions = page.locator("table").inner_text()
+        assert "All" in versions and "2.1" in versions
+        assert page.locator(".description code", has_text="build_target:desktop").is_visible()
+        screenshot(page, "app-desktop")
+        problems.assert_none()
+
+
+@requires_chromium
+def test_android_app_page_shows_release_countries(store: ServedStore) -> None:
+    with browser_page(PHONE) as (page, problems):
+        page.goto(store.url + "/index.html")
+        page.get_by_role("link", name=re.compile("android.appsecurity.cts.tinyapp")).click()
+        page.wait_for_load_state()
+        assert "released in AT, DE" in page.locator(".meta").inner_text()
+        download = page.get_by_role("link", name=re.compile("Download android.appsecurity"))
+        href = download.get_attribute("href")
+        assert httpx.get(urljoin(page.url, href)).status_code == 200
+        screenshot(page, "android-phone")
+        problems.assert_none()
+
+
+@requires_chromium
 def test_pages_work_without_script(store: ServedStore) -> None:
     with browser_page(javascript=False) as (page, problems):
         page.goto(store.url + "/index.html")
@@ -155,7 +189,7 @@ def test_hostile_description_renders_harmlessly(tmp_path: Path) -> None:
         page.wait_for_timeout(200)
         assert page.evaluate("window.pwned") is None
         assert not [u for u in problems.requests if "203.0.113.9" in u]
-        screenshot(page, "app-desktop")
+        screenshot(page, "app-hostile-desktop")
 
 
 # -- link checker ---------------------------------------------------------------------------------

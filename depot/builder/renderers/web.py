@@ -179,7 +179,7 @@ class WebCatalog:
             )
         for package, versions in self.android.items():
             yield Page(
-                f"android/{slug(package)}/index.html",
+                f"android-apps/{slug(package)}/index.html",
                 "android.html",
                 list(versions),
                 {"package": package, "versions": versions},
@@ -217,7 +217,7 @@ class WebCatalog:
                     name, f"Firmware ({platform})", versions[0].description, target, f"#firmware-{slug(name)}"
                 )
         for package, versions in self.android.items():
-            add(package, "Android app", versions[0].version_name, f"android/{slug(package)}/index.html")
+            add(package, "Android app", versions[0].version_name, f"android-apps/{slug(package)}/index.html")
         return sorted(entries, key=lambda e: (e["name"].lower(), e["kind"]))
 
     # -- outputs ----------------------------------------------------------------------------
