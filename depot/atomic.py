@@ -10,8 +10,9 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 TEMP_PREFIX = ".tmp-"
 
@@ -24,13 +25,14 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_temp(target: Path, data: bytes, sync: bool = True) -> Path:
-    """Write ``data`` to a hidden temporary file beside ``target`` and return its path."""
+def _temp_beside(target: Path, fill: Callable[[BinaryIO], object], sync: bool) -> Path:
+    """A hidden temporary file in ``target``'s folder (so the rename cannot cross file
+    systems), filled by ``fill``; removed again if anything fails."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            fill(f)
             if sync:
                 f.flush()
                 os.fsync(f.fileno())
@@ -42,22 +44,19 @@ def write_temp(target: Path, data: bytes, sync: bool = True) -> Path:
     return Path(tmp)
 
 
+def write_temp(target: Path, data: bytes, sync: bool = True) -> Path:
+    """Write ``data`` to a temporary file beside ``target`` and return its path."""
+    return _temp_beside(target, lambda f: f.write(data), sync)
+
+
 def copy_temp(target: Path, source: Path, sync: bool = True) -> Path:
     """Copy ``source`` to a temporary file beside ``target`` (then rename it into place)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, source.open("rb") as src:
+
+    def copy(out: BinaryIO) -> None:
+        with source.open("rb") as src:
             shutil.copyfileobj(src, out, 1 << 20)
-            if sync:
-                out.flush()
-                os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return Path(tmp)
+
+    return _temp_beside(target, copy, sync)
 
 
 def atomic_write(target: Path, data: bytes) -> None:

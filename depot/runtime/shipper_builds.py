@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from depot.atomic import atomic_write
-from depot.builder.formats import SIDECAR_SUFFIX, FormatError
+from depot.builder.formats import SIDECAR_SUFFIX, FormatError, read_sidecar
 from depot.builder.formats.archive import sha256_file
 from depot.builder.formats.ota import (
     CHECKSUM_SUFFIX,
@@ -18,7 +18,6 @@ from depot.builder.formats.ota import (
     checksum_line,
     iter_build_files,
     missing_checksums,
-    read_sidecar,
 )
 
 # A build's file_name as it appears in URLs and request bodies: one path segment, no tricks.

@@ -21,6 +21,17 @@ class FormatError(Exception):
     """A file cannot be published; the message says why."""
 
 
+def read_sidecar(package: Path) -> dict[str, Any]:
+    """The ``<package>.toml`` sidecar beside ``package``, or {} when there is none."""
+    path = package.with_name(package.name + SIDECAR_SUFFIX)
+    if not path.exists():
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise FormatError(f"sidecar {path.name}: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class Source:
     """One input file as a reader sees it."""
@@ -40,13 +51,7 @@ class Source:
 
     def sidecar(self) -> dict[str, Any]:
         """The package's ``<file>.toml`` sidecar, or {} when there is none."""
-        path = self.path.with_name(self.path.name + SIDECAR_SUFFIX)
-        if not path.exists():
-            return {}
-        try:
-            return tomllib.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise FormatError(f"sidecar {path.name}: {exc}") from exc
+        return read_sidecar(self.path)
 
 
 class Reader(Protocol):

@@ -24,14 +24,13 @@ import datetime as dt
 import fnmatch
 import hashlib
 import re
-import tomllib
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from depot.builder.formats import SIDECAR_SUFFIX, FormatError, Source
+from depot.builder.formats import SIDECAR_SUFFIX, FormatError, Source, read_sidecar
 from depot.builder.formats.archive import sha256_file
 from depot.builder.model import Blob, OtaBuild, Record, StoreSettings, canonical_json
 from depot.builder.settings import DEFAULT_OTA_PATTERN
@@ -110,16 +109,6 @@ def derived_build_id(codename: str, filename: str) -> int:
     every client and clear of small ids a maintainer may set by hand in a sidecar."""
     digest = hashlib.sha256(f"{codename}/{filename}".encode()).digest()
     return 10**9 + int.from_bytes(digest[:8], "big") % (2**53 - 10**9)
-
-
-def read_sidecar(zip_path: Path) -> dict[str, Any]:
-    path = zip_path.with_name(zip_path.name + SIDECAR_SUFFIX)
-    if not path.exists():
-        return {}
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise FormatError(f"sidecar {path.name}: {exc}") from exc
 
 
 def build_id_of(codename: str, filename: str, sidecar: dict[str, Any]) -> int:
