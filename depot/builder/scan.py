@@ -8,27 +8,23 @@ a no-change rebuild of ten thousand packages is ten thousand ``stat`` calls.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
-import sys
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import repeat
 from pathlib import Path
 from typing import Any, Protocol
 
 from depot.builder.formats import FormatError, Reader, Source, readers
 from depot.builder.model import Record, StoreSettings, builder_code_digest, record_from_dict, record_schema
+from depot.builder.scan_worker import ScanWorkerError, run_workers
 from depot.builder.settings import SETTINGS_FILE
 
 CACHE_VERSION = 2  # 2: entries keep their records' digests
-# Reading a package is mostly Python work (tar headers, zip directories, manifests), so threads
-# only contend for the GIL; a batch at least this big goes to worker processes instead (their
-# start-up costs about as much as reading a few hundred packages).
+# Reading a package is mostly Python work, so threads only contend for the GIL; a batch at least
+# this big goes to worker processes (scan_worker) instead: their start-up costs about as much as
+# reading a few hundred packages.
 PROCESS_POOL_MIN_FILES = 1000
-PROCESS_CHUNK = 100
 # Folders whose every file should be a package or a sidecar: anything else there is reported.
 CONTENT_FOLDERS = ("apps/", "builds/", "modules/", "firmware/", "android/")
 
@@ -173,31 +169,26 @@ class Scanner:
     def _read_in_processes(
         self, to_read: list[tuple[str, Reader, list[Any]]], settings: StoreSettings, progress: Progress | None
     ) -> list[dict[str, Any]] | None:
-        """Read a big batch in worker processes; None when it is small or that is not possible
-        (one CPU, custom readers, no process support), and the caller reads in threads."""
+        """Read a big batch in worker processes (see scan_worker); None when the batch is small or
+        that is not possible (one CPU, custom readers, no subprocess), and the caller reads here."""
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         if cpus < 2 or len(to_read) < PROCESS_POOL_MIN_FILES:
             return None
-        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-        if main_file and not os.path.isfile(main_file):
-            return None  # e.g. a script on stdin: the workers could not import __main__ again
         known = {r.name: type(r) for r in readers()}
         if any(known.get(reader.name) is not type(reader) for _rel, reader, _key in to_read):
             return None  # workers make their own readers: only the standard ones can be named
         jobs = [(relpath, reader.name, key) for relpath, reader, key in to_read]
-        chunks = [jobs[i : i + PROCESS_CHUNK] for i in range(0, len(jobs), PROCESS_CHUNK)]
-        entries: list[dict[str, Any]] = []
+        n = min(cpus, 4)
+        shares = [jobs[i::n] for i in range(n)]  # interleaved, so big and small files spread evenly
         try:
-            # forkserver, not fork: the runtime calls the builder from a threaded process.
-            context = multiprocessing.get_context("forkserver")
-            with ProcessPoolExecutor(max_workers=min(cpus, 4), mp_context=context) as pool:
-                results = pool.map(_read_chunk, repeat(self.repo), repeat(settings), chunks)
-                for chunk, chunk_entries in zip(chunks, results, strict=True):
-                    entries.extend(chunk_entries)
-                    if progress:
-                        progress.advance(len(chunk))
-        except (OSError, ValueError, BrokenProcessPool):
+            results = run_workers(
+                self.repo, settings, shares, lambda: progress.advance(1) if progress else None
+            )
+        except (OSError, ScanWorkerError):
             return None
+        entries: list[dict[str, Any]] = [{} for _ in jobs]
+        for i, share_entries in enumerate(results):
+            entries[i::n] = share_entries
         return entries
 
     def _key(self, relpath: str, reader: Reader, settings: StoreSettings, present: set[str]) -> list[Any]:
@@ -230,11 +221,3 @@ def read_entry(
         return {"key": key, "records": [], "error": str(exc)}
     except OSError as exc:
         return {"key": None, "records": [], "error": f"cannot read: {exc.strerror or exc}"}
-
-
-def _read_chunk(
-    repo: Path, settings: StoreSettings, jobs: list[tuple[str, str, list[Any]]]
-) -> list[dict[str, Any]]:
-    """A worker process's share of a big scan (module level, so that it pickles)."""
-    by_name = {r.name: r for r in readers()}
-    return [read_entry(repo, relpath, by_name[name], key, settings) for relpath, name, key in jobs]
