@@ -3,6 +3,7 @@ validation of every kind of broken package, size limits, and what ends up in rep
 
 from __future__ import annotations
 
+import datetime
 import os
 import tomllib
 from pathlib import Path
@@ -153,6 +154,11 @@ def test_new_upload_is_listed_before_the_answer(store: ServedStore) -> None:
     assert stored.read_bytes() == package
     sidecar = tomllib.loads(Path(str(stored) + ".toml").read_text())
     assert sidecar["purchase_id"] == entry["purchaseId"] and sidecar["description"] == "<b>long</b>"
+    # the upload date orders the web catalog's "newest and updated" list
+    assert sidecar["updated"] == datetime.datetime.now(datetime.UTC).date().isoformat()
+    home = httpx.get(store.url + "/index.html").text
+    apps_section = home[home.index('id="h-apps"') :]
+    assert apps_section.index("Uploaded App") < apps_section.index("Tagged App")
     with httpx.Client(base_url=store.url) as c:
         assert c.get("/app/description", params={"id": "com.example.uploaded"}).text == "<b>long</b>"
         c.get("/login", params={"username": USER, "password": USER_PASSWORD})

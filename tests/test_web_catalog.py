@@ -241,6 +241,45 @@ def test_link_checker_finds_no_broken_or_absolute_links(store: ServedStore) -> N
 # -- incremental ----------------------------------------------------------------------------------
 
 
+def test_home_lists_the_newest_and_updated_apps_first(store: ServedStore) -> None:
+    home = (store.site / "index.html").read_text()
+    section = home[home.index('id="h-apps"') : home.index('id="h-devices"')]
+    order = [section.index(name) for name in ("Tagged App", "Native App", "Plain App")]
+    assert order == sorted(order)  # 2026-11-02, 2026-10-20, 2026-09-14 in the demo sidecars
+    assert '<time datetime="2026-11-02">' in section
+
+
+def test_an_invalid_update_date_skips_the_package_with_a_reason(tmp_path: Path) -> None:
+    repo = copy_demo_repo(tmp_path / "repo")
+    sidecar = repo / "apps" / "com.example.plain.appkg.toml"
+    sidecar.write_text(sidecar.read_text().replace('updated = "2026-09-14"', 'updated = "last week"'))
+    result = build(repo, tmp_path / "site")
+    assert "updated must be a date" in result.skipped["apps/com.example.plain.appkg"]
+    assert not (tmp_path / "site" / "apps" / "com.example.plain").exists()
+
+
+def test_changing_one_app_rewrites_its_page_and_the_pages_that_list_it(tmp_path: Path) -> None:
+    repo = copy_demo_repo(tmp_path / "repo")
+    site = tmp_path / "site"
+    build(repo, site)
+    sidecar = repo / "apps" / "com.example.native.appkg.toml"
+    sidecar.write_text(sidecar.read_text().replace("Ships a native", "Now ships a native"))
+    result = build(repo, site)
+    web_files = sorted(
+        p for p in result.written if p.endswith(".html") or p in ("search.json", "search.html")
+    )
+    # its page, the home and category pages that show its brief description, and the search
+    # index and page that carry it; no other app, device, platform or category page
+    assert web_files == [
+        "apps/com.example.native/index.html",
+        "categories/tools/index.html",
+        "index.html",
+        "search.html",
+        "search.json",
+    ]
+    assert "Now ships a native" in (site / "apps" / "com.example.native" / "index.html").read_text()
+
+
 def test_changing_one_module_rewrites_only_the_pages_that_show_it(tmp_path: Path) -> None:
     repo = copy_demo_repo(tmp_path / "repo")
     site = tmp_path / "site"

@@ -144,7 +144,7 @@ class AppVariant(Record):
     description: str = ""
     tags: tuple[str, ...] = ()
     conflict_tags: tuple[str, ...] = ()
-    purchase_id: int = 0
+    updated: str = ""  # YYYY-MM-DD of the last upload, from the sidecar; orders "newest" lists
     icon_sha256: str = ""
     purchase_uuid: str = ""  # the Qt dialect's purchaseId, kept in the sidecar so it survives rebuilds
     pkgformat: int = 1  # the package header's formatVersion

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime
 import os
 import shutil
 import tempfile
@@ -157,6 +158,8 @@ async def _checked_upload(request: Request, q: Any, fields: dict[str, Any]) -> R
             "brief_description": fields["short-description"],
             "description": fields["description"],
             "purchase_id": purchase_id,
+            # the web catalog lists the newest and updated apps by this date
+            "updated": datetime.datetime.now(datetime.UTC).date().isoformat(),
         }
         atomic_write(sidecar, sidecar_bytes(meta))
         os.replace(temp, target)

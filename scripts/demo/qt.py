@@ -67,6 +67,7 @@ DEMO = [
             "category": "Entertainment",
             "vendor": "Qt",
             "brief_description": "A QML-only app that runs on every architecture.",
+            "updated": "2026-09-14",
             "description": "<p>The <b>plain</b> demo app: one QML file, no native code.</p>",
         },
     },
@@ -87,6 +88,7 @@ DEMO = [
             "category": "Entertainment",
             "vendor": "Qt",
             "brief_description": "Shown only to desktop builds of Qt 5.15 or newer 5.15.x.",
+            "updated": "2026-11-02",
             "description": "<p>Needs the tags <code>qt:5.15</code> and "
             "<code>build_target:desktop</code>.</p>",
         },
@@ -110,6 +112,7 @@ DEMO = [
             "category": "Tools",
             "vendor": "Qt",
             "brief_description": "Ships a native x86-64 library.",
+            "updated": "2026-10-20",
             "description": "Native demo app for x86-64 Linux devices.",
         },
     },

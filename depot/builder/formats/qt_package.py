@@ -17,6 +17,7 @@ from its sidecar ``<package file>.toml``::
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import tarfile
@@ -377,6 +378,13 @@ def validate_package(fileobj: IO[bytes] | Path) -> QtPackage:
     )
 
 
+def _is_date(text: str) -> bool:
+    try:
+        return datetime.date.fromisoformat(text).isoformat() == text
+    except ValueError:
+        return False
+
+
 def _sidecar_text(sidecar: dict[str, Any], key: str) -> str:
     value = sidecar.get(key, "")
     if not isinstance(value, str):
@@ -424,6 +432,9 @@ class QtPackageReader:
                     raise FormatError(f"sidecar: vendor {vendor!r} is not in depot.toml [qt] vendors")
                 vendor = match.name
         purchase_id = _sidecar_text(sidecar, "purchase_id") or default_purchase_id(package.key)
+        updated = _sidecar_text(sidecar, "updated")
+        if updated and not _is_date(updated):
+            raise FormatError(f"sidecar: updated must be a date like 2026-11-25, not {updated!r}")
         sha, size = sha256_and_size(source.path)
         return [
             AppVariant(
@@ -439,6 +450,7 @@ class QtPackageReader:
                 tags=tuple(package.tags),
                 conflict_tags=tuple(package.conflicts),
                 purchase_uuid=purchase_id,
+                updated=updated,
                 icon_sha256=hashlib.sha256(package.icon).hexdigest(),
                 pkgformat=package.pkgformat,
                 tags_hash=package.tags_hash,

@@ -47,6 +47,11 @@ def human_size(size: int) -> str:
     return f"{size} B"
 
 
+def _date_number(date: str) -> int:
+    """``2026-11-25`` → 20261125; no date → 0, which sorts last."""
+    return int(date.replace("-", "")) if date else 0
+
+
 def icon_path(app: AppVariant) -> str:
     return f"assets/icons/{app.icon_sha256[:16]}.png"
 
@@ -118,15 +123,17 @@ class WebCatalog:
     # -- pages ------------------------------------------------------------------------------
 
     def pages(self) -> Iterable[Page]:
-        # Qt packages carry no date, so the home page lists apps by name; OTA builds, which do
-        # carry one, are listed newest first on their device pages.
-        apps_by_name = sorted(self.apps.values(), key=lambda vs: (vs[-1].name.lower(), vs[-1].id))
+        # Newest and updated first: by the sidecar's upload date (apps without one last), then name.
+        apps_newest = sorted(
+            self.apps.values(),
+            key=lambda vs: (-_date_number(max(v.updated for v in vs)), vs[-1].name.lower(), vs[-1].id),
+        )
         yield Page(
             "index.html",
             "home.html",
             [r for r in self.catalog.records if not isinstance(r, OtaBuild) or r.enabled],
             {
-                "apps": apps_by_name[:HOME_LIST_LENGTH],
+                "apps": apps_newest[:HOME_LIST_LENGTH],
                 "app_count": len(self.apps),
                 "categories": self._categories(),
                 "devices": self.ota_devices(),
