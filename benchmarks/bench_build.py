@@ -369,10 +369,12 @@ def render_results(results: list[SizeResult], info: dict[str, str], command: str
             out.append(f"| {r.count:,} | {name} | " + " | ".join(cells) + " |")
     out.append("")
     out.append(
-        "`scan` walks repo/, stats every package and sidecar and reads the changed ones; `plan` builds "
-        "the catalog and asks every renderer for its outputs and fingerprints; `publish` stats, "
-        "renders, writes and renames what changed. `total` also counts saving the scan cache, the "
-        "manifest and the report beside site/."
+        "`scan` walks repo/ and stats every file, digests the inputs, loads the manifest and (unless "
+        "the no-change fast path applies) the scan cache, and reads the changed files; `plan` builds "
+        "the catalog and asks every renderer for its outputs and fingerprints (0 on the fast path); "
+        "`publish` stats, renders, writes and renames what changed (on the fast path: stats the "
+        "manifest's files). `total` also counts saving the scan cache, the manifest and the report "
+        "beside site/."
     )
     return "\n".join(out)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from depot.builder.build import BuildBusy, BuildResult, build
+from depot.builder.build import BuildError, BuildResult, build
 from depot.builder.settings import SettingsError
 
 
@@ -87,7 +87,7 @@ def run_build(store: Store, quiet: bool = False) -> BuildResult:
         )
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
-    except BuildBusy as exc:
+    except BuildError as exc:
         raise click.ClickException(str(exc)) from exc
     for relpath, reason in sorted(result.skipped.items()):
         click.echo(f"warning: skipped {relpath}: {reason}", err=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import queue
+import shutil
 import subprocess
 import threading
 import time
@@ -178,3 +179,29 @@ def test_a_second_build_waits_for_the_one_holding_the_lock(tmp_path: Path) -> No
     reader.join(timeout=10)
     assert stdout.startswith("published: ")
     assert device_entries(site)["pi64"]["nav"] == ["0.1"]
+
+
+def test_a_first_build_refuses_a_folder_that_is_not_a_depot_site(tmp_path: Path) -> None:
+    from tests.serving import copy_demo_repo, depot_command
+
+    repo = copy_demo_repo(tmp_path / "repo")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "notes.txt").write_text("precious")
+    result = subprocess.run(
+        depot_command("build", "--repo", str(repo), "--site", str(home)), capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert "not empty and holds no Depot site" in result.stderr
+    assert sorted(p.name for p in home.iterdir()) == ["notes.txt"]
+    assert (home / "notes.txt").read_text() == "precious"
+    # a Depot site that lost its build state is swept and rebuilt
+    site = tmp_path / "site"
+    assert subprocess.run(depot_command("build", "--repo", str(repo), "--site", str(site))).returncode == 0
+    (site / "stray.txt").write_text("left over")
+    shutil.rmtree(tmp_path / ".site.depot")
+    again = subprocess.run(
+        depot_command("build", "--repo", str(repo), "--site", str(site)), capture_output=True
+    )
+    assert again.returncode == 0, again.stderr
+    assert not (site / "stray.txt").exists()

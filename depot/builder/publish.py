@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from depot.atomic import TEMP_PREFIX, atomic_write, copy_temp, fsync_dir, write_temp
+from depot.atomic import TEMP_PREFIX, copy_temp, fsync_dir, write_temp
+from depot.builder.entrystore import EntryStore
 
 # Above this many files in one tier, one sync(2) is far cheaper than an fsync per file.
 BATCH_SYNC_THRESHOLD = 32
@@ -62,17 +62,18 @@ class Publisher:
     def __init__(self, site: Path, manifest_file: Path) -> None:
         self.site = site
         self.manifest_file = manifest_file
-        self.manifest: dict[str, dict[str, Any]] = self._load()
-        self._saved = self.manifest  # what the manifest file holds: save() skips an equal one
+        # Saved by what changed (see entrystore); a manifest of another site loads as {}.
+        self._store = EntryStore(manifest_file, {"site": str(site.resolve())})
+        self.manifest: dict[str, dict[str, Any]] = self._store.load()
+        self._saved = self.manifest  # what the manifest files hold: save() skips an equal one
 
-    def _load(self) -> dict[str, dict[str, Any]]:
-        try:
-            data = json.loads(self.manifest_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        if data.get("site") != str(self.site.resolve()):
-            return {}
-        return data.get("files", {})
+    def known(self, path: str, fp: str) -> tuple[int, str] | None:
+        """Size and SHA-256 of ``path`` as last published from fingerprint ``fp``: an output
+        that states another file's digest need not render that file when it did not change."""
+        entry = self.manifest.get(path)
+        if entry is None or entry["fp"] != fp:
+            return None
+        return entry["size"], entry["sha256"]
 
     def publish(self, outputs: Iterable[Output], full_sweep: bool = False) -> PublishReport:
         """Bring site/ to exactly ``outputs``. ``full_sweep`` also hunts files the manifest
@@ -106,9 +107,8 @@ class Publisher:
 
     def save(self) -> None:
         if self.manifest == self._saved and self.manifest_file.exists():
-            return  # a build that changed nothing: the file on disk already says this
-        payload = {"site": str(self.site.resolve()), "files": self.manifest}
-        atomic_write(self.manifest_file, json.dumps(payload, separators=(",", ":")).encode())
+            return  # a build that changed nothing: the files on disk already say this
+        self._store.save(self.manifest)
         self._saved = self.manifest
 
     def _publish_tier(

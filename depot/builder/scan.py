@@ -7,14 +7,13 @@ a no-change rebuild of ten thousand packages is ten thousand ``stat`` calls.
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from depot.builder.entrystore import EntryStore
 from depot.builder.formats import FormatError, Reader, Source, readers
 from depot.builder.model import Record, StoreSettings, builder_code_digest, record_from_dict, record_schema
 from depot.builder.scan_worker import ScanWorkerError, run_workers
@@ -45,6 +44,7 @@ class ScanResult:
     skipped: dict[str, str] = field(default_factory=dict)  # relpath → reason
     files_read: int = 0
     files_cached: int = 0
+    unreadable: int = 0  # files that could not be read (an OSError): tried again next build
 
 
 def _stat_key(path: Path | str) -> list[int] | None:
@@ -73,6 +73,35 @@ def walk_repo(repo: Path) -> list[str]:
     return sorted(found)
 
 
+def walk_repo_stats(repo: Path) -> dict[str, list[int] | None]:
+    """What walk_repo finds, each with its (size, mtime_ns) key as ``_stat_key`` gives it (None
+    for a dangling link), from one walk: the build hashes these stats for its no-change fast path
+    and the scan reuses them instead of a second stat per file."""
+    found: dict[str, list[int] | None] = {}
+
+    def walk(folder: str, prefix: str) -> None:
+        try:
+            it = os.scandir(folder)
+        except OSError:  # os.walk skips a folder it cannot list, and so does walk_repo
+            return
+        with it:
+            for e in it:
+                if e.name.startswith("."):
+                    continue
+                if e.is_dir():  # like os.walk: a link to a folder is not followed
+                    if not e.is_symlink():
+                        walk(e.path, f"{prefix}{e.name}/")
+                    continue
+                try:
+                    st = e.stat()
+                    found[prefix + e.name] = [st.st_size, st.st_mtime_ns]
+                except FileNotFoundError:
+                    found[prefix + e.name] = None
+
+    walk(str(repo), "")
+    return {k: found[k] for k in sorted(found)}
+
+
 class Scanner:
     def __init__(self, repo: Path, cache_file: Path | None) -> None:
         self.repo = repo
@@ -80,30 +109,36 @@ class Scanner:
         self.readers: list[Reader] = readers()
         self._cache: dict[str, Any] = self._load_cache()
         self._cache_changed = True
+        self._stats: dict[str, list[int] | None] = {}
 
     def _load_cache(self) -> dict[str, Any]:
-        if self.cache_file is None or not self.cache_file.exists():
+        if self.cache_file is None:
             return {}
-        try:
-            data = json.loads(self.cache_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}  # a damaged cache only costs a full re-read
-        if data.get("version") != _cache_version() or data.get("repo") != str(self.repo.resolve()):
-            return {}
-        return data.get("entries", {})
+        # A damaged or foreign cache loads as {}: it only costs a full re-read.
+        self._store = EntryStore(
+            self.cache_file, {"version": _cache_version(), "repo": str(self.repo.resolve())}
+        )
+        return self._store.load()
 
-    def save_cache(self, write: Callable[[Path, bytes], Any]) -> None:
+    def save_cache(self) -> None:
+        """Save the entries that changed (see entrystore)."""
         if self.cache_file is None or not self._cache_changed:
             return
-        payload = {"version": _cache_version(), "repo": str(self.repo.resolve()), "entries": self._cache}
-        write(self.cache_file, json.dumps(payload, separators=(",", ":")).encode())
+        self._store.save(self._cache)
 
     def reader_for(self, relpath: str) -> Reader | None:
         return next((r for r in self.readers if r.matches(relpath)), None)
 
-    def scan(self, settings: StoreSettings, progress: Progress | None = None) -> ScanResult:
+    def scan(
+        self,
+        settings: StoreSettings,
+        progress: Progress | None = None,
+        stats: dict[str, list[int] | None] | None = None,
+    ) -> ScanResult:
+        """``stats``: walk_repo_stats of repo/, when the caller already walked it."""
         result = ScanResult()
-        files = walk_repo(self.repo)
+        files = walk_repo(self.repo) if stats is None else list(stats)
+        self._stats = stats or {}
         present = set(files)
         claimed: dict[str, Reader] = {}
         sidecars: set[str] = set()
@@ -161,6 +196,7 @@ class Scanner:
                 record_from_dict(r, d) for r, d in zip(entry["records"], digests, strict=True)
             )
         kept = {k: v for k, v in new_cache.items() if v["key"] is not None}
+        result.unreadable = len(new_cache) - len(kept)
         # Nothing read and nothing gone: the cache file on disk is still exact, leave it be.
         self._cache_changed = bool(to_read) or kept.keys() != self._cache.keys()
         self._cache = kept
@@ -196,7 +232,9 @@ class Scanner:
         stats = [
             # A sidecar the walk did not see does not exist (one stat saved per package), unless
             # it hides in a dot-name the walk leaves out.
-            _stat_key(f"{root}/{p}") if p in present or p == relpath or "/." in f"/{p}" else None
+            (self._stats[p] if p in self._stats else _stat_key(f"{root}/{p}"))
+            if p in present or p == relpath or "/." in f"/{p}"
+            else None
             for p in (relpath, *reader.sidecars(relpath))
         ]
         return [stats, reader.settings_key(settings)]
