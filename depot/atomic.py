@@ -7,8 +7,8 @@ rename, so a process killed at any instant leaves either the old file or the new
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
-import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -49,12 +49,25 @@ def write_temp(target: Path, data: bytes, sync: bool = True) -> Path:
     return _temp_beside(target, lambda f: f.write(data), sync)
 
 
-def copy_temp(target: Path, source: Path, sync: bool = True) -> Path:
-    """Copy ``source`` to a temporary file beside ``target`` (then rename it into place)."""
+class ContentChanged(Exception):
+    """A copied file's bytes are not the ones its caller verified: it changed in between."""
+
+
+def copy_temp(target: Path, source: Path, sync: bool = True, expected_sha256: str | None = None) -> Path:
+    """Copy ``source`` to a temporary file beside ``target`` (then rename it into place).
+
+    With ``expected_sha256`` the bytes are hashed on the way and ContentChanged is raised (the
+    temporary file removed) when they are not the ones expected: a file replaced between
+    being checked and being copied must not land under a name that vouches for other bytes."""
 
     def copy(out: BinaryIO) -> None:
+        digest = hashlib.sha256()
         with source.open("rb") as src:
-            shutil.copyfileobj(src, out, 1 << 20)
+            while block := src.read(1 << 20):
+                digest.update(block)
+                out.write(block)
+        if expected_sha256 is not None and digest.hexdigest() != expected_sha256:
+            raise ContentChanged(f"{source} changed while it was being published")
 
     return _temp_beside(target, copy, sync)
 

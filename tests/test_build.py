@@ -312,3 +312,26 @@ def _clean(repo: Path, tmp_path: Path) -> Path:
     site = tmp_path / f"clean-{n}"
     build(repo, site)
     return site
+
+
+def test_a_package_changed_between_scan_and_copy_is_not_published_under_its_old_hash(tmp_path: Path) -> None:
+    """The copy into site/files/<sha>/ is hashed on the way: other bytes never land there."""
+    import hashlib
+
+    from depot.builder.publish import LEAF, InputChanged, Output, Publisher
+
+    package = tmp_path / "ax.1.0.pi64.tar.gz"
+    package.write_bytes(b"the bytes the scan saw")
+    scanned = hashlib.sha256(package.read_bytes()).hexdigest()
+    package.write_bytes(b"a maintainer's cp over it!")  # same size, other bytes
+    site = tmp_path / "site"
+    output = Output(
+        path=f"files/{scanned[:2]}/{scanned[2:16]}/ax.1.0.pi64.tar.gz",
+        fingerprint=f"{package.stat().st_size}:{scanned}",
+        media_type="application/gzip",
+        tier=LEAF,
+        source=package,
+    )
+    with pytest.raises(InputChanged, match="changed during the build"):
+        Publisher(site, tmp_path / "manifest.json").publish([output])
+    assert [p for p in site.rglob("*") if p.is_file()] == []  # neither the file nor a temporary

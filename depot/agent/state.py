@@ -179,12 +179,6 @@ class State:
         )
         return Task(**dict(row)) if row else None
 
-    def latest_task(self, target: str, module: str) -> Task | None:
-        row = self._one(
-            "SELECT * FROM tasks WHERE target = ? AND module = ? ORDER BY id DESC LIMIT 1", (target, module)
-        )
-        return Task(**dict(row)) if row else None
-
     def latest_tasks(self, target: str) -> dict[str, Task]:
         rows = self._all(
             "SELECT * FROM tasks WHERE id IN (SELECT MAX(id) FROM tasks WHERE target = ? GROUP BY module)",

@@ -26,7 +26,7 @@ import jinja2
 from depot.atomic import atomic_write, remove_stale_temps
 from depot.builder import fastpath
 from depot.builder.model import Catalog
-from depot.builder.publish import ENTRY, Output, Publisher
+from depot.builder.publish import ENTRY, InputChanged, Output, Publisher
 from depot.builder.renderers import RenderContext, fingerprint, json_bytes, renderers
 from depot.builder.scan import Progress, Scanner, walk_repo_stats
 from depot.builder.settings import load_settings
@@ -263,7 +263,10 @@ def _build_locked(repo: Path, site: Path, progress: Progress | None) -> BuildRes
         refuse_foreign_site(site)
     if not dirty_marker.exists():
         atomic_write(dirty_marker, b"a build started and has not finished\n")
-    report = publisher.publish(outputs, full_sweep=result.recovered)
+    try:
+        report = publisher.publish(outputs, full_sweep=result.recovered)
+    except InputChanged as exc:  # the dirty marker stays: the next build sweeps and repairs
+        raise BuildError(str(exc)) from exc
     t3 = time.perf_counter()
     result.timings["publish"] = t3 - t2
 

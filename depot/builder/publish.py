@@ -22,13 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from depot.atomic import TEMP_PREFIX, copy_temp, fsync_dir, write_temp
+from depot.atomic import ContentChanged, copy_temp, fsync_dir, write_temp
 from depot.builder.entrystore import EntryStore
+from depot.builder.formats.archive import sha256_file
 
 # Above this many files in one tier, one sync(2) is far cheaper than an fsync per file.
 BATCH_SYNC_THRESHOLD = 32
 
 LEAF, PAGE, INDEX, ENTRY = 0, 1, 2, 3
+
+
+class InputChanged(Exception):
+    """A package file in repo/ changed between the scan and its copy into site/."""
 
 
 @dataclass
@@ -128,15 +133,21 @@ class Publisher:
             target = self.site / out.path
             if out.source is not None:
                 size, sha = old_size_sha(out)
-                if st is not None and st[0] == size and _sha256_of(target) == sha:
+                if st is not None and st[0] == size and sha256_file(target)[1] == sha:
                     tmp = None
                 else:
-                    tmp = copy_temp(target, out.source, sync=not batch)
+                    try:
+                        tmp = copy_temp(target, out.source, sync=not batch, expected_sha256=sha)
+                    except ContentChanged as exc:
+                        raise InputChanged(
+                            f"{out.source} changed during the build; nothing that points at it was "
+                            "published, run the build again"
+                        ) from exc
             else:
                 assert out.render is not None, out.path
                 data = out.render()
                 size, sha = len(data), hashlib.sha256(data).hexdigest()
-                if st is not None and st[0] == size and _sha256_of(target) == sha:
+                if st is not None and st[0] == size and sha256_file(target)[1] == sha:
                     tmp = None
                 else:
                     tmp = write_temp(target, data, sync=not batch)
@@ -206,15 +217,3 @@ def _stat(path: Path | str) -> tuple[int, int] | None:
     except FileNotFoundError:
         return None
     return st.st_size, st.st_mtime_ns
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def is_temp_name(name: str) -> bool:
-    return name.startswith(TEMP_PREFIX)

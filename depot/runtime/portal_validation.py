@@ -152,15 +152,6 @@ def compute_findings(row: dict[str, Any], policy: Policy) -> list[tuple[str, str
     return out
 
 
-def start_run(db: sqlite_utils.Database, version_id: str) -> str:
-    run_id = new_id()
-    db.execute(
-        "INSERT INTO portal_runs (id, version_id, status, created) VALUES (?, ?, 'running', ?)",
-        [run_id, version_id, now_iso()],
-    )
-    return run_id
-
-
 def run_validation(db: sqlite_utils.Database, repo: Path, run_id: str) -> str | None:
     """Finish a running run (once, even if two processes try); returns its final status."""
     run = one(db, "SELECT * FROM portal_runs WHERE id = ?", [run_id])

@@ -55,7 +55,11 @@ Migration = Callable[[sqlite_utils.Database], None]
 # Each part of the runtime owns a namespace with its own append-only list of migrations, so a
 # new dialect adds its tables without touching anyone else's history. A dialect module registers
 # its list here with register_schema() at import time.
-SCHEMAS: dict[str, list[Migration]] = {"core": [_core_v1]}
+def _core_v2(db: sqlite_utils.Database) -> None:
+    db["tokens"].create_index(["prefix"])  # tokens are looked up by their shown prefix
+
+
+SCHEMAS: dict[str, list[Migration]] = {"core": [_core_v1, _core_v2]}
 
 
 def register_schema(namespace: str, migrations: list[Migration]) -> None:

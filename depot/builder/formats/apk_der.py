@@ -20,10 +20,6 @@ class Tlv:
     content: bytes
     raw: bytes  # tag + length + content, as encoded
 
-    @property
-    def constructed(self) -> bool:
-        return bool(self.tag & 0x20)
-
     def children(self) -> list[Tlv]:
         return read_all(self.content)
 

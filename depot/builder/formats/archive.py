@@ -43,10 +43,6 @@ class HashingReader(io.RawIOBase):
         self.size += n
         return n
 
-    def drain(self) -> None:
-        while self.read(1 << 20):
-            pass
-
 
 def member_problem(member: tarfile.TarInfo) -> str | None:
     """Why ``member`` may not be unpacked, or None when it is safe."""
