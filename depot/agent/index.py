@@ -105,7 +105,9 @@ def _packages(entries: Any, base: str) -> dict[str, Package]:
     return packages
 
 
-def parse_platform_index(data: dict[str, Any], url: str, platform: str) -> StoreIndex:
+def parse_platform_index(data: Any, url: str, platform: str) -> StoreIndex:
+    if not isinstance(data, dict):
+        raise StoreIndexError(f"{url} is not a JSON object")
     return StoreIndex(platform, _packages(data.get("modules"), url), _packages(data.get("firmware"), url))
 
 
@@ -148,5 +150,5 @@ def cached_index(config: AgentConfig) -> StoreIndex | None:
     try:
         cached = json.loads(Path(config.index_cache).read_bytes())
         return parse_platform_index(cached["index"], cached["url"], cached["platform"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, StoreIndexError):
         return None

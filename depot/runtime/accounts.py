@@ -40,7 +40,9 @@ class Accounts:
         self.db = db
 
     def add(self, name: str, password: str, staff: bool = False, devices: list[str] | None = None) -> User:
-        """Create the account, or update an existing one's password, flag and devices."""
+        """Create the account, or update an existing one's password, flag and devices; an update
+        ends the user's interactive sessions (portal and Qt), so a stolen cookie dies with the
+        old password. API tokens (CI, OTA) stay: they are revoked one by one."""
         if not NAME.match(name):
             raise AccountError(
                 f"invalid user name {name!r}: letters, digits and _ . @ - only, at most 64 characters"
@@ -56,11 +58,19 @@ class Accounts:
         existing = self.get(name)
         if existing:
             self.db["users"].update(existing.id, row)
+            self._end_sessions(existing.id)
         else:
             self.db["users"].insert({**row, "created": now_iso()})
         user = self.get(name)
         assert user is not None
         return user
+
+    def _end_sessions(self, user_id: int) -> None:
+        from depot.runtime.qt_session import end_user_sessions  # both import this module
+        from depot.runtime.tokens import Tokens
+
+        Tokens(self.db).revoke_all(user_id, "portal_session")
+        end_user_sessions(self.db, user_id)
 
     def get(self, name: str) -> User | None:
         rows = list(self.db["users"].rows_where("name = ?", [name], limit=1))

@@ -13,7 +13,6 @@ from datetime import timedelta
 from typing import Any
 
 from starlette.background import BackgroundTask
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -28,12 +27,14 @@ from depot.runtime.portal_store import (
     version_summary,
 )
 from depot.runtime.portal_validation import finish_stale_runs, run_validation
-from depot.runtime.signing import LinkError, Signer
+from depot.runtime.ratelimit import LoginThrottled
+from depot.runtime.shipper_common import limited_login
 from depot.runtime.tokens import Token, Tokens, token_hash
 
 PREFIX = "/portal/api"
 COOKIE = "depot_portal_session"
 SESSION_SECONDS = 12 * 3600
+SESSION_PURPOSE = "portal_session"  # a Tokens purpose: revocable, so logout ends a copied cookie
 MAX_TOKEN_DAYS = 365
 TOKEN_NAME = re.compile(r"^[\w .@:/-]{0,64}$")
 
@@ -48,10 +49,6 @@ def error(status: int, code: str, message: str, **details: Any) -> ApiError:
 
 def _services(request: Request) -> Any:
     return request.app.state.services
-
-
-def _session_signer(request: Request) -> Signer:
-    return Signer(_services(request).config.secret_key, "portal-session")
 
 
 # -- authentication -------------------------------------------------------------------------------
@@ -77,14 +74,15 @@ def bearer_token(request: Request) -> Token:
 
 
 def session_user(request: Request) -> User:
+    """The user of the session cookie: a random portal_session token, live in the database."""
     cookie = request.cookies.get(COOKIE)
     if not cookie:
         raise error(401, "session_missing", f"Log in with POST {PREFIX}/login first.")
-    try:
-        payload = _session_signer(request).unsign(cookie, max_age=SESSION_SECONDS)
-    except LinkError as exc:
-        raise error(401, f"session_{exc.reason}", "The portal session is not valid; log in again.") from exc
-    user = Accounts(_services(request).storage.db).by_id(int(payload.get("uid", 0)))
+    db = _services(request).storage.db
+    token = Tokens(db).verify(cookie, SESSION_PURPOSE)
+    if token is None:
+        raise error(401, "session_invalid", "The portal session ended or is not valid; log in again.")
+    user = Accounts(db).by_id(token.user_id)
     if user is None:
         raise error(401, "session_invalid", "The account of this session no longer exists.")
     return user
@@ -124,14 +122,31 @@ async def login(request: Request) -> Response:
     name, password = data.get("name"), data.get("password")
     if not isinstance(name, str) or not isinstance(password, str):
         raise error(400, "invalid_request", "Send {'name': ..., 'password': ...}.")
-    db = _services(request).storage.db
-    user = await run_in_threadpool(Accounts(db).authenticate, name, password)
+    svc = _services(request)
+    try:
+        user = await limited_login(
+            request, name, lambda: Accounts(svc.storage.db).authenticate(name, password)
+        )
+    except LoginThrottled as exc:
+        raise ApiError(
+            429,
+            {
+                "error": {
+                    "code": "too_many_attempts",
+                    "message": f"Too many failed logins; try again in {exc.retry_after} seconds.",
+                }
+            },
+            {"Retry-After": str(exc.retry_after)},
+        ) from None
     if user is None:
         raise error(401, "invalid_credentials", "Wrong user name or password.")
+    _token, raw = Tokens(svc.storage.db).create(
+        user.id, SESSION_PURPOSE, name="portal login", expires_in=timedelta(seconds=SESSION_SECONDS)
+    )
     response = JSONResponse({"user": {"name": user.name, "staff": user.staff}})
     response.set_cookie(
         COOKIE,
-        _session_signer(request).sign({"uid": user.id}),
+        raw,
         max_age=SESSION_SECONDS,
         path=PREFIX,
         httponly=True,
@@ -142,6 +157,13 @@ async def login(request: Request) -> Response:
 
 
 async def logout(request: Request) -> Response:
+    """Revoke the session's token, so a copy of the cookie stops working too; 204 either way."""
+    cookie = request.cookies.get(COOKIE)
+    if cookie:
+        tokens = Tokens(_services(request).storage.db)
+        token = tokens.verify(cookie, SESSION_PURPOSE)
+        if token is not None:
+            tokens.revoke(token.id)
     response = Response(status_code=204)
     response.delete_cookie(COOKIE, path=PREFIX)
     return response

@@ -11,14 +11,14 @@ rebuilds the catalog afterwards.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from pathlib import Path
 
 import sqlite_utils
 
-from depot.atomic import atomic_write, copy_temp, fsync_dir
+from depot.atomic import ContentChanged, copy_temp, fsync_dir
+from depot.builder.formats import write_sidecar
 from depot.builder.formats.apk import COUNTRY, FOLDER, VEHICLE_CONTEXT, apk_filename
 from depot.runtime.accounts import now_iso
 from depot.runtime.portal_store import one, record_event, rows, transaction, version
@@ -102,18 +102,15 @@ def parse_targets(countries: str, contexts: str) -> tuple[list[str], list[str]]:
     return c, v
 
 
-def _sidecar(row: dict, countries: list[str], contexts: list[str], released: str) -> bytes:
-    def arr(items: list[str]) -> str:
-        return "[" + ", ".join(json.dumps(i) for i in items) + "]"
-
-    return (
-        "# Written by the CI portal when the store team released this version.\n"
-        'status = "live"\n'
-        f"version_id = {json.dumps(row['id'])}\n"
-        f"countries = {arr(countries)}\n"
-        f"vehicle_contexts = {arr(contexts)}\n"
-        f"released = {json.dumps(released)}\n"
-    ).encode()
+def _write_sidecar(apk: Path, row: dict, countries: list[str], contexts: list[str], released: str) -> None:
+    fields = {
+        "status": "live",
+        "version_id": row["id"],
+        "countries": countries,
+        "vehicle_contexts": contexts,
+        "released": released,
+    }
+    write_sidecar(apk, fields, comment="Written by the CI portal when the store team released this version.")
 
 
 def release(
@@ -134,19 +131,19 @@ def release(
             raise ReviewError(f"the uploaded APK of version {version_id} is missing from {source.parent}")
         apk, sidecar = live_paths(repo, row["package"], row["version_code"])
         released = row["released"] if row["status"] == "live" and row["released"] else now_iso()
-        atomic_write(sidecar, _sidecar(row, countries, contexts, released))
+        _write_sidecar(apk, row, countries, contexts, released)
         if not apk.exists():
-            tmp = copy_temp(apk, source)
             try:
-                if _sha256(tmp) != row["sha256"]:
-                    raise ReviewError(f"the stored APK of version {version_id} no longer matches its SHA-256")
+                tmp = copy_temp(apk, source, expected_sha256=row["sha256"])
                 os.replace(tmp, apk)
-            except BaseException:
+            except ContentChanged as exc:
                 sidecar.unlink(missing_ok=True)  # no APK: its sidecar alone would only raise a warning
+                raise ReviewError(
+                    f"the stored APK of version {version_id} no longer matches its SHA-256"
+                ) from exc
+            except BaseException:
+                sidecar.unlink(missing_ok=True)
                 raise
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
             fsync_dir(apk.parent)
         _set_status(
             db,
@@ -188,11 +185,3 @@ def resolve(db: sqlite_utils.Database, finding_id: str, actor: str) -> dict:
         )
         record_event(db, finding["version_id"], actor, "resolve", f"{finding_id} {finding['code']}")
     return {**finding, "status": "resolved"}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()

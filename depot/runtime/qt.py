@@ -27,6 +27,8 @@ from depot.runtime.accounts import Accounts
 from depot.runtime.files import file_response
 from depot.runtime.qt_catalog import QtCatalog
 from depot.runtime.qt_session import QtSession, Sessions
+from depot.runtime.ratelimit import LoginThrottled
+from depot.runtime.shipper_common import limited_login
 from depot.runtime.signing import ExpiringLinks, LinkError
 
 PNG = "image/png"
@@ -139,9 +141,18 @@ async def login(request: Request) -> Response:
     session = q.sessions.load(request)
     if "username" not in p or "password" not in p:
         return reply(q, session, {"status": "missing-credentials"})
-    user = await run_in_threadpool(
-        lambda: Accounts(q.svc.storage.db).authenticate(p["username"], p["password"])
-    )
+    try:
+        user = await limited_login(
+            request,
+            p["username"],
+            lambda: Accounts(q.svc.storage.db).authenticate(p["username"], p["password"]),
+        )
+    except LoginThrottled as exc:
+        # Neptune only checks for "ok"; the header and error tell a person how long to wait.
+        body = {"status": "authentication-failed", "error": str(exc)}
+        response = reply(q, session, body)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     if user is None:
         return reply(q, session, {"status": "authentication-failed"})
     q.sessions.login(session, user)
@@ -161,10 +172,10 @@ async def app_list(request: Request) -> Response:
     category = p.get("category_id", "").strip()
     if category in ("", "-1"):
         category = "all"
-    elif not re.fullmatch(r"[0-9]+", category):
-        return reply(q, session, [])
+    elif not re.fullmatch(r"[0-9]+", category) or len(category.lstrip("0")) > 18:
+        return reply(q, session, [])  # no category has a longer id (int() refuses 4300+ digits)
     else:
-        category = str(int(category))
+        category = str(int(category.lstrip("0") or "0"))
     entries = q.catalog.visible(session.tag, session.arch, category, p.get("filter", ""))
     body = [{**e, "iconUrl": absolute(request, e["iconUrl"])} for e in entries]
     return reply(q, session, body)

@@ -56,6 +56,13 @@ def _hash(sid: str) -> str:
     return hashlib.sha256(sid.encode()).hexdigest()
 
 
+def end_user_sessions(db: sqlite_utils.Database, user_id: int) -> None:
+    """Log the user out of every Qt session (after a password change); a database whose Qt
+    tables were never created has none."""
+    if db["qt_sessions"].exists():
+        db["qt_sessions"].delete_where("user_id = ?", [user_id])
+
+
 class Sessions:
     def __init__(self, secret_key: str, storage: Storage) -> None:
         self._signer = Signer(secret_key, "qt-session")

@@ -14,7 +14,6 @@ import datetime
 import os
 import shutil
 import tempfile
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,8 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from depot.atomic import TEMP_PREFIX, atomic_write, fsync_dir
-from depot.builder.formats import SIDECAR_SUFFIX
+from depot.atomic import TEMP_PREFIX, fsync_dir
+from depot.builder.formats import FormatError, read_sidecar, write_sidecar
 from depot.builder.formats.qt_package import (
     PackageError,
     default_purchase_id,
@@ -33,53 +32,60 @@ from depot.builder.formats.qt_package import (
 )
 from depot.runtime.accounts import Accounts, User
 from depot.runtime.app import services
+from depot.runtime.ratelimit import LoginThrottled
+from depot.runtime.shipper_common import limited_login
 
 UNAUTHORIZED = {"WWW-Authenticate": 'Basic realm=""'}
 
 
-def _basic_user(request: Request) -> User | bool | None:
-    """The user of valid Basic credentials; None for bad ones; False when none were sent."""
+def _basic_credentials(request: Request) -> tuple[str, str] | None:
+    """(name, password) of a well-formed ``Authorization: Basic`` header, else None."""
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "basic":
-        return False
+        return None
     try:
         name, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
     except (ValueError, UnicodeDecodeError):
         return None
-    if not sep:
+    return (name, password) if sep else None
+
+
+async def _basic_user(request: Request) -> User | None:
+    """The user of valid Basic credentials, under the shared failed-login limits."""
+    credentials = _basic_credentials(request)
+    if credentials is None:
         return None
-    return Accounts(services(request).storage.db).authenticate(name, password)
+    name, password = credentials
+    return await limited_login(
+        request, name, lambda: Accounts(services(request).storage.db).authenticate(name, password)
+    )
 
 
 def status(value: str, code: int = 200, **extra: Any) -> Response:
     return JSONResponse({"status": value, **extra}, status_code=code)
 
 
-def toml_string(value: str) -> str:
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-    escaped = "".join(c if c >= " " or c == "\t" else f"\\u{ord(c):04x}" for c in escaped)
-    return f'"{escaped}"'
-
-
-def sidecar_bytes(fields: dict[str, str]) -> bytes:
-    return ("".join(f"{k} = {toml_string(v)}\n" for k, v in fields.items())).encode()
-
-
-def _existing_purchase_id(sidecar: Path) -> str:
+def _existing_purchase_id(package: Path) -> str:
+    """The purchaseId a re-uploaded package keeps; "" when its sidecar has none or is unreadable."""
     try:
-        data = tomllib.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        value = read_sidecar(package).get("purchase_id", "")
+    except (OSError, FormatError):
         return ""
-    value = data.get("purchase_id", "")
     return value if isinstance(value, str) else ""
 
 
 async def handle_upload(request: Request, q: Any) -> Response:
     user = q.sessions.user(q.sessions.load(request))
     if user is None:
-        basic = await run_in_threadpool(_basic_user, request)
-        user = basic if isinstance(basic, User) else None
+        try:
+            user = await _basic_user(request)
+        except LoginThrottled as exc:
+            return JSONResponse(
+                {"status": "failed", "error": str(exc)},
+                status_code=429,
+                headers={"Retry-After": str(exc.retry_after)},
+            )
     if user is None:
         return Response(b"", status_code=401, headers=UNAUTHORIZED)
     if not user.staff:
@@ -146,11 +152,8 @@ async def _checked_upload(request: Request, q: Any, fields: dict[str, Any]) -> R
         target = (q.config.repo / relpath).resolve()
         if not target.is_relative_to(apps.resolve()):
             return status("Package validation failed", error="the package would be stored outside apps/")
-        sidecar = target.with_name(target.name + SIDECAR_SUFFIX)
         purchase_id = (
-            (existing[0] if existing else "")
-            or _existing_purchase_id(sidecar)
-            or default_purchase_id(pkg.key)
+            (existing[0] if existing else "") or _existing_purchase_id(target) or default_purchase_id(pkg.key)
         )
         meta = {
             "category": fields["category"],
@@ -161,7 +164,7 @@ async def _checked_upload(request: Request, q: Any, fields: dict[str, Any]) -> R
             # the web catalog lists the newest and updated apps by this date
             "updated": datetime.datetime.now(datetime.UTC).date().isoformat(),
         }
-        atomic_write(sidecar, sidecar_bytes(meta))
+        write_sidecar(target, meta)
         os.replace(temp, target)
         fsync_dir(target.parent)
     except OSError as exc:
@@ -170,7 +173,8 @@ async def _checked_upload(request: Request, q: Any, fields: dict[str, Any]) -> R
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
     result = await services(request).rebuilder.rebuild()
-    problem = result.skipped.get(relpath)
+    # No result: the build could not run; the package is stored and the next build publishes it.
+    problem = result.skipped.get(relpath) if result is not None else None
     if problem:
         return status("Package validation failed", error=problem)
     return status("ok")

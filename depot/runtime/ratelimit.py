@@ -8,9 +8,12 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import sqlite_utils
+from starlette.concurrency import run_in_threadpool
 
 from depot.runtime.storage import register_schema
 
@@ -27,6 +30,7 @@ PERIODS = {
     "day": 86400,
 }
 RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([a-z]+?)s?\s*$")
+T = TypeVar("T")
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -104,3 +108,41 @@ def throttled_detail(seconds: int) -> str:
     """DRF's wording, which shippy parses for the first number."""
     unit = "second" if seconds == 1 else "seconds"
     return f"Request was throttled. Expected available in {seconds} {unit}."
+
+
+class LoginThrottled(Exception):
+    """Too many failed logins for the account or the address: refused without checking."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many failed logins; try again in {retry_after} seconds")
+        self.retry_after = retry_after
+
+
+async def guarded_login(
+    db: sqlite_utils.Database,
+    account: str,
+    address: str | None,
+    account_rate: Rate | None,
+    address_rate: Rate | None,
+    authenticate: Callable[[], T | None],
+    now: float | None = None,
+) -> T | None:
+    """Every password login of every dialect goes through here, so one account's failures count
+    wherever they happen and a locked account or address costs no slow password hash.
+
+    Refuses (LoginThrottled) while the account or the address used up its failures, even for the
+    right password; otherwise runs ``authenticate`` in a worker thread, counts a failure (None)
+    against both, and forgets the account's failures after a success."""
+    limiter = RateLimiter(db)
+    keys = [(f"login-account:{account.lower()}", account_rate), (f"login-address:{address}", address_rate)]
+    for key, rate in keys:
+        wait = limiter.blocked(key, rate, now)
+        if wait is not None:
+            raise LoginThrottled(wait)
+    user = await run_in_threadpool(authenticate)
+    if user is None:
+        for key, rate in keys:
+            limiter.hit(key, rate, now)
+        return None
+    limiter.reset(keys[0][0])
+    return user

@@ -32,7 +32,7 @@ from depot.runtime import shipper_upload
 from depot.runtime.accounts import Accounts
 from depot.runtime.errors import ApiError
 from depot.runtime.files import file_response
-from depot.runtime.ratelimit import RateLimiter
+from depot.runtime.ratelimit import LoginThrottled
 from depot.runtime.shipper_builds import (
     build_id_for,
     find_by_id,
@@ -47,7 +47,7 @@ from depot.runtime.shipper_common import (
     body_fields,
     client_ip,
     db_of,
-    limits_of,
+    limited_login,
     may_maintain,
     rebuild,
     settings_of,
@@ -150,7 +150,7 @@ def _find_build(request: Request, fields: dict, v2: bool) -> tuple[str, Path]:
     if build_id not in (None, ""):
         try:
             found = find_by_id(repo, int(build_id))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: JSON 1e999 is infinity
             found = None
         if found is None:
             raise _error(404, "invalid_build_id", "A build with that ID does not exist!")
@@ -316,21 +316,14 @@ async def login(request: Request) -> Response:
     if username is None or password is None:
         raise _error(400, "blank_username_or_password", "Username or password cannot be blank!")
     username, password = str(username), str(password)
-    limits, limiter = limits_of(request), RateLimiter(db_of(request))
-    keys = [
-        (f"shipper:login-account:{username.lower()}", limits.login_account),
-        (f"shipper:login-address:{client_ip(request)}", limits.login_address),
-    ]
-    for key, rate in keys:
-        wait = limiter.blocked(key, rate)
-        if wait is not None:
-            raise throttle_error(wait)
-    user = await run_in_threadpool(Accounts(db_of(request)).authenticate, username, password)
+    try:
+        user = await limited_login(
+            request, username, lambda: Accounts(db_of(request)).authenticate(username, password)
+        )
+    except LoginThrottled as exc:
+        raise throttle_error(exc.retry_after) from None
     if user is None:
-        for key, rate in keys:
-            limiter.hit(key, rate)
         raise _error(404, "invalid_credential", "Invalid credentials. Please try again.")
-    limiter.reset(keys[0][0])
     _token, raw = Tokens(db_of(request)).create(user.id, TOKEN_PURPOSE, name="shippy login")
     return JSONResponse({"token": raw, "message": "Successfully logged in!"}, headers=NO_STORE)
 
@@ -369,7 +362,7 @@ async def enabled_status_modify(request: Request) -> Response:
         )
     try:
         wanted = int(build_id)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: JSON 1e999 is infinity
         raise _error(400, "invalid_parameters", "The specified build ID is invalid.") from exc
     found = await run_in_threadpool(find_by_id, request.app.state.services.config.repo, wanted)
     if found is None:

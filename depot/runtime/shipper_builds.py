@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from depot.atomic import atomic_write
-from depot.builder.formats import SIDECAR_SUFFIX, FormatError, read_sidecar
+from depot.builder.formats import FormatError, read_sidecar, write_sidecar
 from depot.builder.formats.archive import sha256_file
 from depot.builder.formats.ota import (
     CHECKSUM_SUFFIX,
@@ -64,23 +63,11 @@ def is_enabled(path: Path) -> bool:
         return False
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    raise TypeError(f"cannot write {value!r} into a flat sidecar")
-
-
 def update_sidecar(zip_path: Path, **changes: Any) -> None:
-    """Set keys of ``<zip>.toml`` (a flat table), keeping the others; atomically."""
+    """Set keys of ``<zip>.toml``, keeping the others (and their TOML types); atomically."""
     data = read_sidecar(zip_path)
     data.update(changes)
-    text = "".join(f"{k} = {_toml_value(v)}\n" for k, v in sorted(data.items()))
-    tomllib.loads(text)  # never write a sidecar the reader cannot read back
-    atomic_write(zip_path.with_name(zip_path.name + SIDECAR_SUFFIX), text.encode())
+    write_sidecar(zip_path, data)
 
 
 def write_checksum(zip_path: Path, sha256: str) -> None:

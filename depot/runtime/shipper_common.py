@@ -4,6 +4,7 @@ limits with DRF's 429, request bodies that may be form, multipart or JSON, and t
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,7 @@ from depot.builder.model import StoreSettings
 from depot.builder.settings import load_settings
 from depot.runtime.accounts import Accounts, User
 from depot.runtime.errors import ApiError
-from depot.runtime.ratelimit import Rate, RateLimiter, throttled_detail
+from depot.runtime.ratelimit import Rate, RateLimiter, guarded_login, throttled_detail
 from depot.runtime.storage import register_schema
 from depot.runtime.tokens import Tokens
 
@@ -94,6 +95,17 @@ def limits_of(request: Request) -> Limits:
 
 def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
+
+
+async def limited_login(
+    request: Request, account: str, authenticate: Callable[[], User | None]
+) -> User | None:
+    """A password login under the failed-login limits above, which every dialect shares
+    (shipper, Qt /login and /upload, the portal); raises LoginThrottled while locked."""
+    limits = limits_of(request)
+    return await guarded_login(
+        db_of(request), account, client_ip(request), limits.login_account, limits.login_address, authenticate
+    )
 
 
 def throttle_error(seconds: int) -> ApiError:

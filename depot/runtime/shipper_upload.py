@@ -203,7 +203,10 @@ async def put_chunk(request: Request) -> Response:
         match = CONTENT_RANGE.match(request.headers.get("content-range", ""))
         if not match:
             raise _detail(400, "Error in request headers")
-        start, end, total = (int(g) for g in match.groups())
+        try:
+            start, end, total = (int(g) for g in match.groups())
+        except ValueError:  # more digits than int() accepts
+            raise _detail(400, "Error in request headers") from None
         if end > total:
             raise _detail(400, f"End of chunk exceeds reported total ({total} bytes)")
         if total > MAX_BYTES:
@@ -301,6 +304,11 @@ def _complete(request: Request, user: User, row: dict[str, Any], checksum: Any) 
     folder = uploads_dir(request)
     part = part_path(folder, row["id"])
     with locked(part) as fd:
+        # Re-read under the lock: another request may have completed or dropped it since we looked.
+        rows = list(db_of(request)["shipper_uploads"].rows_where("id = ?", [row["id"]], limit=1))
+        if not rows:
+            raise _detail(404, NOT_FOUND)
+        row = rows[0]
         _check_open(row)
         if checksum in (None, ""):
             raise _detail(400, f"Checksum of type '{CHECKSUM_TYPE}' is required")

@@ -52,6 +52,7 @@ def _core_v1(db: sqlite_utils.Database) -> None:
 
 Migration = Callable[[sqlite_utils.Database], None]
 
+
 # Each part of the runtime owns a namespace with its own append-only list of migrations, so a
 # new dialect adds its tables without touching anyone else's history. A dialect module registers
 # its list here with register_schema() at import time.

@@ -101,6 +101,14 @@ class Tokens:
             )
         ]
 
+    def revoke_all(self, user_id: int, purpose: str) -> int:
+        """Revoke every live token of one purpose of a user (a password change ends sessions)."""
+        cursor = self.db.execute(
+            "update tokens set revoked = 1 where user_id = ? and purpose = ? and revoked = 0",
+            [user_id, purpose],
+        )
+        return cursor.rowcount
+
     def revoke(self, token_id: int, user_id: int | None = None) -> bool:
         where, args = "id = ? and revoked = 0", [token_id]
         if user_id is not None:

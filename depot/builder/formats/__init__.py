@@ -8,11 +8,14 @@ maintainer can act on. Adding a format is adding one module and one line in :fun
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from depot.atomic import atomic_write
 from depot.builder.model import Record, StoreSettings
+from depot.builder.tomlwrite import toml_document
 
 SIDECAR_SUFFIX = ".toml"
 
@@ -30,6 +33,14 @@ def read_sidecar(package: Path) -> dict[str, Any]:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise FormatError(f"sidecar {path.name}: {exc}") from exc
+
+
+def write_sidecar(package: Path, fields: Mapping[str, Any], comment: str = "") -> None:
+    """Replace the ``<package>.toml`` sidecar with ``fields`` (temp, fsync, rename): the one
+    writer, so every runtime writes values :func:`read_sidecar` reads back with their types."""
+    text = toml_document(fields, comment)
+    tomllib.loads(text)  # never write a sidecar the reader cannot read back
+    atomic_write(package.with_name(package.name + SIDECAR_SUFFIX), text.encode())
 
 
 @dataclass(frozen=True)
