@@ -21,11 +21,23 @@ import os
 import shlex
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from depot.atomic import atomic_write, copy_temp, fsync_dir
 
 CURRENT, PREVIOUS, RELEASES = "current", "previous", "releases"
+
+
+def installed_versions(root: Path, current_version: Callable[[str], str | None]) -> dict[str, str]:
+    """name → current version of every item below ``root`` that has one."""
+    out = {}
+    if root.is_dir():
+        for entry in sorted(os.listdir(root)):
+            version = current_version(entry)
+            if version:
+                out[entry] = version
+    return out
 
 
 class InstallFailed(Exception):
@@ -82,13 +94,7 @@ class ModuleStore:
 
     def installed(self) -> dict[str, str]:
         """name → current version, read from the disk (the truth after any crash)."""
-        out = {}
-        if self.root.is_dir():
-            for entry in sorted(os.listdir(self.root)):
-                version = self.current_version(entry)
-                if version:
-                    out[entry] = version
-        return out
+        return installed_versions(self.root, self.current_version)
 
     def activate(self, name: str, staging: Path, release: str) -> None:
         """Publish ``staging`` as ``release`` and make it current; the old current becomes previous."""
@@ -163,13 +169,7 @@ class FirmwareStore:
         return str(record["version"]) if record and "version" in record else None
 
     def installed(self) -> dict[str, str]:
-        out = {}
-        if self.root.is_dir():
-            for entry in sorted(os.listdir(self.root)):
-                version = self.current_version(entry)
-                if version:
-                    out[entry] = version
-        return out
+        return installed_versions(self.root, self.current_version)
 
     def flash(self, name: str, version: str, image: Path, sha256: str, log) -> None:
         """Run the flasher on ``image``; record the new version only when it succeeded."""

@@ -175,21 +175,29 @@ class Agent:
                     plans.append(latest)
             if errors:
                 raise RequestError(errors)
-            created = {}
-            for release in plans:
-                task = self.state.add_task(
-                    "download",
-                    "module",
-                    release.name,
-                    release.version,
-                    url=release.url,
-                    size=release.size,
-                    sha256=release.sha256,
-                    unpacked_size=release.unpacked_size,
-                    total=release.size,
-                )
-                created[release.name] = {"task_id": task.id, "version": release.version}
+            created = self._queue_downloads("download", "module", plans, with_unpacked_size=True)
         self._wake["download"].set()
+        return created
+
+    def _queue_downloads(
+        self, kind: str, target: str, releases: list, with_unpacked_size: bool = False
+    ) -> dict[str, dict]:
+        """One task per release that fetches it from the store; the spec's {name: {task_id, version}}."""
+        created = {}
+        for release in releases:
+            extra = {"unpacked_size": release.unpacked_size} if with_unpacked_size else {}
+            task = self.state.add_task(
+                kind,
+                target,
+                release.name,
+                release.version,
+                url=release.url,
+                size=release.size,
+                sha256=release.sha256,
+                total=release.size,
+                **extra,
+            )
+            created[release.name] = {"task_id": task.id, "version": release.version}
         return created
 
     def newest_download(self, target: str, name: str) -> Download | None:
@@ -283,19 +291,7 @@ class Agent:
                     plans.append(latest)
             if errors:
                 raise RequestError(errors)
-            created = {}
-            for release in plans:
-                task = self.state.add_task(
-                    "install",
-                    "firmware",
-                    release.name,
-                    release.version,
-                    url=release.url,
-                    size=release.size,
-                    sha256=release.sha256,
-                    total=release.size,
-                )
-                created[release.name] = {"task_id": task.id, "version": release.version}
+            created = self._queue_downloads("install", "firmware", plans)
         self._wake["install"].set()
         return created
 
