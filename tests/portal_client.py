@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import depot.runtime.portal  # noqa: F401  (registers the portal schema)
 from depot.runtime.accounts import Accounts
 from depot.runtime.storage import open_database
 from depot.runtime.tokens import Tokens
+from tests.serving import ServedStore, copy_demo_repo, serve_store
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "apk"
 if not FIXTURES.exists():
@@ -81,3 +84,17 @@ def version_count(data: Path) -> int:
         return db.execute("SELECT count(*) FROM portal_versions").fetchone()[0]
     finally:
         db.close()
+
+
+@contextlib.contextmanager
+def portal_store(tmp: Path, policy: str, without_live_apps: bool = False) -> Iterator[ServedStore]:
+    """A real `depot serve` on a copy of the demo store with ``policy`` appended to depot.toml;
+    ``without_live_apps`` takes the demo's own live APK out, for flows that start from none."""
+    repo = copy_demo_repo(tmp / "repo")
+    with (repo / "depot.toml").open("a") as f:
+        f.write(policy)
+    if without_live_apps:
+        for published in (repo / "android").iterdir():
+            published.unlink()
+    with serve_store(tmp, repo=repo) as served:
+        yield served

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from depot.builder.formats.ota import checksum_line, pack_ota_zip
 from tests.serving import ServedStore, depot_command, serve_store
@@ -104,3 +105,25 @@ def login(client: httpx.Client, user: str = USER, password: str = PASSWORD) -> d
     response = client.post("/api/v1/maintainers/login/", data={"username": user, "password": password})
     assert response.status_code == 200, response.text
     return {"Authorization": f"Token {response.json()['token']}"}
+
+
+def served_fixtures(label: str):
+    """The three module-scoped fixtures the shipper API tests share: a real `depot serve` with
+    the shipper demo store (`store`), an HTTP client for it (`client`) and a maintainer's token
+    header (`auth`). A test module takes them with ``store, client, auth = served_fixtures(...)``."""
+
+    @pytest.fixture(scope="module")
+    def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedStore]:
+        with shipper_store(tmp_path_factory.mktemp(label)) as served:
+            yield served
+
+    @pytest.fixture(scope="module")
+    def client(store: ServedStore) -> Iterator[httpx.Client]:
+        with store.client() as c:
+            yield c
+
+    @pytest.fixture(scope="module")
+    def auth(client: httpx.Client) -> dict[str, str]:
+        return login(client)
+
+    return store, client, auth

@@ -18,12 +18,13 @@ from tests.portal_client import (
     bearer,
     fixture,
     make_token,
+    portal_store,
     stored_files,
     upload,
     version_count,
     wait_validation,
 )
-from tests.serving import ServedStore, copy_demo_repo, serve_store
+from tests.serving import ServedStore
 
 POLICY = """
 [portal]
@@ -35,11 +36,7 @@ upload_limit_bytes = 200000
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> ServedStore:
-    tmp = tmp_path_factory.mktemp("portal")
-    repo = copy_demo_repo(tmp / "repo")
-    with (repo / "depot.toml").open("a") as f:
-        f.write(POLICY)
-    with serve_store(tmp, repo=repo) as served:
+    with portal_store(tmp_path_factory.mktemp("portal"), POLICY) as served:
         yield served
 
 

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from tests.apk_factory import build_apk
-from tests.portal_client import PASSWORD, bearer, fixture, upload, wait_validation
-from tests.serving import ServedStore, copy_demo_repo, depot_command, serve_store
+from tests.portal_client import PASSWORD, bearer, fixture, portal_store, upload, wait_validation
+from tests.serving import ServedStore, depot_command
 
 POLICY = '\n[portal]\nreview_permissions = ["android.permission.READ_CALENDAR"]\n'
 
@@ -31,14 +31,8 @@ def depot(store: ServedStore, *args: str, stdin: str | None = None) -> subproces
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> ServedStore:
-    tmp = tmp_path_factory.mktemp("flow")
-    repo = copy_demo_repo(tmp / "repo")
-    with (repo / "depot.toml").open("a") as f:
-        f.write(POLICY)
     # the flow starts from a store with no live Android app: the demo's own is taken out
-    for published in (repo / "android").iterdir():
-        published.unlink()
-    with serve_store(tmp, repo=repo) as served:
+    with portal_store(tmp_path_factory.mktemp("flow"), POLICY, without_live_apps=True) as served:
         yield served
 
 

@@ -13,26 +13,12 @@ import httpx
 import pytest
 
 from tests.serving import ServedStore
-from tests.shipper_helpers import ANGLER, BULLHEAD, DREAM, USER, login, sha256, shipper_store
+from tests.shipper_helpers import ANGLER, BULLHEAD, DREAM, USER, login, served_fixtures, sha256
 
 FEED = "/api/v1/updater/los/bullhead/gapps/"
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> ServedStore:
-    with shipper_store(tmp_path_factory.mktemp("shipper-api")) as served:
-        yield served
-
-
-@pytest.fixture(scope="module")
-def client(store: ServedStore) -> httpx.Client:
-    with store.client() as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def auth(client: httpx.Client) -> dict[str, str]:
-    return login(client)
+store, client, auth = served_fixtures("shipper-api")
 
 
 def downloads(store: ServedStore) -> list[tuple]:

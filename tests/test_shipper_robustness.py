@@ -18,7 +18,7 @@ from depot.runtime.config import RuntimeConfig
 from depot.runtime.errors import ApiError
 from depot.runtime.shipper_upload import NOT_FOUND, _complete
 from tests.serving import ServedStore
-from tests.shipper_helpers import BULLHEAD, login, ota_zip, sha256, shipper_store
+from tests.shipper_helpers import BULLHEAD, ota_zip, served_fixtures, sha256
 
 BASE = "/api/v1/maintainers/chunked_upload/"
 MODIFY = "/api/v1/maintainers/build/enabled_status_modify/"
@@ -26,21 +26,7 @@ HUGE = "9" * 5000  # more digits than int() converts
 JSON = {"Content-Type": "application/json"}
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> ServedStore:
-    with shipper_store(tmp_path_factory.mktemp("shipper-robust")) as served:
-        yield served
-
-
-@pytest.fixture(scope="module")
-def client(store: ServedStore) -> httpx.Client:
-    with store.client() as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def auth(client: httpx.Client) -> dict[str, str]:
-    return login(client)
+store, client, auth = served_fixtures("shipper-robust")
 
 
 def bullhead_id() -> int:

@@ -13,28 +13,14 @@ import httpx
 import pytest
 
 from tests.serving import ServedStore
-from tests.shipper_helpers import BULLHEAD, login, ota_zip, sha256, shipper_store
+from tests.shipper_helpers import BULLHEAD, login, ota_zip, served_fixtures, sha256
 
 BASE = "/api/v1/maintainers/chunked_upload/"
 NEW = "Bliss-v14.1-bullhead-OFFICIAL-gapps-20200701.zip"
 MB = 1_000_000
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> ServedStore:
-    with shipper_store(tmp_path_factory.mktemp("shipper-upload")) as served:
-        yield served
-
-
-@pytest.fixture(scope="module")
-def client(store: ServedStore) -> httpx.Client:
-    with store.client() as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def auth(client: httpx.Client) -> dict[str, str]:
-    return login(client)
+store, client, auth = served_fixtures("shipper-upload")
 
 
 def put(client, auth, name, data, start, total, upload_id=None, content_range=None) -> httpx.Response:
