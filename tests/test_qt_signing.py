@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import hmac
 import io
 import shutil
 import subprocess
@@ -21,7 +22,6 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from depot.builder.formats.qt_digest import device_bound
 from depot.builder.formats.qt_package import validate_package
 from tests.qt_helpers import DEVICE, USER, USER_PASSWORD, qt_store
 from tests.serving import ServedStore
@@ -122,11 +122,14 @@ def test_downloads_carry_a_verifiable_store_signature(
         assert names[:-1] == [m.name for m in tar]
     assert docs[0] == {"formatVersion": 2, "formatType": "am-package-footer"}
     signature = base64.b64decode(docs[1]["storeSignature"])
-    message = device_bound(package.raw_digest, device)
-    assert (message == package.raw_digest) is (device == "")
+    # what Qt Application Manager checks, computed here rather than by Depot's own helper:
+    # HMAC-SHA256 keyed with the device id over the package digest, or the digest itself
+    digest = package.raw_digest  # checked against the reference's test vector in test_qt_package
+    message = hmac.new(device.encode(), digest, hashlib.sha256).digest() if device else digest
     verify_pkcs7(signature, message, cert)
+    other_device = hmac.new(b"66-66-66-66-66-66", digest, hashlib.sha256).digest()
     with pytest.raises(AssertionError):  # the signature binds this exact message
-        verify_pkcs7(signature, device_bound(package.raw_digest, "66-66-66-66-66-66"), cert)
+        verify_pkcs7(signature, other_device, cert)
     if shutil.which("openssl"):  # and OpenSSL, which Qt AM uses, agrees
         (tmp_path / "sig.der").write_bytes(signature)
         (tmp_path / "msg.bin").write_bytes(message)
