@@ -46,7 +46,7 @@ if __package__ in (None, ""):
 
 from synth import add_module, generate  # noqa: E402
 
-from depot.builder.build import build, state_dir_for  # noqa: E402
+from builder.build import build, state_dir_for  # noqa: E402
 
 GOALS = {
     "cold_s": 10.0,  # 10,000 items
@@ -107,7 +107,7 @@ def timed_build(repo: Path, site: Path) -> Run:
 def cli_build(repo: Path, site: Path) -> Run:
     """``depot build`` in a child process: wall-clock time, including start-up, and peak RSS."""
     depot = Path(sys.executable).with_name("depot")
-    cmd = [str(depot)] if depot.exists() else [sys.executable, "-m", "depot.cli"]
+    cmd = [str(depot)] if depot.exists() else [sys.executable, "-m", "runtime.cli"]
     cmd += ["build", "--repo", str(repo), "--site", str(site), "--quiet", "--report"]
     env = {**os.environ, "CI": "1"}
     t0 = time.perf_counter()

@@ -10,7 +10,7 @@ What the store looks like, so the figures mean something:
 * Modules are spread over four platforms (``pi64`` 40 %, ``opi64`` 25 %, ``rk3588`` 20 %,
   ``amd64`` 15 %). Each module name has 1 to 6 versions on its platform (about 3 on average),
   with the version forms the device spec uses (``2.6.4`` and ``1.1.6-opi64``).
-* A module is a real gzip tarball made with :func:`depot.builder.formats.module.pack_module`:
+* A module is a real gzip tarball made with :func:`builder.device.module.pack_module`:
   a binary, often a shared library, a README, a config file, a VERSION file, sometimes a few
   data files, and (for 80 % of them) a ``module.toml`` manifest. Its compressed size is
   spread log-uniformly between about 4 and 64 KiB (binary parts are incompressible, text
@@ -40,7 +40,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the project importable without installing
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from depot.builder.formats.module import pack_module
+from builder.device.module import pack_module
 
 PLATFORMS: tuple[tuple[str, str, float], ...] = (
     ("pi64", "Raspberry Pi class boards, 64-bit", 0.40),

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from depot.builder.formats.module import pack_module
+from builder.device.module import pack_module
 from tests.serving import depot_command, free_port, wait_until_up
 
 PLATFORM = "pi64"

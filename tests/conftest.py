@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from depot.builder.build import build, state_dir_for
-from depot.builder.formats.module import pack_module
+from builder.build import build, state_dir_for
+from builder.device.module import pack_module
 
 PROJECT = Path(__file__).resolve().parent.parent
 DEMO = PROJECT / "repo"
@@ -239,7 +239,7 @@ def scratch(tmp_path: Path) -> Iterator[Path]:
 
 
 def depot_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "depot.cli", *args]
+    return [sys.executable, "-m", "runtime.cli", *args]
 
 
 def run_depot(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -11,10 +11,10 @@ from typing import Any
 
 import httpx
 
-import depot.runtime.portal  # noqa: F401  (registers the portal schema)
-from depot.runtime.accounts import Accounts
-from depot.runtime.storage import open_database
-from depot.runtime.tokens import Tokens
+import runtime.portal.endpoints  # noqa: F401  (registers the portal schema)
+from runtime.accounts import Accounts
+from runtime.storage import open_database
+from runtime.tokens import Tokens
 from tests.serving import ServedStore, copy_demo_repo, serve_store
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "apk"

@@ -56,7 +56,7 @@ class ServedStore:
 
 
 def depot_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "depot.cli", *args]
+    return [sys.executable, "-m", "runtime.cli", *args]
 
 
 def copy_demo_repo(dest: Path) -> Path:

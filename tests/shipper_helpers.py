@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from depot.builder.formats.ota import checksum_line, pack_ota_zip
+from builder.shipper.ota import checksum_line, pack_ota_zip
 from tests.serving import ServedStore, depot_command, serve_store
 
 SETTINGS = """\

@@ -227,7 +227,7 @@ def test_upgrade_keeps_previous_and_downgrade_is_refused(store, tmp_path: Path) 
 
         # a branch build installed by hand is "higher" than the store's downloaded release
         branch = tmp_path / "ax.master.pi64.tar.gz"
-        from depot.builder.formats.module import pack_module
+        from builder.device.module import pack_module
 
         pack_module(branch, {"VERSION": b"master"}, {"name": "ax", "version": "master"})
         uninstall = agent.post("/services/uninstall_packages", {"packages": ["ax"]}).json()["ax"]["task_id"]
@@ -327,7 +327,7 @@ def test_install_local_file_validates(store, tmp_path: Path) -> None:
     import io
     import tarfile
 
-    from depot.builder.formats.module import pack_module
+    from builder.device.module import pack_module
 
     root = tmp_path / "root"
     evil = tmp_path / "evil.1.0.pi64.tar.gz"

@@ -12,8 +12,8 @@ from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.routing import Route
 
-from depot.agent.config import AgentConfig
-from depot.agent.index import StoreIndexError, cached_index, fetch_index, parse_platform_index
+from runtime.agent.config import AgentConfig
+from runtime.agent.index import StoreIndexError, cached_index, fetch_index, parse_platform_index
 from tests.serving import serve_app
 
 

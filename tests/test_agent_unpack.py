@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from depot.agent.unpack import UnsafeArchive, safe_unpack
+from runtime.agent.unpack import UnsafeArchiveError, safe_unpack
 from tests.agent_support import agent_process, installed_tree, plain_http_server
 
 
@@ -77,7 +77,7 @@ def test_safe_unpack_refuses(case: str, tmp_path: Path) -> None:
     archive = tmp_path / "evil.tar.gz"
     archive.write_bytes(tarball(members))
     dest = tmp_path / "a" / "b" / "staging"
-    with pytest.raises(UnsafeArchive, match=re.escape(reason)):
+    with pytest.raises(UnsafeArchiveError, match=re.escape(reason)):
         safe_unpack(archive, dest, max_bytes=1 << 20)
     outside = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if dest not in (p, *p.parents)}
     assert outside == {"evil.tar.gz", "a", "a/b"}
@@ -88,7 +88,7 @@ def test_size_bomb_stops_at_the_limit(tmp_path: Path) -> None:
     archive = tmp_path / "bomb.tar.gz"
     archive.write_bytes(bomb())
     assert archive.stat().st_size < 1 << 20
-    with pytest.raises(UnsafeArchive, match="expands past the limit of 1048576 bytes"):
+    with pytest.raises(UnsafeArchiveError, match="expands past the limit of 1048576 bytes"):
         safe_unpack(archive, tmp_path / "staging", max_bytes=1 << 20)
     assert sum(p.stat().st_size for p in (tmp_path / "staging").rglob("*") if p.is_file()) <= 1 << 20
 
@@ -126,7 +126,7 @@ def test_a_link_cannot_be_followed_out_by_a_later_member(tmp_path: Path) -> None
             ]
         )
     )
-    with pytest.raises(UnsafeArchive, match="appears twice"):
+    with pytest.raises(UnsafeArchiveError, match="appears twice"):
         safe_unpack(archive, tmp_path / "staging", max_bytes=1 << 20)
     assert (tmp_path / "staging/x").read_bytes() == b"fine"
     assert sorted(os.listdir(tmp_path)) == ["chain.tar.gz", "staging"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from depot.builder.build import BuildBusy, build, build_lock, state_dir_for
+from builder.build import BuildBusyError, build, build_lock, state_dir_for
 from tests.conftest import (
     add_firmware,
     add_module,
@@ -296,7 +296,7 @@ def test_a_second_build_is_refused_or_waits_while_one_holds_the_lock(tmp_path: P
     waited = threading.Event()
     finished: list[object] = []
     with build_lock(site):
-        with pytest.raises(BuildBusy, match="another build"):
+        with pytest.raises(BuildBusyError, match="another build"):
             build(repo, site, wait=False)
         worker = threading.Thread(target=lambda: finished.append(build(repo, site, on_wait=waited.set)))
         worker.start()
@@ -318,7 +318,7 @@ def test_a_package_changed_between_scan_and_copy_is_not_published_under_its_old_
     """The copy into site/files/<sha>/ is hashed on the way: other bytes never land there."""
     import hashlib
 
-    from depot.builder.publish import LEAF, InputChanged, Output, Publisher
+    from builder.publish import LEAF, InputChangedError, Output, Publisher
 
     package = tmp_path / "ax.1.0.pi64.tar.gz"
     package.write_bytes(b"the bytes the scan saw")
@@ -332,6 +332,6 @@ def test_a_package_changed_between_scan_and_copy_is_not_published_under_its_old_
         tier=LEAF,
         source=package,
     )
-    with pytest.raises(InputChanged, match="changed during the build"):
+    with pytest.raises(InputChangedError, match="changed during the build"):
         Publisher(site, tmp_path / "manifest.json").publish([output])
     assert [p for p in site.rglob("*") if p.is_file()] == []  # neither the file nor a temporary

@@ -28,8 +28,8 @@ from typing import Any
 
 import pytest
 
-from depot.builder.build import build, state_dir_for
-from depot.builder.formats.module import parse_module_filename
+from builder.build import build, state_dir_for
+from builder.device.module import parse_module_filename
 from tests.conftest import (
     TEMP_PREFIX,
     add_firmware,
@@ -160,7 +160,7 @@ def test_a_build_killed_while_publishing_new_content_leaves_old_or_new(
 CRASH_SERVER = r"""
 import os, signal, sys
 from pathlib import Path
-from depot.builder.build import build
+from builder.build import build
 
 repo, site, base, warm = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
 build(repo, warm)  # import and warm up everything a build uses

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from depot.builder.entrystore import MIN_DELTA, EntryStore
+from builder.entrystore import MIN_DELTA, EntryStore
 
 
 def entries(n: int) -> dict[str, dict[str, int]]:

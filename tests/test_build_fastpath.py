@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from depot.builder.build import build, state_dir_for
+from builder.build import build, state_dir_for
 from tests.conftest import (
     add_module,
     assert_same_tree,

@@ -16,8 +16,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from depot.builder.build import build
-from depot.builder.formats.module import pack_module
+from builder.build import build
+from builder.device.module import pack_module
 from tests.conftest import add_firmware, add_module, assert_same_tree, bump_mtime, site_tree, write_settings
 
 NAMES = ["ax", "iot", "nav"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from depot.builder.build import build_lock
+from builder.build import build_lock
 from tests.conftest import (
     add_module,
     assert_site_usable,

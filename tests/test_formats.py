@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from depot.builder.build import build
-from depot.builder.check import check_file
-from depot.builder.formats import FormatError
-from depot.builder.formats.archive import inspect_tarball
-from depot.builder.formats.module import pack_module
+from builder.build import build
+from builder.check import check_file
+from builder.device.module import pack_module
+from builder.errors import FormatError
+from builder.tarsafe import inspect_tarball
 from tests.conftest import (
     add_module,
     assert_same_tree,

@@ -229,8 +229,8 @@ def test_signer_change_is_a_blocking_finding(client: httpx.Client, bob) -> None:
 def test_token_failures_get_401_and_store_nothing(client: httpx.Client, store: ServedStore, bob) -> None:
     uid = bob[0]
     revoked = make_token(store.data, uid)
-    from depot.runtime.storage import open_database
-    from depot.runtime.tokens import Tokens, token_hash
+    from runtime.storage import open_database
+    from runtime.tokens import Tokens, token_hash
 
     db = open_database(store.data)
     row = next(db["tokens"].rows_where("token_hash = ?", [token_hash(revoked)]))

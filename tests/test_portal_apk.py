@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from depot.builder.formats.apk import ApkError, inspect_apk, read_manifest
-from depot.builder.formats.apk_manifest import AxmlError, parse_manifest
-from depot.builder.formats.apk_signature import verify_apk
+from builder.portal.apk import ApkError, inspect_apk, read_manifest
+from builder.portal.manifest import AxmlError, parse_manifest
+from builder.portal.signature import verify_apk
 from tests.apk_factory import build_apk, compile_manifest, other_key, release_key, sign_v1
 from tests.serving import depot_command
 
@@ -225,9 +225,9 @@ def test_depot_check_validates_apks() -> None:
 
 
 def test_hand_dropped_apks_are_read_into_the_catalog(tmp_path: Path) -> None:
-    from depot.builder.formats import Source
-    from depot.builder.formats.apk import ApkReader
-    from depot.builder.model import StoreSettings
+    from builder.formats import Source
+    from builder.model import StoreSettings
+    from builder.portal.apk import ApkReader
 
     repo = tmp_path / "repo"
     (repo / "android").mkdir(parents=True)
@@ -241,7 +241,7 @@ def test_hand_dropped_apks_are_read_into_the_catalog(tmp_path: Path) -> None:
         POLITE,
     )
     (repo / "android" / "com.politedroid-3.apk.toml").write_text('countries = ["../x"]\n')
-    from depot.builder.formats import FormatError
+    from builder.errors import FormatError
 
     with pytest.raises(FormatError):
         ApkReader().read(Source(repo, "android/com.politedroid-3.apk", StoreSettings()))

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from depot.runtime.storage import open_database
+from runtime.storage import open_database
 from tests.portal_client import PASSWORD, add_user, make_token
 from tests.qt_helpers import DEVICE
 from tests.serving import ServedStore, depot_command, serve_store

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from depot.builder.formats.qt_arch import ArchError, detect, normalize_client_arch
+from builder.qt.arch import ArchError, detect, normalize_client_arch
 
 BINARIES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "binaries"
 pytestmark = pytest.mark.skipif(not BINARIES.is_dir(), reason="../shared/fixtures is not there")

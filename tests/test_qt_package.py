@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from depot.builder.formats.qt_digest import device_bound
-from depot.builder.formats.qt_pack import (
+from builder.qt.digest import device_bound
+from builder.qt.pack import (
     TINY_PNG,
     Entry,
     digest_of,
@@ -22,7 +22,7 @@ from depot.builder.formats.qt_pack import (
     tar_bytes,
     yaml_docs,
 )
-from depot.builder.formats.qt_package import PackageError, validate_package
+from builder.qt.package import PackageError, validate_package
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 PROJECT = Path(__file__).resolve().parents[1]
@@ -415,7 +415,7 @@ def test_depot_check_prints_each_reason(tmp_path: Path) -> None:
     icon = tmp_path / "icon4.appkg"
     icon.write_bytes(tar_bytes(refooted([BASE[0], BASE[1], ("main.qml", b"x"), BASE[2]])))
     run = lambda *files: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "depot.cli", "check", *map(str, files)],
+        [sys.executable, "-m", "runtime.cli", "check", *map(str, files)],
         capture_output=True,
         text=True,
         cwd=PROJECT,

@@ -10,7 +10,7 @@ import subprocess
 import httpx
 import pytest
 
-from depot.builder.formats.qt_pack import pack_package
+from builder.qt.pack import pack_package
 from tests.qt_helpers import ADMIN, ADMIN_PASSWORD, qt_store
 from tests.serving import ServedStore, depot_command
 

@@ -14,7 +14,7 @@ import uuid
 import httpx
 import pytest
 
-from depot.runtime.signing import ExpiringLinks
+from runtime.signing import ExpiringLinks
 from tests.qt_helpers import (
     ADMIN,
     ADMIN_PASSWORD,

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from depot.builder.formats.qt_package import validate_package
+from builder.qt.package import validate_package
 from tests.qt_helpers import DEVICE, USER, USER_PASSWORD, qt_store
 from tests.serving import ServedStore
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from depot.builder.formats.qt_tags import SoftwareTag, TagError, TagList, app_matches
+from builder.qt.tags import SoftwareTag, TagError, TagList, app_matches
 
 
 def test_tag_creation_like_the_reference() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from depot.builder.formats.qt_pack import pack_package, package_entries, tar_bytes
+from builder.qt.pack import pack_package, package_entries, tar_bytes
 from tests.qt_helpers import ADMIN, ADMIN_PASSWORD, DEVICE, NEPTUNE_ARCH, USER, USER_PASSWORD, qt_store
 from tests.serving import ServedStore
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from depot.runtime.ratelimit import LoginThrottled, Rate, guarded_login
-from depot.runtime.storage import open_database
+from runtime.ratelimit import LoginThrottledError, Rate, guarded_login
+from runtime.storage import open_database
 from tests.qt_helpers import ADMIN, ADMIN_PASSWORD, DEVICE, SECRET, USER, USER_PASSWORD, add_user
 from tests.serving import ServedStore, serve_store
 
@@ -47,7 +47,7 @@ def test_guarded_login_with_explicit_time(tmp_path: Path) -> None:
     check = Checker("right")
     assert attempt(db, check, "alice", "wrong", 120.0) is None
     assert attempt(db, check, "Alice", "wrong", 125.0) is None  # names count case-insensitively
-    with pytest.raises(LoginThrottled) as refused:
+    with pytest.raises(LoginThrottledError) as refused:
         attempt(db, check, "alice", "right", 130.0)
     assert refused.value.retry_after == 50
     assert check.calls == 2  # refused without spending a password hash
@@ -65,7 +65,7 @@ def test_guarded_login_per_address(tmp_path: Path) -> None:
     check = Checker("right")
     for n in range(5):
         assert attempt(db, check, f"user{n}", "wrong", 300.0) is None
-    with pytest.raises(LoginThrottled):
+    with pytest.raises(LoginThrottledError):
         attempt(db, check, "carol", "right", 301.0)
     assert attempt(db, check, "carol", "right", 301.0, address="10.0.0.2") == "carol"
     assert attempt(db, check, "carol", "right", 360.0) == "carol"  # the next window

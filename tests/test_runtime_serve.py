@@ -11,7 +11,7 @@ from urllib.parse import urljoin
 import httpx
 import pytest
 
-from depot.builder.formats.module import pack_module
+from builder.device.module import pack_module
 from tests.serving import ServedStore, depot_command, serve_store
 
 
@@ -230,7 +230,7 @@ def test_serve_builds_a_missing_site_and_uses_the_secret_from_the_environment(tm
 
 
 def test_the_python_module_entry_point_works() -> None:
-    result = subprocess.run([sys.executable, "-m", "depot.cli", "--help"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "runtime.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
     for command in ("build", "watch", "serve", "user", "check", "nginx"):
         assert command in result.stdout

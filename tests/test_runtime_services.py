@@ -17,14 +17,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from depot.runtime.accounts import AccountError, Accounts
-from depot.runtime.errors import HANDLERS
-from depot.runtime.passwords import hash_password, verify_password
-from depot.runtime.rebuild import Rebuilder
-from depot.runtime.signing import ExpiringLinks, LinkError
-from depot.runtime.storage import SCHEMAS, open_database
-from depot.runtime.tokens import Tokens
-from depot.runtime.uploads import UploadIncomplete, UploadTooLarge, commit, receive_to_temp
+from runtime.accounts import AccountError, Accounts
+from runtime.errors import HANDLERS
+from runtime.passwords import hash_password, verify_password
+from runtime.rebuild import Rebuilder
+from runtime.signing import ExpiringLinks, LinkError
+from runtime.storage import SCHEMAS, open_database
+from runtime.tokens import Tokens
+from runtime.uploads import UploadIncompleteError, UploadTooLargeError, commit, receive_to_temp
 from tests.serving import copy_demo_repo, depot_command, serve_app
 
 # -- storage -------------------------------------------------------------------------------------
@@ -171,9 +171,9 @@ def upload_app(folder: Path) -> Starlette:
         length = request.headers.get("content-length")
         try:
             received = await receive_to_temp(request.stream(), folder, LIMIT, int(length) if length else None)
-        except UploadTooLarge as exc:
+        except UploadTooLargeError as exc:
             return JSONResponse({"detail": str(exc)}, status_code=413)
-        except UploadIncomplete as exc:
+        except UploadIncompleteError as exc:
             return JSONResponse({"detail": str(exc)}, status_code=400)
         commit(received, folder / request.path_params["name"])
         return JSONResponse({"size": received.size, "sha256": received.sha256}, status_code=201)
@@ -241,7 +241,7 @@ def test_unexpected_errors_leak_no_traceback(tmp_path: Path) -> None:
 
 
 def test_rebuilder_publishes_a_new_file_before_returning(tmp_path: Path) -> None:
-    from depot.builder.formats.module import pack_module
+    from builder.device.module import pack_module
 
     repo = copy_demo_repo(tmp_path / "repo")
     site = tmp_path / "site"

@@ -153,7 +153,7 @@ def test_duplicate_check(client: httpx.Client) -> None:
 
 def build_id(client: httpx.Client, stem: str) -> int:
     """A build without a build_id in its sidecar has the id derived from its place in repo/."""
-    from depot.builder.formats.ota import derived_build_id
+    from builder.shipper.ota import derived_build_id
 
     return derived_build_id(stem.split("-")[2], f"{stem}.zip")
 
@@ -274,7 +274,7 @@ def test_route_table_alone_answers_errors_with_their_status(store: ServedStore) 
     from starlette.applications import Starlette
     from starlette.routing import Route
 
-    from depot.runtime.static import StaticSite
+    from runtime.static import StaticSite
     from tests.serving import serve_app
 
     static = StaticSite(store.site)

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from depot.builder.build import build
-from depot.builder.formats import FormatError, Source
-from depot.builder.formats.ota import OtaReader, derived_build_id, parse_build_name, read_build
-from depot.builder.nginx import nginx_config
-from depot.builder.settings import DEFAULT_OTA_PATTERN, load_settings, parse_settings
+from builder.build import build
+from builder.errors import FormatError
+from builder.formats import Source
+from builder.nginx import nginx_config
+from builder.settings import DEFAULT_OTA_PATTERN, load_settings, parse_settings
+from builder.shipper.ota import OtaReader, derived_build_id, parse_build_name, read_build
 from tests.conftest import PROJECT, bump_mtime, clean_build, site_tree
 from tests.shipper_helpers import ANGLER, BULLHEAD, DREAM, SETTINGS, add_build, make_repo, ota_zip, sha256
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from depot.runtime.ratelimit import Rate, RateLimiter, throttled_detail
-from depot.runtime.storage import open_database
+from runtime.ratelimit import Rate, RateLimiter, throttled_detail
+from runtime.storage import open_database
 from tests.shipper_helpers import PASSWORD, USER, shipper_store
 
 # Day-long windows, so a window boundary cannot fall inside the test in practice.

@@ -13,10 +13,10 @@ import httpx
 import pytest
 from starlette.requests import Request
 
-from depot.runtime.app import create_app
-from depot.runtime.config import RuntimeConfig
-from depot.runtime.errors import ApiError
-from depot.runtime.shipper_upload import NOT_FOUND, _complete
+from runtime.app import create_app
+from runtime.config import RuntimeConfig
+from runtime.errors import ApiError
+from runtime.shipper.upload import NOT_FOUND, _complete
 from tests.serving import ServedStore
 from tests.shipper_helpers import BULLHEAD, ota_zip, served_fixtures, sha256
 
@@ -30,7 +30,7 @@ store, client, auth = served_fixtures("shipper-robust")
 
 
 def bullhead_id() -> int:
-    from depot.builder.formats.ota import derived_build_id
+    from builder.shipper.ota import derived_build_id
 
     return derived_build_id("bullhead", f"{BULLHEAD}.zip")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from depot.builder.formats.ota import checksum_line
+from builder.shipper.ota import checksum_line
 from tests.serving import ServedStore
 from tests.shipper_helpers import login, ota_zip, sha256, shipper_store
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from depot.builder.formats import read_sidecar, write_sidecar
+from builder.sidecars import read_sidecar, write_sidecar
 
 HAND_EDITED = """\
 # a maintainer's notes

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from depot.builder.build import build
-from depot.builder.versions import newest, version_key
+from builder.build import build
+from builder.versions import newest, version_key
 from tests.conftest import add_module
 
 # Each list is in strictly increasing order.

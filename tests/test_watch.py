@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from depot.builder.build import build
-from depot.builder.watch import watch
+from builder.build import build
+from builder.watch import watch
 from tests.conftest import add_module, bump_mtime, copy_demo, depot_argv, device_entries, subprocess_env
 
 DEBOUNCE = 0.25

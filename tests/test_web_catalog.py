@@ -11,8 +11,8 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 import pytest
 
-from depot.builder.build import build
-from depot.builder.formats.module import pack_module
+from builder.build import build
+from builder.device.module import pack_module
 from tests.browser import DESKTOP, PHONE, browser_page, requires_chromium, screenshot
 from tests.serving import ServedStore, copy_demo_repo, serve_store
 

@@ -11,7 +11,7 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(PROJECT))
 
-from depot.builder.formats.ota import checksum_line, pack_ota_zip  # noqa: E402
+from builder.shipper.ota import checksum_line, pack_ota_zip  # noqa: E402
 
 REPO = PROJECT / "repo"
 

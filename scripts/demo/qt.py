@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from depot.atomic import atomic_write
-from depot.builder.formats.qt_pack import pack_package
-from depot.builder.formats.qt_package import default_purchase_id, variant_key
-from depot.builder.renderers.qt_png import encode_png
+from builder.atomic import atomic_write
+from builder.qt.pack import pack_package
+from builder.qt.package import default_purchase_id, variant_key
+from builder.qt.png import encode_png
 
 
 def square_icon(rgb: tuple[int, int, int], size: int = 48) -> bytes:

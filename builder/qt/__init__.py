@@ -1,0 +1,1 @@
+"""The Qt deployment server dialect: Qt Application Manager packages and the static Qt lists."""

@@ -1,0 +1,1 @@
+"""The web catalog: pre-rendered pages over every dialect's records, and their templates."""

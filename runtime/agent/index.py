@@ -1,0 +1,154 @@
+"""The store's device index, fetched over HTTP like any device would, verified, cached on disk.
+
+The entry ``device/index.json`` names each platform's index with its size and SHA-256; the
+platform index names every module and firmware version with its download URL (relative to the
+index), size and SHA-256. Entries whose name or version could not safely become a path on the
+device are dropped with a warning instead of being trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin
+
+import httpx
+
+from builder.atomic import atomic_write
+from builder.versions import version_key
+from runtime.agent.config import AgentConfig, valid_name, valid_version
+
+log = logging.getLogger("runtime.agent")
+ENTRY = "device/index.json"
+
+
+class StoreIndexError(Exception):
+    """The store's index could not be fetched or does not verify."""
+
+
+@dataclass(frozen=True)
+class Release:
+    """One downloadable version of a module or firmware image."""
+
+    name: str
+    version: str
+    url: str  # absolute
+    size: int
+    sha256: str
+    unpacked_size: int | None = None
+
+
+@dataclass(frozen=True)
+class Package:
+    name: str
+    latest_version: str
+    optional: bool | None  # firmware has no such flag
+    description: str
+    releases: tuple[Release, ...]  # newest first
+
+    def release(self, version: str) -> Release | None:
+        return next((r for r in self.releases if r.version == version), None)
+
+
+@dataclass
+class StoreIndex:
+    platform: str
+    modules: dict[str, Package]
+    firmware: dict[str, Package]
+
+    @classmethod
+    def empty(cls, platform: str = "") -> StoreIndex:
+        return cls(platform, {}, {})
+
+
+def _packages(entries: Any, base: str) -> dict[str, Package]:
+    packages: dict[str, Package] = {}
+    for entry in entries if isinstance(entries, list) else []:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not valid_name(name):
+            log.warning("index: skipping a package with an unusable name %r", name)
+            continue
+        releases = []
+        for v in entry.get("versions") or []:
+            try:
+                release = Release(
+                    name=name,
+                    version=v["version"],
+                    url=urljoin(base, v["url"]),
+                    size=int(v["size"]),
+                    sha256=str(v["sha256"]).lower(),
+                    unpacked_size=int(v["unpacked_size"]) if v.get("unpacked_size") is not None else None,
+                )
+            except (KeyError, TypeError, ValueError):
+                log.warning("index: skipping a malformed version of %s", name)
+                continue
+            if not valid_version(release.version) or len(release.sha256) != 64 or release.size < 0:
+                log.warning(
+                    "index: skipping %s version %r: unusable version or checksum", name, release.version
+                )
+                continue
+            releases.append(release)
+        if not releases:
+            continue
+        releases.sort(key=lambda r: version_key(r.version), reverse=True)
+        packages[name] = Package(
+            name=name,
+            latest_version=releases[0].version,
+            optional=bool(entry["optional"]) if "optional" in entry else None,
+            description=str(entry.get("description", "")),
+            releases=tuple(releases),
+        )
+    return packages
+
+
+def parse_platform_index(data: Any, url: str, platform: str) -> StoreIndex:
+    if not isinstance(data, dict):
+        raise StoreIndexError(f"{url} is not a JSON object")
+    return StoreIndex(platform, _packages(data.get("modules"), url), _packages(data.get("firmware"), url))
+
+
+def fetch_index(config: AgentConfig) -> StoreIndex:
+    """Fetch the entry, pick the platform, fetch and verify its index, cache it; raises StoreIndexError."""
+    entry_url = urljoin(config.store, ENTRY)
+    try:
+        with httpx.Client(timeout=config.timeout, follow_redirects=True) as client:
+            response = client.get(entry_url)
+            if response.status_code != 200:
+                raise StoreIndexError(f"{entry_url} answered {response.status_code}")
+            entry = response.json()
+            platforms = entry.get("platforms") or []
+            wanted = config.platform or (platforms[0].get("name") if platforms else None)
+            chosen = next((p for p in platforms if p.get("name") == wanted), None)
+            if chosen is None:
+                raise StoreIndexError(f"the store publishes no index for platform {wanted!r}")
+            url = urljoin(entry_url, chosen["url"])
+            response = client.get(url)
+            if response.status_code != 200:
+                raise StoreIndexError(f"{url} answered {response.status_code}")
+            body = response.content
+    except httpx.HTTPError as exc:
+        raise StoreIndexError(f"cannot reach the store: {exc}") from exc
+    except (ValueError, AttributeError, KeyError, TypeError) as exc:
+        raise StoreIndexError(f"the store's device index is malformed: {exc}") from exc
+    if len(body) != chosen.get("size") or hashlib.sha256(body).hexdigest() != chosen.get("sha256"):
+        raise StoreIndexError(f"{url} does not match the size and SHA-256 that {ENTRY} states")
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise StoreIndexError(f"{url} is not JSON: {exc}") from exc
+    index = parse_platform_index(data, url, wanted)
+    atomic_write(config.index_cache, json.dumps({"url": url, "platform": wanted, "index": data}).encode())
+    return index
+
+
+def cached_index(config: AgentConfig) -> StoreIndex | None:
+    """The last index that verified, so the device works offline after a restart."""
+    try:
+        cached = json.loads(Path(config.index_cache).read_bytes())
+        return parse_platform_index(cached["index"], cached["url"], cached["platform"])
+    except (OSError, ValueError, KeyError, TypeError, StoreIndexError):
+        return None

@@ -1,0 +1,18 @@
+"""The registry of dialects' dynamic parts.
+
+Each dialect's runtime side is one module in runtime exposing
+``routes() -> list[BaseRoute]``; if it keeps state it registers its database schema with
+``runtime.storage.register_schema`` at import time. Adding a dialect is one line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+DIALECTS: list[str] = ["runtime.qt", "runtime.shipper", "runtime.portal"]
+
+
+def load_dialects() -> list[ModuleType]:
+    """Import every dialect (registering its schema) and return the modules in order."""
+    return [importlib.import_module(name) for name in DIALECTS]

@@ -1,0 +1,43 @@
+"""JSON errors that never leak a traceback.
+
+Each dialect answers errors in its own shape (its module installs handlers for its paths); this
+is the default shape, ``{"detail": "..."}``, and the last line of defence for bugs.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+log = logging.getLogger("runtime")
+
+
+class ApiError(Exception):
+    """An error a client caused, with the body to send in the dialect's own shape."""
+
+    def __init__(self, status: int, body: object, headers: dict[str, str] | None = None) -> None:
+        super().__init__(status, body)
+        self.status, self.body, self.headers = status, body, headers
+
+
+async def api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return JSONResponse(exc.body, status_code=exc.status, headers=exc.headers)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code in (204, 304):
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+
+HANDLERS = {ApiError: api_error, HTTPException: http_error, Exception: unexpected_error}

@@ -1,0 +1,216 @@
+"""``POST /portal/api/uploads/ci``: stream, inspect, decide, store: in that order.
+
+The APK streams to a temporary file (bounded memory, size limit, SHA-256 on the way). It is
+parsed and its signatures verified before anything is recorded (422 otherwise). The decision
+(scope 403, ownership 403, retry replay, versionCode 409) and the writes happen in one
+``BEGIN IMMEDIATE`` transaction, so two uploads of one package cannot both pass the versionCode
+check. The file is renamed into ``<data>/portal/apks/<version id>.apk`` inside that transaction
+and removed again if it rolls back: a refused or cut-off upload leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+
+from builder.portal.apk import ApkError, ApkInfo, inspect_apk
+from runtime.accounts import now_iso
+from runtime.portal.multipart import MultipartError, file_part
+from runtime.portal.review import stored_apk
+from runtime.portal.store import app_by_package, new_id, one, transaction
+from runtime.portal.validation import load_policy
+from runtime.tokens import Token
+from runtime.uploads import ReceivedFile, UploadIncompleteError, UploadTooLargeError, commit, receive_to_temp
+
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
+
+
+def _error(status: int, code: str, message: str, **details: Any) -> Exception:
+    from runtime.portal.endpoints import error
+
+    return error(status, code, message, **details)
+
+
+async def handle_upload(request: Request, svc: Any, token: Token) -> tuple[dict[str, Any], int, str | None]:
+    """(body, status, id of a validation run to start) for an authenticated upload."""
+    key = request.headers.get("idempotency-key")
+    if key is not None and not IDEMPOTENCY_KEY.match(key):
+        raise _error(
+            400, "invalid_idempotency_key", "Idempotency-Key must be 1-200 visible ASCII characters."
+        )
+    expected_sha = request.headers.get("x-content-sha256", "").strip().lower() or None
+    policy = await run_in_threadpool(load_policy, svc.config.repo)
+    limit = min(svc.config.max_upload_bytes, policy.upload_limit_bytes)
+    incoming = svc.config.data / "portal" / "incoming"
+    try:
+        received = await receive_to_temp(file_part(request, "apk", limit), incoming, limit)
+    except MultipartError as exc:
+        raise _error(400, "invalid_multipart", str(exc)) from exc
+    except UploadTooLargeError as exc:
+        raise _error(
+            413, "upload_too_large", f"The APK exceeds the upload limit of {exc.limit} bytes."
+        ) from exc
+    except (UploadIncompleteError, ClientDisconnect) as exc:
+        raise _error(
+            400, "upload_incomplete", f"The upload was cut off: {exc or 'client went away'}."
+        ) from exc
+    try:
+        if received.size == 0:
+            raise _error(422, "apk_malformed", "The APK part is empty.")
+        if expected_sha is not None and expected_sha != received.sha256:
+            raise _error(
+                400,
+                "checksum_mismatch",
+                "The body's SHA-256 differs from X-Content-SHA256.",
+                received_sha256=received.sha256,
+            )
+        try:
+            info = await run_in_threadpool(inspect_apk, received.path)
+        except ApkError as exc:
+            raise _error(422, exc.code, str(exc)) from exc
+        return await run_in_threadpool(_accept, svc, token, received, info, key)
+    finally:
+        received.discard()  # a no-op once the file was committed under its final name
+
+
+def _accept(
+    svc: Any, token: Token, received: ReceivedFile, info: ApkInfo, key: str | None
+) -> tuple[dict[str, Any], int, str | None]:
+    db = svc.storage.db
+    m = info.manifest
+    if token.scope and token.scope != m.package:
+        raise _error(
+            403,
+            "token_scope",
+            f"This CI token may only upload {token.scope}, not {m.package}.",
+            package=m.package,
+        )
+    target = None
+    try:
+        with transaction(db):
+            app = app_by_package(db, m.package)
+            if app is not None and app["owner_id"] != token.user_id:
+                raise _error(
+                    403,
+                    "package_not_owned",
+                    f"The package {m.package} belongs to another account.",
+                    package=m.package,
+                )
+            if key is not None:
+                seen = one(
+                    db, "SELECT * FROM portal_idempotency WHERE user_id = ? AND key = ?", [token.user_id, key]
+                )
+                if seen is not None:
+                    if seen["sha256"] != received.sha256:
+                        raise _error(
+                            409,
+                            "idempotency_key_reused",
+                            "This Idempotency-Key was used for a different APK.",
+                            version_id=seen["version_id"],
+                        )
+                    return _replay(db, seen["version_id"])
+            if app is not None:
+                same = one(
+                    db,
+                    "SELECT id FROM portal_versions WHERE app_id = ? AND sha256 = ?",
+                    [app["id"], received.sha256],
+                )
+                if same is not None:
+                    _remember_key(db, token, key, received.sha256, same["id"])
+                    return _replay(db, same["id"])
+                highest = db.execute(
+                    "SELECT max(version_code) FROM portal_versions WHERE app_id = ?", [app["id"]]
+                ).fetchone()[0]
+                if highest is not None and m.version_code <= highest:
+                    raise _error(
+                        409,
+                        "version_code_not_incremented",
+                        f"versionCode {m.version_code} is not higher than {highest}, "
+                        f"the highest versionCode of {m.package} so far.",
+                        version_code=m.version_code,
+                        highest_version_code=highest,
+                    )
+                app_id = app["id"]
+            else:
+                app_id = new_id()
+                db.execute(
+                    "INSERT INTO portal_apps (id, package, owner_id, created) VALUES (?, ?, ?, ?)",
+                    [app_id, m.package, token.user_id, now_iso()],
+                )
+            version_id, now = new_id(), now_iso()
+            run_id = new_id()
+            body = {
+                "version": {
+                    "id": version_id,
+                    "app_id": app_id,
+                    "version_code": m.version_code,
+                    "version_name": m.version_name,
+                    "status": "draft",
+                },
+                "validation_run": {"id": run_id, "status": "running"},
+                "sha256": received.sha256,
+                "size": received.size,
+            }
+            signer = info.signature.signers[0]
+            facts = {
+                "min_sdk": m.min_sdk,
+                "target_sdk": m.target_sdk,
+                "debuggable": m.debuggable,
+                "permissions": list(m.permissions),
+                "abis": list(info.abis),
+                "signer_subject": signer.subject,
+                "signer_sha1": signer.sha1,
+                "schemes": info.signature.verified_schemes,
+            }
+            db.execute(
+                """INSERT INTO portal_versions (id, app_id, version_code, version_name, status, sha256, size,
+                   facts, signer_sha256, uploaded_by, token_id, response, created, updated)
+                   VALUES (?, ?, ?, ?, 'draft', ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                [
+                    version_id,
+                    app_id,
+                    m.version_code,
+                    m.version_name,
+                    received.sha256,
+                    received.size,
+                    json.dumps(facts),
+                    signer.sha256,
+                    token.user_id,
+                    token.id,
+                    json.dumps(body),
+                    now,
+                    now,
+                ],
+            )
+            db.execute(
+                "INSERT INTO portal_runs (id, version_id, status, created) VALUES (?, ?, 'running', ?)",
+                [run_id, version_id, now],
+            )
+            _remember_key(db, token, key, received.sha256, version_id)
+            target = commit(received, stored_apk(svc.config.data, version_id))
+    except BaseException:
+        if target is not None:
+            with contextlib.suppress(FileNotFoundError):
+                target.unlink()
+        raise
+    return body, 201, run_id
+
+
+def _remember_key(db: Any, token: Token, key: str | None, sha256: str, version_id: str) -> None:
+    if key is not None:
+        db.execute(
+            "INSERT OR IGNORE INTO portal_idempotency (user_id, key, sha256, version_id, created)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [token.user_id, key, sha256, version_id, now_iso()],
+        )
+
+
+def _replay(db: Any, version_id: str) -> tuple[dict[str, Any], int, None]:
+    row = one(db, "SELECT response FROM portal_versions WHERE id = ?", [version_id])
+    assert row is not None
+    return json.loads(row["response"]), 201, None

@@ -1,0 +1,201 @@
+"""Validation runs: turn an uploaded version's facts and the store's policy into findings.
+
+The upload itself already refused what no store could take (malformed, unsigned, signature
+not verifying: 422). A run looks at the rest and records findings with a code, a severity
+(``info``, ``warning``, ``blocking``) and a message. A run with a blocking finding fails and the
+version stays ``draft``; a run without one passes and the version goes to ``in_review``. The
+first passing version of a package pins its signing certificate.
+
+Policy lives in ``repo/depot.toml`` under ``[portal]``::
+
+    max_apk_bytes = 209715200           # larger: blocking apk_too_large
+    warn_apk_bytes = 104857600          # larger: warning apk_large
+    forbidden_permissions = ["android.permission.READ_SMS"]      # blocking permission_forbidden
+    review_permissions = ["android.permission.ACCESS_FINE_LOCATION"]  # warning permission_review
+    upload_limit_bytes = 2147483648     # a larger upload is cut off with 413
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from builder.errors import SettingsError
+from builder.portal.signature import MIN_SDK_V2
+from builder.settings import load_settings
+from runtime.accounts import now_iso
+from runtime.portal.store import new_id, one, rows, transaction, version
+
+log = logging.getLogger("runtime.portal.endpoints")
+
+DEBUG_DN = "CN=Android Debug, O=Android, C=US"
+DEFAULT_MAX_APK_BYTES = 200 * 1024 * 1024
+STALE_RUN = timedelta(seconds=60)  # a run still "running" after this was cut off by a restart
+
+
+@dataclass(frozen=True)
+class Policy:
+    max_apk_bytes: int = DEFAULT_MAX_APK_BYTES
+    warn_apk_bytes: int | None = None
+    forbidden_permissions: frozenset[str] = field(default_factory=frozenset)
+    review_permissions: frozenset[str] = field(default_factory=frozenset)
+    upload_limit_bytes: int = 2 * 1024**3  # larger bodies are cut off with 413
+
+
+def load_policy(repo: Path) -> Policy:
+    """The ``[portal]`` table of depot.toml; values of the wrong type fall back to defaults."""
+    try:
+        raw = load_settings(repo).raw.get("portal", {})
+    except SettingsError as exc:
+        log.warning("portal policy: %s; using defaults", exc)
+        return Policy()
+    if not isinstance(raw, dict):
+        return Policy()
+
+    def positive(key: str, default: int | None) -> int | None:
+        value = raw.get(key, default)
+        return value if isinstance(value, int) and value > 0 else default
+
+    def names(key: str) -> frozenset[str]:
+        value = raw.get(key, [])
+        return frozenset(v for v in value if isinstance(v, str)) if isinstance(value, list) else frozenset()
+
+    return Policy(
+        max_apk_bytes=positive("max_apk_bytes", DEFAULT_MAX_APK_BYTES) or DEFAULT_MAX_APK_BYTES,
+        warn_apk_bytes=positive("warn_apk_bytes", None),
+        forbidden_permissions=names("forbidden_permissions"),
+        review_permissions=names("review_permissions"),
+        upload_limit_bytes=positive("upload_limit_bytes", Policy.upload_limit_bytes)
+        or Policy.upload_limit_bytes,
+    )
+
+
+def compute_findings(row: dict[str, Any], policy: Policy) -> list[tuple[str, str, str]]:
+    """(code, severity, message) for one version; ``row`` is portal_store.version()."""
+    facts = json.loads(row["facts"])
+    out: list[tuple[str, str, str]] = []
+    subject = facts.get("signer_subject", "")
+    if subject == DEBUG_DN:
+        out.append(
+            (
+                "debug_certificate",
+                "blocking",
+                f"The APK is signed with the Android debug certificate ({DEBUG_DN}). "
+                "Sign it with your release key.",
+            )
+        )
+    if facts.get("debuggable"):
+        out.append(
+            (
+                "debuggable",
+                "blocking",
+                'The manifest sets android:debuggable="true". Build the release variant.',
+            )
+        )
+    pinned = row.get("pinned_signer")
+    if pinned and pinned != row["signer_sha256"]:
+        out.append(
+            (
+                "signer_changed",
+                "blocking",
+                f"The signing certificate (SHA-256 {row['signer_sha256']}) differs from the one pinned "
+                f"for {row['package']} ({pinned}). Sign with the original key.",
+            )
+        )
+    schemes = facts.get("schemes", {})
+    min_sdk = int(facts.get("min_sdk", 1))
+    if min_sdk < MIN_SDK_V2 and not schemes.get("v1"):
+        verified = ", ".join(s for s, ok in sorted(schemes.items()) if ok) or "none"
+        out.append(
+            (
+                "min_sdk_scheme_mismatch",
+                "blocking",
+                f"minSdkVersion is {min_sdk}, but devices below API {MIN_SDK_V2} only check v1 (JAR) "
+                f"signatures and the APK has {verified}. Add a v1 signature or raise minSdkVersion.",
+            )
+        )
+    size = int(row["size"])
+    if size > policy.max_apk_bytes:
+        out.append(
+            (
+                "apk_too_large",
+                "blocking",
+                f"The APK has {size} bytes; the store accepts at most {policy.max_apk_bytes}.",
+            )
+        )
+    elif policy.warn_apk_bytes and size > policy.warn_apk_bytes:
+        out.append(
+            (
+                "apk_large",
+                "warning",
+                f"The APK has {size} bytes, more than the recommended {policy.warn_apk_bytes}.",
+            )
+        )
+    for perm in facts.get("permissions", []):
+        if perm in policy.forbidden_permissions:
+            out.append(
+                ("permission_forbidden", "blocking", f"The permission {perm} is not allowed in this store.")
+            )
+        elif perm in policy.review_permissions:
+            out.append(
+                (
+                    "permission_review",
+                    "warning",
+                    f"The permission {perm} needs a justification in the store listing.",
+                )
+            )
+    return out
+
+
+def run_validation(db: sqlite_utils.Database, repo: Path, run_id: str) -> str | None:
+    """Finish a running run (once, even if two processes try); returns its final status."""
+    run = one(db, "SELECT * FROM portal_runs WHERE id = ?", [run_id])
+    if run is None or run["status"] != "running":
+        return run["status"] if run else None
+    policy = load_policy(repo)
+    with transaction(db):
+        row = version(db, run["version_id"])
+        if row is None:
+            return None
+        findings = compute_findings(row, policy)
+        status = "failed" if any(sev == "blocking" for _, sev, _ in findings) else "passed"
+        claimed = db.execute(
+            "UPDATE portal_runs SET status = ?, finished = ? WHERE id = ? AND status = 'running'",
+            [status, now_iso(), run_id],
+        ).rowcount
+        if not claimed:
+            return None
+        for code, severity, message in findings:
+            db.execute(
+                """INSERT INTO portal_findings (id, run_id, version_id, code, severity, message, created)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                [new_id(), run_id, row["id"], code, severity, message, now_iso()],
+            )
+        if status == "passed":
+            db.execute(
+                "UPDATE portal_versions SET status = 'in_review', updated = ?"
+                " WHERE id = ? AND status = 'draft'",
+                [now_iso(), row["id"]],
+            )
+            db.execute(
+                "UPDATE portal_apps SET signer_sha256 = ? WHERE id = ? AND signer_sha256 IS NULL",
+                [row["signer_sha256"], row["app_id"]],
+            )
+    return status
+
+
+def finish_stale_runs(db: sqlite_utils.Database, repo: Path, version_id: str) -> None:
+    """Complete runs a restarted process left ``running`` (their background task died with it)."""
+    cutoff = (datetime.now(UTC) - STALE_RUN).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for run in rows(
+        db,
+        "SELECT id FROM portal_runs WHERE version_id = ? AND status = 'running' AND created < ?",
+        [version_id, cutoff],
+    ):
+        run_validation(db, repo, run["id"])

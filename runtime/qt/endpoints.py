@@ -1,0 +1,340 @@
+"""The Qt deployment server dialect's dynamic endpoints (Neptune 3 UI, Qt Application Manager).
+
+Everything a list shows was pre-rendered by the builder (``builder.qt.render``); these
+endpoints only pick the right pre-rendered file for the session and filter it. Logical errors are
+HTTP 200 with a ``status`` string, as the reference server answers; where the reference has a
+bug the documented behaviour is served instead (docs/qt.md lists each difference).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from builder.model import StoreSettings
+from builder.qt.arch import normalize_client_arch
+from builder.qt.tags import TagError, TagList
+from builder.settings import SETTINGS_FILE, load_settings
+from runtime.accounts import Accounts
+from runtime.files import file_response
+from runtime.qt.catalog import QtCatalog
+from runtime.qt.session import QtSession, Sessions
+from runtime.ratelimit import LoginThrottledError
+from runtime.shipper.common import limited_login
+from runtime.signing import ExpiringLinks, LinkError
+
+PNG = "image/png"
+HTML = "text/html; charset=utf-8"
+PACKAGE_TYPE = "application/octet-stream"
+DOWNLOAD_SUFFIX = ".appkg"
+MAX_HELLO_VERSION = 256
+log = logging.getLogger("runtime.qt.endpoints")
+
+
+# -- shared state (per process; everything in it can be rebuilt from disk) ---------------------
+
+
+class QtServices:
+    def __init__(self, request: Request) -> None:
+        from runtime.app import services
+
+        svc = services(request)
+        self.svc = svc
+        self.config = svc.config
+        self.catalog = QtCatalog(svc.config.site)
+        self.sessions = Sessions(svc.config.secret_key, svc.storage)
+        self.links = ExpiringLinks(svc.config.secret_key, "qt-download")
+        self._settings: tuple[tuple[int, int] | None, StoreSettings] | None = None
+        self._lock = threading.Lock()
+
+    def settings(self) -> StoreSettings:
+        """depot.toml, re-read when it changes (maintenance, expiry, categories, vendors)."""
+        path = self.config.repo / SETTINGS_FILE
+        try:
+            st = path.stat()
+            stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            stamp = None
+        with self._lock:
+            if self._settings is None or self._settings[0] != stamp:
+                self._settings = (stamp, load_settings(self.config.repo))
+            return self._settings[1]
+
+    def qt_option(self, name: str, default: Any) -> Any:
+        table = self.settings().raw.get("qt", {})
+        return table.get(name, default) if isinstance(table, dict) else default
+
+
+def qt(request: Request) -> QtServices:
+    state = request.app.state
+    existing = getattr(state, "qt_services", None)
+    if existing is None:
+        existing = state.qt_services = QtServices(request)
+    return existing
+
+
+def reply(q: QtServices, session: QtSession, body: Any, status: int = 200) -> Response:
+    return q.sessions.save(session, JSONResponse(body, status_code=status))
+
+
+def params(request: Request) -> dict[str, str]:
+    return dict(request.query_params)
+
+
+def absolute(request: Request, path: str) -> str:
+    return str(request.base_url).rstrip("/") + path
+
+
+def not_found() -> Response:
+    return Response("Not Found", status_code=404, media_type="text/plain")
+
+
+# -- endpoints ------------------------------------------------------------------------------------
+
+
+async def hello(request: Request) -> Response:
+    q = qt(request)
+    settings = q.settings()
+    p = await _get_or_form(request)
+    session = q.sessions.load(request)
+    status = "ok"
+    if settings.maintenance:
+        status = "maintenance"
+    elif p.get("platform") != settings.qt_platform:
+        status = "incompatible-platform"
+    elif not 0 < _int_or(p.get("version"), -1) <= settings.qt_api_version:
+        status = "incompatible-version"
+    tag_texts = [p[k] for k in ("require_tag", "tag") if p.get(k)]
+    try:
+        tags = TagList.parse(",".join(tag_texts)) if tag_texts else TagList()
+        session.tag = str(tags)
+    except TagError:
+        session.tag = ""
+        status = "malformed-tag"
+    session.arch = ""
+    if "architecture" in p:
+        session.arch = normalize_client_arch(p["architecture"])
+        if not session.arch:
+            status = "incompatible-architecture"
+    return reply(q, session, {"status": status})
+
+
+def _int_or(value: str | None, default: int) -> int:
+    try:
+        number = int(value) if value is not None else default
+    except ValueError:
+        return default
+    return number if number <= MAX_HELLO_VERSION else default
+
+
+async def login(request: Request) -> Response:
+    q = qt(request)
+    p = await _get_or_form(request)
+    session = q.sessions.load(request)
+    if "username" not in p or "password" not in p:
+        return reply(q, session, {"status": "missing-credentials"})
+    try:
+        user = await limited_login(
+            request,
+            p["username"],
+            lambda: Accounts(q.svc.storage.db).authenticate(p["username"], p["password"]),
+        )
+    except LoginThrottledError as exc:
+        # Neptune only checks for "ok"; the header and error tell a person how long to wait.
+        body = {"status": "authentication-failed", "error": str(exc)}
+        response = reply(q, session, body)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    if user is None:
+        return reply(q, session, {"status": "authentication-failed"})
+    q.sessions.login(session, user)
+    return reply(q, session, {"status": "ok"})
+
+
+async def logout(request: Request) -> Response:
+    q = qt(request)
+    session = q.sessions.load(request)
+    return reply(q, session, {"status": "ok" if q.sessions.logout(session) else "failed"})
+
+
+async def app_list(request: Request) -> Response:
+    q = qt(request)
+    p = await _get_or_form(request)
+    session = q.sessions.load(request)
+    category = p.get("category_id", "").strip()
+    if category in ("", "-1"):
+        category = "all"
+    elif not re.fullmatch(r"[0-9]+", category) or len(category.lstrip("0")) > 18:
+        return reply(q, session, [])  # no category has a longer id (int() refuses 4300+ digits)
+    else:
+        category = str(int(category.lstrip("0") or "0"))
+    entries = q.catalog.visible(session.tag, session.arch, category, p.get("filter", ""))
+    body = [{**e, "iconUrl": absolute(request, e["iconUrl"])} for e in entries]
+    return reply(q, session, body)
+
+
+def _pick(q: QtServices, session: QtSession, app_id: str, arch: str | None) -> dict[str, Any] | None:
+    return q.catalog.pick(q.catalog.visible(session.tag, arch), app_id)
+
+
+async def app_icon(request: Request) -> Response:
+    q = qt(request)
+    p = await _get_or_form(request)
+    session = q.sessions.load(request)
+    app_id = p.get("id")
+    if not app_id:
+        return not_found()
+    arch = normalize_client_arch(p["architecture"]) if "architecture" in p else session.arch
+    entry = _pick(q, session, app_id, arch)
+    if entry is None:
+        return not_found()
+    return _file(q.catalog.icon_file(entry), PNG)
+
+
+async def app_description(request: Request) -> Response:
+    q = qt(request)
+    p = await _get_or_form(request)
+    session = q.sessions.load(request)
+    app_id = p.get("id")
+    entry = _pick(q, session, app_id, session.arch) if app_id else None
+    if entry is None:
+        return not_found()
+    return _file(q.catalog.description_file(entry), HTML)
+
+
+def _file(path: Path, media_type: str) -> Response:
+    try:
+        return file_response(path, media_type, cache_control="no-cache")
+    except FileNotFoundError:
+        return not_found()
+
+
+async def category_icon(request: Request) -> Response:
+    q = qt(request)
+    icons = q.config.site / "qt" / "category-icons"
+    value = request.query_params.get("id", "")
+    name = "all" if value == "-1" else value if re.fullmatch(r"[0-9]+", value) else "error"
+    path = icons / f"{name}.png"
+    if not path.is_file():
+        path = icons / "error.png"
+    return _file(path, PNG)
+
+
+async def purchase(request: Request) -> Response:
+    q = qt(request)
+    settings = q.settings()
+    p = await _get_or_form(request)
+    session = q.sessions.load(request)
+    user = q.sessions.user(session)
+    if user is None:
+        return q.sessions.save(session, Response("no login", status_code=403, media_type="text/html"))
+    device_id = p.get("device_id", "")
+    if settings.purchase_requires_device_id:
+        if not device_id:
+            return reply(q, session, {"status": "failed", "error": "device_id required"})
+    else:
+        device_id = ""
+    visible = q.catalog.visible(session.tag, session.arch)
+    if p.get("id"):
+        entry = q.catalog.pick(visible, p["id"])
+    elif p.get("purchaseId"):
+        entry = next((e for e in visible if e["purchaseId"] == p["purchaseId"]), None)
+    else:
+        return reply(q, session, {"status": "failed", "error": "id or purchaseId parameter required"})
+    if entry is None:
+        return reply(q, session, {"status": "failed", "error": "no such app"})
+    expires_in = settings.download_expiry
+    token = q.links.make({"v": entry["purchaseId"], "u": user.id, "d": device_id}, expires_in)
+    url = absolute(request, "/app/download/" + token + DOWNLOAD_SUFFIX)
+    return reply(q, session, {"status": "ok", "url": url, "expiresIn": expires_in})
+
+
+async def download(request: Request) -> Response:
+    q = qt(request)
+    name = request.path_params["name"]
+    if not name.endswith(DOWNLOAD_SUFFIX) or "/" in name or "\\" in name:
+        return _refuse(404, "no such download")
+    try:
+        grant = q.links.open(name[: -len(DOWNLOAD_SUFFIX)])
+    except LinkError as exc:
+        if exc.reason == "expired":
+            return _refuse(410, "download link expired")
+        return _refuse(403, "invalid download link")
+    variant = q.catalog.variant(str(grant.get("v", "")))
+    if variant is None:
+        return _refuse(404, "the app is no longer in the store")
+    if Accounts(q.svc.storage.db).by_id(int(grant.get("u", 0))) is None:
+        return _refuse(403, "invalid download link")
+    apps = (q.config.repo / "apps").resolve()
+    package = (q.config.repo / variant["file"]).resolve()
+    if not package.is_relative_to(apps) or not package.is_file():
+        return _refuse(404, "the app is no longer in the store")
+    from runtime.qt.signing import signed_package
+
+    try:
+        signed = await run_in_threadpool(signed_package, q, package, variant, str(grant.get("d", "")))
+    except Exception:  # a broken store key must not look like the client's fault
+        log.exception("store signing failed for %s", variant["file"])
+        return _refuse(503, "store signing is not available")
+    filename = variant["id"] + DOWNLOAD_SUFFIX
+    if signed is not None:
+        return file_response(signed, PACKAGE_TYPE, filename=filename)
+    return file_response(package, PACKAGE_TYPE, sha256=variant["sha256"], filename=filename)
+
+
+def _refuse(status: int, message: str) -> Response:
+    return JSONResponse({"status": "failed", "error": message}, status_code=status)
+
+
+async def _get_or_form(request: Request) -> dict[str, str]:
+    """The reference reads POST parameters for POST and the query string otherwise."""
+    if request.method == "POST":
+        form = await request.form()
+        return {k: v for k, v in form.items() if isinstance(v, str)}
+    return params(request)
+
+
+async def upload(request: Request) -> Response:
+    from runtime.qt.upload import handle_upload
+
+    return await handle_upload(request, qt(request))
+
+
+# -- never log passwords: Neptune sends them in the /login query string -------------------------
+
+PASSWORD_IN_QUERY = re.compile(r"((?:^|[?&])password=)[^&]*")
+
+
+class RedactPasswords(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "password=" in args[2]:
+            record.args = (*args[:2], PASSWORD_IN_QUERY.sub(r"\1***", args[2]), *args[3:])
+        return True
+
+
+logging.getLogger("uvicorn.access").addFilter(RedactPasswords())
+
+
+def routes() -> list[BaseRoute]:
+    any_method = ["GET", "POST", "HEAD"]
+    return [
+        Route("/hello", hello, methods=any_method),
+        Route("/login", login, methods=any_method),
+        Route("/logout", logout, methods=any_method),
+        Route("/app/list", app_list, methods=any_method),
+        Route("/app/icon", app_icon, methods=any_method),
+        Route("/app/description", app_description, methods=any_method),
+        Route("/app/purchase", purchase, methods=any_method),
+        Route("/app/download/{name}", download, methods=["GET", "HEAD"]),
+        Route("/category/icon", category_icon, methods=["GET", "HEAD"]),
+        Route("/upload", upload, methods=any_method),
+    ]

@@ -1,0 +1,114 @@
+"""Store signing of downloads, as Qt Application Manager verifies it (off unless configured).
+
+With ``[qt] store_signing_pkcs12`` set (a PKCS#12 file with the store's key and certificate, a
+path absolute or relative to the data folder; its password in ``DEPOT_QT_STORE_SIGNING_PASSWORD``
+or ``[qt] store_signing_password``), every download gets one more footer entry,
+``--PACKAGE-FOOTER--store-signature``, holding ``storeSignature``: a detached PKCS#7 signature in
+DER, base64, over HMAC-SHA256(key = device id, message = the package digest), or over the digest
+itself when the purchase bound no device id. The signed copy is cached in the data folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import io
+import os
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
+
+from builder.atomic import atomic_open
+from builder.qt.digest import device_bound
+from builder.qt.pack import yaml_docs
+from builder.qt.package import validate_package
+
+PASSWORD_ENV = "DEPOT_QT_STORE_SIGNING_PASSWORD"
+CACHE_FOLDER = "qt-signed"
+CACHE_MAX_AGE = 24 * 3600
+SIGNATURE_ENTRY = "--PACKAGE-FOOTER--store-signature"
+
+
+class StoreSigner:
+    def __init__(self, p12: bytes, password: str) -> None:
+        key, cert, extra = pkcs12.load_key_and_certificates(p12, password.encode() or None)
+        if key is None or cert is None:
+            raise ValueError("the PKCS#12 file holds no key and certificate")
+        self.key, self.cert, self.chain = key, cert, list(extra or [])
+        self.fingerprint = cert.fingerprint(hashes.SHA256()).hex()
+
+    def sign(self, message: bytes) -> bytes:
+        builder = (
+            pkcs7.PKCS7SignatureBuilder().set_data(message).add_signer(self.cert, self.key, hashes.SHA256())
+        )
+        for ca in self.chain:
+            builder = builder.add_certificate(ca)
+        options = [pkcs7.PKCS7Options.DetachedSignature, pkcs7.PKCS7Options.Binary]
+        return builder.sign(serialization.Encoding.DER, options)
+
+
+def store_signature(signer: StoreSigner, raw_digest: bytes, device_id: str) -> str:
+    return base64.b64encode(signer.sign(device_bound(raw_digest, device_id))).decode()
+
+
+def add_signature(source: Path, out: Any, pkgformat: int, signature: str) -> None:
+    """Copy every entry of ``source`` into a gzip tar on ``out``, then the signature footer."""
+    footer = yaml_docs(
+        {"formatVersion": pkgformat, "formatType": "am-package-footer"}, {"storeSignature": signature}
+    )
+    with (
+        tarfile.open(source, mode="r:*") as src,
+        tarfile.open(fileobj=out, mode="w:gz", format=tarfile.USTAR_FORMAT) as dst,
+    ):
+        for entry in src:
+            dst.addfile(entry, src.extractfile(entry) if entry.isfile() else None)
+        info = tarfile.TarInfo(SIGNATURE_ENTRY)
+        info.size, info.mode, info.uid, info.gid, info.uname, info.gname = len(footer), 0o400, 0, 0, "", ""
+        info.mtime = int(time.time())
+        dst.addfile(info, io.BytesIO(footer))
+
+
+def _signer(q: Any) -> StoreSigner | None:
+    configured = q.qt_option("store_signing_pkcs12", "")
+    if not configured:
+        return None
+    path = Path(configured)
+    path = path if path.is_absolute() else q.config.data / path
+    password = os.environ.get(PASSWORD_ENV) or str(q.qt_option("store_signing_password", ""))
+    cached = getattr(q, "_store_signer", None)
+    stamp = (str(path), path.stat().st_mtime_ns, password)
+    if cached is None or cached[0] != stamp:
+        cached = (stamp, StoreSigner(path.read_bytes(), password))
+        q._store_signer = cached
+    return cached[1]
+
+
+def signed_package(q: Any, package: Path, variant: dict[str, Any], device_id: str) -> Path | None:
+    """The path of a store-signed copy of ``package``, or None when store signing is off."""
+    signer = _signer(q)
+    if signer is None:
+        return None
+    folder = q.config.data / CACHE_FOLDER
+    name = hashlib.sha256(f"{variant['sha256']}\0{device_id}\0{signer.fingerprint}".encode()).hexdigest()
+    target = folder / f"{name}.appkg"
+    if target.exists():
+        return target
+    checked = validate_package(package)  # the digest of the bytes on disk now, not of the last build
+    signature = store_signature(signer, checked.raw_digest, device_id)
+    with atomic_open(target) as out:
+        add_signature(package, out, checked.pkgformat, signature)
+    _prune(folder, keep=target)
+    return target
+
+
+def _prune(folder: Path, keep: Path) -> None:
+    cutoff = time.time() - CACHE_MAX_AGE
+    for old in folder.glob("*.appkg"):
+        with contextlib.suppress(FileNotFoundError):
+            if old != keep and old.stat().st_mtime < cutoff:
+                old.unlink()

@@ -1,0 +1,148 @@
+"""Request rate limits kept in SQLite, so every runtime process behind a load balancer sees the
+same counts. Fixed windows: a key may be hit ``limit`` times per ``period`` seconds; past that,
+the caller learns how many seconds remain until the window ends (for ``Retry-After``)."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import sqlite_utils
+from starlette.concurrency import run_in_threadpool
+
+from runtime.storage import register_schema
+
+PERIODS = {
+    "s": 1,
+    "sec": 1,
+    "second": 1,
+    "m": 60,
+    "min": 60,
+    "minute": 60,
+    "h": 3600,
+    "hour": 3600,
+    "d": 86400,
+    "day": 86400,
+}
+RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([a-z]+?)s?\s*$")
+T = TypeVar("T")
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db.execute(
+        "CREATE TABLE rate_limits (key TEXT PRIMARY KEY, window INTEGER NOT NULL, count INTEGER NOT NULL,"
+        " expires REAL NOT NULL)"
+    )
+    db.execute("CREATE INDEX rate_limits_expires ON rate_limits (expires)")
+
+
+register_schema("ratelimit", [_v1])
+
+
+@dataclass(frozen=True)
+class Rate:
+    limit: int
+    period: int  # seconds
+
+    @classmethod
+    def parse(cls, text: str) -> Rate | None:
+        """``"10/minute"``, ``"10/second"``, ``"5/15min"``; ``"off"`` or ``""`` → None (no limit)."""
+        if text.strip().lower() in ("", "off", "none", "0"):
+            return None
+        match = RATE.match(text.lower())
+        if not match or match[3] not in PERIODS:
+            raise ValueError(f"rate {text!r} is not N/period (period: second, minute, hour, day)")
+        return cls(int(match[1]), int(match[2] or 1) * PERIODS[match[3]])
+
+    @classmethod
+    def from_env(cls, name: str, default: str) -> Rate | None:
+        return cls.parse(os.environ.get(name, default))
+
+
+class RateLimiter:
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+
+    def _window(self, rate: Rate, now: float) -> tuple[int, float]:
+        window = int(now // rate.period)
+        return window, (window + 1) * rate.period
+
+    def hit(self, key: str, rate: Rate | None, now: float | None = None) -> int | None:
+        """Count one request; None when allowed, else the seconds until the window resets."""
+        if rate is None:
+            return None
+        now = time.time() if now is None else now
+        window, ends = self._window(rate, now)
+        row = self.db.execute(
+            "INSERT INTO rate_limits (key, window, count, expires) VALUES (?, ?, 1, ?) "
+            "ON CONFLICT(key) DO UPDATE SET "
+            "count = CASE WHEN window = excluded.window THEN count + 1 ELSE 1 END, "
+            "window = excluded.window, expires = excluded.expires RETURNING count",
+            [key, window, ends],
+        ).fetchone()
+        if int(now) % 97 == 0:  # now and then, forget windows that are over
+            self.db.execute("DELETE FROM rate_limits WHERE expires < ?", [now])
+        return None if row[0] <= rate.limit else max(1, math.ceil(ends - now))
+
+    def blocked(self, key: str, rate: Rate | None, now: float | None = None) -> int | None:
+        """Without counting: the seconds to wait when ``key`` has used up its window, else None."""
+        if rate is None:
+            return None
+        now = time.time() if now is None else now
+        window, ends = self._window(rate, now)
+        row = self.db.execute("SELECT window, count FROM rate_limits WHERE key = ?", [key]).fetchone()
+        if row and row[0] == window and row[1] >= rate.limit:
+            return max(1, math.ceil(ends - now))
+        return None
+
+    def reset(self, key: str) -> None:
+        self.db.execute("DELETE FROM rate_limits WHERE key = ?", [key])
+
+
+def throttled_detail(seconds: int) -> str:
+    """DRF's wording, which shippy parses for the first number."""
+    unit = "second" if seconds == 1 else "seconds"
+    return f"Request was throttled. Expected available in {seconds} {unit}."
+
+
+class LoginThrottledError(Exception):
+    """Too many failed logins for the account or the address: refused without checking."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many failed logins; try again in {retry_after} seconds")
+        self.retry_after = retry_after
+
+
+async def guarded_login(
+    db: sqlite_utils.Database,
+    account: str,
+    address: str | None,
+    account_rate: Rate | None,
+    address_rate: Rate | None,
+    authenticate: Callable[[], T | None],
+    now: float | None = None,
+) -> T | None:
+    """Every password login of every dialect goes through here, so one account's failures count
+    wherever they happen and a locked account or address costs no slow password hash.
+
+    Refuses (LoginThrottledError) while the account or the address used up its failures, even for the
+    right password; otherwise runs ``authenticate`` in a worker thread, counts a failure (None)
+    against both, and forgets the account's failures after a success."""
+    limiter = RateLimiter(db)
+    keys = [(f"login-account:{account.lower()}", account_rate), (f"login-address:{address}", address_rate)]
+    for key, rate in keys:
+        wait = limiter.blocked(key, rate, now)
+        if wait is not None:
+            raise LoginThrottledError(wait)
+    user = await run_in_threadpool(authenticate)
+    if user is None:
+        for key, rate in keys:
+            limiter.hit(key, rate, now)
+        return None
+    limiter.reset(keys[0][0])
+    return user

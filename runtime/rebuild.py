@@ -1,0 +1,37 @@
+"""Run the incremental build from the runtime, so a client that uploads then lists sees it.
+
+The build itself takes the builder's file lock (shared with ``depot build`` and ``depot watch``
+and with other runtime processes); the asyncio lock only keeps one process from queueing
+several threads on it. A build that cannot run (a broken depot.toml, say) is logged, not
+raised: the caller has already stored the upload in repo/, so it answers success and the next
+build that can run publishes it; a 500 would only make the client retry into a duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from starlette.concurrency import run_in_threadpool
+
+from builder.build import BuildResult, build
+from builder.errors import BuildError, SettingsError
+
+log = logging.getLogger("runtime.rebuild")
+
+
+class Rebuilder:
+    def __init__(self, repo: Path, site: Path) -> None:
+        self.repo, self.site = repo, site
+        self._lock = asyncio.Lock()
+
+    async def rebuild(self) -> BuildResult | None:
+        """The build's result, or None when it could not run (the reason is logged)."""
+        async with self._lock:
+            try:
+                return await run_in_threadpool(build, self.repo, self.site)
+            except (BuildError, SettingsError) as exc:
+                # The messages name files and TOML positions, never values from depot.toml.
+                log.error("the catalog was not rebuilt: %s: %s", type(exc).__name__, exc)
+                return None

@@ -1,0 +1,181 @@
+"""What every shipper endpoint shares: token authentication with DRF's error bodies, rate
+limits with DRF's 429, request bodies that may be form, multipart or JSON, and the schema."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlite_utils
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from builder.model import StoreSettings
+from builder.settings import load_settings
+from runtime.accounts import Accounts, User
+from runtime.errors import ApiError
+from runtime.ratelimit import Rate, RateLimiter, guarded_login, throttled_detail
+from runtime.storage import register_schema
+from runtime.tokens import Tokens
+
+TOKEN_PURPOSE = "ota"
+NO_STORE = {"cache-control": "no-store"}
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db["shipper_uploads"].create(
+        {
+            "id": str,  # UUID4
+            "user_id": int,
+            "filename": str,
+            "offset": int,
+            "total": int,
+            "created_at": float,  # UNIX seconds
+            "status": int,  # 1 incomplete, 2 complete (drf-chunked-upload's values)
+            "completed_at": float,
+        },
+        pk="id",
+        foreign_keys=[("user_id", "users", "id")],
+    )
+    db["shipper_uploads"].create_index(["user_id"])
+    db["shipper_downloads"].create(
+        {
+            "id": int,
+            "time": float,  # UNIX seconds
+            "codename": str,
+            "file_name": str,  # without .zip, as shipper's Build.file_name
+            "build_id": int,
+            "ip": str,
+            "download_type": str,  # "download" or "update"
+        },
+        pk="id",
+    )
+    db["shipper_downloads"].create_index(["time"])
+    db["shipper_downloads"].create_index(["file_name"])
+
+
+register_schema("shipper", [_v1])
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Configurable from the environment; "off" disables one."""
+
+    anon: Rate | None
+    user: Rate | None
+    login_account: Rate | None  # failed logins per account name
+    login_address: Rate | None  # failed logins per client address
+
+    @classmethod
+    def from_env(cls) -> Limits:
+        return cls(
+            anon=Rate.from_env("DEPOT_SHIPPER_ANON_RATE", "60/minute"),
+            user=Rate.from_env("DEPOT_SHIPPER_USER_RATE", "10/second"),
+            login_account=Rate.from_env("DEPOT_SHIPPER_LOGIN_ACCOUNT_RATE", "10/15minute"),
+            login_address=Rate.from_env("DEPOT_SHIPPER_LOGIN_ADDRESS_RATE", "30/15minute"),
+        )
+
+
+def db_of(request: Request) -> sqlite_utils.Database:
+    return request.app.state.services.storage.db
+
+
+def settings_of(request: Request) -> StoreSettings:
+    return load_settings(request.app.state.services.config.repo)
+
+
+def limits_of(request: Request) -> Limits:
+    state = request.app.state
+    if not hasattr(state, "shipper_limits"):
+        state.shipper_limits = Limits.from_env()
+    return state.shipper_limits
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+async def limited_login(
+    request: Request, account: str, authenticate: Callable[[], User | None]
+) -> User | None:
+    """A password login under the failed-login limits above, which every dialect shares
+    (shipper, Qt /login and /upload, the portal); raises LoginThrottledError while locked."""
+    limits = limits_of(request)
+    return await guarded_login(
+        db_of(request), account, client_ip(request), limits.login_account, limits.login_address, authenticate
+    )
+
+
+def throttle_error(seconds: int) -> ApiError:
+    return ApiError(429, {"detail": throttled_detail(seconds)}, headers={"Retry-After": str(seconds)})
+
+
+def throttle(request: Request, user: User | None = None) -> None:
+    """Count this request against the caller's rate (per user, else per address)."""
+    limits = limits_of(request)
+    if user is not None:
+        key, rate = f"shipper:user:{user.id}", limits.user
+    else:
+        key, rate = f"shipper:anon:{client_ip(request)}", limits.anon
+    wait = RateLimiter(db_of(request)).hit(key, rate)
+    if wait is not None:
+        raise throttle_error(wait)
+
+
+def _unauthorized(detail: str) -> ApiError:
+    return ApiError(401, {"detail": detail}, headers={"WWW-Authenticate": "Token"})
+
+
+def authenticate(request: Request) -> User:
+    """The user of ``Authorization: Token <key>``, or a 401 with DRF's body; then throttled."""
+    parts = request.headers.get("authorization", "").split()
+    if not parts or parts[0].lower() != "token":
+        raise _unauthorized("Authentication credentials were not provided.")
+    if len(parts) == 1:
+        raise _unauthorized("Invalid token header. No credentials provided.")
+    if len(parts) > 2:
+        raise _unauthorized("Invalid token header. Token string should not contain spaces.")
+    db = db_of(request)
+    token = Tokens(db).verify(parts[1], TOKEN_PURPOSE)
+    if token is None:
+        raise _unauthorized("Invalid token.")
+    user = Accounts(db).by_id(token.user_id)
+    if user is None:
+        raise _unauthorized("User inactive or deleted.")
+    throttle(request, user)
+    return user
+
+
+async def body_fields(request: Request) -> dict[str, Any]:
+    """Form, multipart or JSON bodies alike (DRF's default parsers); {} for an empty body."""
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("application/json"):
+        raw = await request.body()
+        if not raw.strip():
+            return {}
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise ApiError(400, {"detail": f"JSON parse error - {exc}"}) from exc
+        if not isinstance(data, dict):
+            raise ApiError(400, {"detail": "Invalid data. Expected a dictionary."})
+        return data
+    if ctype.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        form = await request.form(max_files=0, max_fields=100)
+        return {k: v for k, v in form.items() if isinstance(v, str)}
+    return {}
+
+
+def may_maintain(user: User, codename: str) -> bool:
+    """Maintainers of the device; staff accounts act for every device (shipper's full access)."""
+    return user.staff or codename in user.devices
+
+
+async def rebuild(request: Request) -> None:
+    from runtime.shipper.builds import fill_missing_checksums
+
+    services = request.app.state.services
+    await run_in_threadpool(fill_missing_checksums, services.config.repo)
+    await services.rebuilder.rebuild()

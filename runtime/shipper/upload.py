@@ -1,0 +1,468 @@
+"""shipper's chunked upload (drf-chunked-upload 0.6.0 plus shipper's completion handler).
+
+``PUT /api/v1/maintainers/chunked_upload/`` starts an upload with its first chunk, ``PUT
+…/<uuid>/`` appends one (``Content-Range: bytes s-e/total``, end inclusive, ``s`` must equal the
+stored offset), ``GET`` lists or shows the caller's uploads (never cached: a stale offset is
+upstream bug drf-chunked-upload#30), ``POST …/<uuid>/`` with ``sha256`` completes it. Errors are
+the library's ``{"detail": …}`` or shipper's ``{"error", "message"}``, as the reference lists.
+
+Chunks go to ``<data>/shipper-uploads/<uuid>.part`` in 1 MiB blocks, under an flock on the part
+file, and the offset in SQLite moves only after the bytes are durable, so a crash or a concurrent
+PUT cannot leave an offset that claims bytes the file lacks. On completion the build is checked
+(checksum, name, device, permission, variant, version, duplicate, a readable zip), linked into
+``repo/builds/<codename>/`` without ever replacing a file there, given its ``.sha256`` sidecar,
+and the catalog is rebuilt. Any failure removes the upload and its file; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from builder.atomic import TEMP_PREFIX, fsync_dir
+from builder.errors import FormatError
+from builder.formats import Source
+from builder.model import StoreSettings
+from builder.shipper.ota import (
+    X86_CODENAMES,
+    BuildNameError,
+    PatternError,
+    parse_build_name,
+    read_build,
+    version_allowed,
+)
+from runtime.accounts import User
+from runtime.errors import ApiError
+from runtime.shipper.builds import find_by_stem, write_checksum
+from runtime.shipper.common import NO_STORE, authenticate, db_of, may_maintain, rebuild, settings_of
+
+MAX_BYTES = 5_000_000_000
+EXPIRATION = 86400.0  # an incomplete upload expires a day after it started
+CHECKSUM_TYPE = "sha256"
+INCOMPLETE, COMPLETE = 1, 2
+CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
+BLOCK = 1 << 20
+UPLOADS_DIR = "shipper-uploads"
+MAX_FILENAME = 255
+
+
+def _detail(status: int, detail: Any, **extra: Any) -> ApiError:
+    return ApiError(status, {"detail": detail, **extra})
+
+
+def _shipper(status: int, code: str, message: str) -> ApiError:
+    return ApiError(status, {"error": code, "message": message})
+
+
+NOT_FOUND = "No ChunkedUpload matches the given query."
+
+
+def uploads_dir(request: Request) -> Path:
+    folder = request.app.state.services.config.data / UPLOADS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def part_path(folder: Path, upload_id: str) -> Path:
+    return folder / f"{upload_id}.part"
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def serialize(request: Request, row: dict[str, Any]) -> dict[str, Any]:
+    url = str(request.url_for("shipper_chunked_upload_one", pk=row["id"]))
+    return {
+        "id": row["id"],
+        "url": url,
+        "file": f"{UPLOADS_DIR}/{row['id']}.part",
+        "filename": row["filename"],
+        "offset": row["offset"],
+        "created_at": _iso(row["created_at"]),
+        "status": row["status"],
+        "completed_at": _iso(row["completed_at"]),
+        "user": row["user_id"],
+    }
+
+
+def _get_row(request: Request, user: User, pk: str) -> dict[str, Any]:
+    try:
+        pk = str(uuid.UUID(pk))
+    except ValueError as exc:
+        raise _detail(404, NOT_FOUND) from exc
+    rows = list(
+        db_of(request)["shipper_uploads"].rows_where("id = ? and user_id = ?", [pk, user.id], limit=1)
+    )
+    if not rows:
+        raise _detail(404, NOT_FOUND)  # unknown, or somebody else's: uploads are per user
+    return rows[0]
+
+
+def _delete(request: Request, row: dict[str, Any]) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        part_path(uploads_dir(request), row["id"]).unlink()
+    db_of(request)["shipper_uploads"].delete_where("id = ?", [row["id"]])
+
+
+def cleanup_expired(request: Request, now: float | None = None) -> int:
+    """Remove incomplete uploads older than a day, and part files no record names (a process
+    killed between creating the file and the record)."""
+    now = time.time() if now is None else now
+    db = db_of(request)
+    old = list(db["shipper_uploads"].rows_where("created_at < ?", [now - EXPIRATION]))
+    for row in old:
+        _delete(request, row)
+    folder = uploads_dir(request)
+    known = {r[0] for r in db.execute("SELECT id FROM shipper_uploads").fetchall()}
+    for entry in folder.iterdir():
+        stem = entry.name.removesuffix(".part")
+        stale = entry.stat().st_mtime < now - EXPIRATION
+        if stale and (stem not in known or entry.name.startswith(TEMP_PREFIX)):
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+    return len(old)
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[int]:
+    """An exclusive flock on the part file: one writer per upload across processes."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _write_chunk(fd: int, start: int, chunk: UploadFile) -> int:
+    """Write the chunk at ``start`` (dropping anything past it), fsync; returns bytes written."""
+    os.ftruncate(fd, start)
+    chunk.file.seek(0)
+    written = 0
+    while block := chunk.file.read(BLOCK):
+        os.pwrite(fd, block, start + written)
+        written += len(block)
+    os.fsync(fd)
+    return written
+
+
+def _chunk_size(chunk: UploadFile) -> int:
+    if chunk.size is not None:
+        return chunk.size
+    chunk.file.seek(0, os.SEEK_END)
+    return chunk.file.tell()
+
+
+def _validate_filename(filename: Any) -> str:
+    errors: list[str] = []
+    if filename is None or not isinstance(filename, str) or filename == "":
+        errors.append("This field is required.")
+    elif len(filename) > MAX_FILENAME:
+        errors.append(f"Ensure this field has no more than {MAX_FILENAME} characters.")
+    elif (
+        "/" in filename
+        or "\\" in filename
+        or "\0" in filename
+        or filename in (".", "..")
+        or filename[0] == "."
+    ):
+        errors.append("The file name must be a plain name, without folders.")
+    if errors:
+        raise _detail(400, {"filename": errors})
+    return filename
+
+
+async def put_chunk(request: Request) -> Response:
+    user = authenticate(request)
+    pk = request.path_params.get("pk")
+    limit = MAX_BYTES + BLOCK  # a chunk can never be larger than the whole upload
+    if int(request.headers.get("content-length") or 0) > limit:
+        raise _detail(400, f"Size of file exceeds the limit ({MAX_BYTES} bytes)")
+    async with request.form(max_files=1, max_fields=20) as form:
+        chunk = form.get("file")
+        if not isinstance(chunk, UploadFile):
+            raise _detail(400, "No chunk file was submitted")
+        match = CONTENT_RANGE.match(request.headers.get("content-range", ""))
+        if not match:
+            raise _detail(400, "Error in request headers")
+        try:
+            start, end, total = (int(g) for g in match.groups())
+        except ValueError:  # more digits than int() accepts
+            raise _detail(400, "Error in request headers") from None
+        if end > total:
+            raise _detail(400, f"End of chunk exceeds reported total ({total} bytes)")
+        if total > MAX_BYTES:
+            raise _detail(400, f"Size of file exceeds the limit ({MAX_BYTES} bytes)")
+        size = _chunk_size(chunk)
+        if size != end - start + 1:
+            raise _detail(
+                400, f"File size doesn't match headers: file size is {size} but {end - start + 1} reported"
+            )
+        folder = uploads_dir(request)
+        db = db_of(request)
+        if pk is None:
+            filename = _validate_filename(form.get("filename"))
+            if start != 0:
+                raise _detail(400, "Offsets do not match", expected_offset=0, provided_offset=start)
+            await run_in_threadpool(cleanup_expired, request)
+            row = {
+                "id": str(uuid.uuid4()),
+                "user_id": user.id,
+                "filename": filename,
+                "offset": 0,
+                "total": total,
+                "created_at": time.time(),
+                "status": INCOMPLETE,
+                "completed_at": None,
+            }
+            db["shipper_uploads"].insert(row)
+        else:
+            row = _get_row(request, user, pk)
+        return await run_in_threadpool(_append, request, row, chunk, start, total, folder)
+
+
+def _check_open(row: dict[str, Any]) -> None:
+    if row["status"] == COMPLETE:
+        raise _detail(400, 'Upload has already been marked as "complete"')
+    if row["created_at"] < time.time() - EXPIRATION:
+        raise _detail(410, "Upload has expired")
+
+
+def _append(
+    request: Request, row: dict[str, Any], chunk: UploadFile, start: int, total: int, folder: Path
+) -> Response:
+    db = db_of(request)
+    with locked(part_path(folder, row["id"])) as fd:
+        # Re-read under the lock: another process may have appended since we looked.
+        rows = list(db["shipper_uploads"].rows_where("id = ?", [row["id"]], limit=1))
+        if not rows:
+            raise _detail(404, NOT_FOUND)
+        row = rows[0]
+        _check_open(row)
+        if row["total"] != total:
+            raise _detail(400, "Error in request headers")
+        if row["offset"] != start:
+            raise _detail(400, "Offsets do not match", expected_offset=row["offset"], provided_offset=start)
+        written = _write_chunk(fd, start, chunk)
+        db["shipper_uploads"].update(row["id"], {"offset": start + written})
+        row["offset"] = start + written
+    return JSONResponse(serialize(request, row), headers=NO_STORE)
+
+
+async def list_uploads(request: Request) -> Response:
+    user = authenticate(request)
+    await run_in_threadpool(cleanup_expired, request)
+    rows = db_of(request)["shipper_uploads"].rows_where("user_id = ?", [user.id], order_by="created_at")
+    return JSONResponse([serialize(request, r) for r in rows], headers=NO_STORE)
+
+
+async def get_upload(request: Request) -> Response:
+    user = authenticate(request)
+    return JSONResponse(
+        serialize(request, _get_row(request, user, request.path_params["pk"])), headers=NO_STORE
+    )
+
+
+async def complete(request: Request) -> Response:
+    user = authenticate(request)
+    row = _get_row(request, user, request.path_params["pk"])
+    fields = await _fields(request)
+    try:
+        result = await run_in_threadpool(_complete, request, user, row, fields.get(CHECKSUM_TYPE))
+    except Exception:
+        await run_in_threadpool(_delete, request, row)  # shipper: any failure drops the upload
+        raise
+    await rebuild(request)
+    return JSONResponse(result)
+
+
+async def _fields(request: Request) -> dict[str, Any]:
+    from runtime.shipper.common import body_fields
+
+    return await body_fields(request)
+
+
+def _complete(request: Request, user: User, row: dict[str, Any], checksum: Any) -> dict[str, Any]:
+    folder = uploads_dir(request)
+    part = part_path(folder, row["id"])
+    with locked(part) as fd:
+        # Re-read under the lock: another request may have completed or dropped it since we looked.
+        rows = list(db_of(request)["shipper_uploads"].rows_where("id = ?", [row["id"]], limit=1))
+        if not rows:
+            raise _detail(404, NOT_FOUND)
+        row = rows[0]
+        _check_open(row)
+        if checksum in (None, ""):
+            raise _detail(400, f"Checksum of type '{CHECKSUM_TYPE}' is required")
+        digest = hashlib.sha256()
+        os.lseek(fd, 0, os.SEEK_SET)
+        while block := os.read(fd, BLOCK):
+            digest.update(block)
+        if digest.hexdigest() != str(checksum):
+            raise _detail(400, "checksum does not match")
+        db_of(request)["shipper_uploads"].update(row["id"], {"status": COMPLETE, "completed_at": time.time()})
+        result = publish(request, user, row["filename"], part, digest.hexdigest())
+        _delete(request, row)  # the build is in repo/ now; the upload record has done its job
+        return result
+
+
+def publish(request: Request, user: User, filename: str, part: Path, sha256: str) -> dict[str, Any]:
+    """shipper's ``handle_chunked_build`` and ``run_validations``, in their order."""
+    settings: StoreSettings = settings_of(request)
+    repo: Path = request.app.state.services.config.repo
+    _validate_filename(filename)
+    try:
+        name = parse_build_name(filename, settings)
+    except PatternError as exc:
+        raise _shipper(400, "configuration_error", str(exc)) from exc
+    except BuildNameError as exc:
+        raise _shipper(400, "invalid_file_name", "The file name is malformed!") from exc
+    device = next((d for d in settings.ota_devices if d.codename == name.codename), None)
+    if device is None:
+        raise _shipper(404, "unknown_device", "The specified device does not exist!")
+    if not may_maintain(user, device.codename):
+        raise _shipper(401, "insufficient_permissions", "You are not authorized to upload for this device!")
+    if find_by_stem(repo, name.stem) is not None:
+        raise _shipper(400, "duplicate_build", "The build already exists in the system!")
+    if name.variant not in {v.codename for v in settings.ota_variants}:
+        raise _shipper(
+            400,
+            "unsupported_variant",
+            "The build's variant is not supported by this server instance. If you believe the variant is "
+            "valid, please contact an admin to change the allowed variants list.",
+        )
+    if name.codename in X86_CODENAMES:
+        if not name.x86_type:
+            raise _shipper(
+                400,
+                "missing_x86_type",
+                "The x86 type is missing from the build's file name, even though the build is an x86 build.",
+            )
+        if name.x86_type not in {t.codename for t in settings.ota_x86_types}:
+            raise _shipper(
+                400,
+                "unsupported_x86_type",
+                "The build's x86 type is not supported by this server instance. If you believe the x86 type "
+                "is valid, please contact an admin to change the allowed x86 types list.",
+            )
+    if not version_allowed(name.version, settings):
+        allowed = ", ".join(settings.ota_allowed_versions)
+        raise _shipper(
+            400,
+            "version_not_allowed",
+            # "build'sversion": shipper's wording, kept verbatim for clients that match on it.
+            f"The server is currently not accepting this build'sversion, {name.version}. The server only "
+            f"accepts the following versions: {allowed}. If you believe the version should be allowed, "
+            "please contact an admin to adjust server settings.",
+        )
+    relpath = f"builds/{name.codename}/{filename}"
+    try:
+        build = read_build(Source(repo, relpath, settings, file=part), folder=name.codename)
+    except FormatError as exc:
+        raise _shipper(400, "invalid_build", f"The build cannot be published: {exc}") from exc
+    target = repo / relpath
+    _link_into_place(part, target)
+    write_checksum(target, sha256)
+    label = " ".join(p for p in (device.manufacturer, device.name, f"({device.codename})") if p)
+    return {"message": f"Build has been uploaded for device {label}!", "build_id": build.build_id}
+
+
+def _link_into_place(part: Path, target: Path) -> None:
+    """Make ``part`` appear at ``target`` in one step, never replacing an existing file there
+    (two uploads of one name race to the same link; the loser gets duplicate_build)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    source = part
+    staged: Path | None = None
+    try:
+        try:
+            os.link(part, target)
+        except OSError as exc:
+            if isinstance(exc, FileExistsError):
+                raise
+            # another file system (data and repo apart): copy beside the target first
+            staged = target.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}.zip")
+            with part.open("rb") as src, staged.open("wb") as out:
+                shutil.copyfileobj(src, out, BLOCK)
+                out.flush()
+                os.fsync(out.fileno())
+            source = staged
+            os.link(source, target)
+    except FileExistsError as exc:
+        raise _shipper(400, "duplicate_build", "The build already exists in the system!") from exc
+    finally:
+        if staged is not None:
+            with contextlib.suppress(FileNotFoundError):
+                staged.unlink()
+    os.chmod(target, 0o644)
+    fsync_dir(target.parent)
+    with contextlib.suppress(FileNotFoundError):
+        part.unlink()
+
+
+async def single_request_upload(request: Request) -> Response:
+    """``POST …/chunked_upload/`` with the whole ``file``, ``filename`` and ``sha256`` at once (a
+    library feature shippy does not use): one chunk, then completion."""
+    user = authenticate(request)
+    async with request.form(max_files=1, max_fields=20) as form:
+        chunk = form.get("file")
+        if not isinstance(chunk, UploadFile):
+            raise _detail(400, "No chunk file was submitted")
+        filename = _validate_filename(form.get("filename"))
+        checksum = form.get(CHECKSUM_TYPE)
+        if not isinstance(checksum, str) or not checksum:
+            raise _detail(400, f"Checksum of type '{CHECKSUM_TYPE}' is required")
+        size = _chunk_size(chunk)
+        if size > MAX_BYTES:
+            raise _detail(400, f"Size of file exceeds the limit ({MAX_BYTES} bytes)")
+        row = {
+            "id": str(uuid.uuid4()),
+            "user_id": user.id,
+            "filename": filename,
+            "offset": 0,
+            "total": size,
+            "created_at": time.time(),
+            "status": INCOMPLETE,
+            "completed_at": None,
+        }
+        db_of(request)["shipper_uploads"].insert(row)
+        try:
+            await run_in_threadpool(_append, request, row, chunk, 0, size, uploads_dir(request))
+            row["offset"] = size
+            result = await run_in_threadpool(_complete, request, user, row, checksum)
+        except Exception:
+            await run_in_threadpool(_delete, request, row)
+            raise
+    await rebuild(request)
+    return JSONResponse(result)
+
+
+def routes() -> list[BaseRoute]:
+    base = "/api/v1/maintainers/chunked_upload/"
+    one = base + "{pk}/"
+    return [
+        Route(base, list_uploads, methods=["GET", "HEAD"]),
+        Route(base, put_chunk, methods=["PUT"], name="shipper_chunked_upload_start"),
+        Route(base, single_request_upload, methods=["POST"]),
+        Route(one, get_upload, methods=["GET", "HEAD"], name="shipper_chunked_upload_one"),
+        Route(one, put_chunk, methods=["PUT"]),
+        Route(one, complete, methods=["POST"]),
+    ]
