@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import sqlite_utils
 
+from runtime.clock import now_iso
 from runtime.passwords import DUMMY_HASH, hash_password, verify_password
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
@@ -27,8 +28,17 @@ class User:
     devices: tuple[str, ...]
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+SessionEnder = Callable[[sqlite_utils.Database, int], None]
+SESSION_ENDERS: list[SessionEnder] = []
+
+
+def on_password_change(end: SessionEnder) -> SessionEnder:
+    """Register how a dialect ends a user's interactive sessions when the password changes.
+
+    Dialects register at import time, like their schemas (``runtime.dialects`` imports them), so
+    accounts know no dialect and a new one is one call in its own module."""
+    SESSION_ENDERS.append(end)
+    return end
 
 
 def _user(row: dict) -> User:
@@ -66,11 +76,8 @@ class Accounts:
         return user
 
     def _end_sessions(self, user_id: int) -> None:
-        from runtime.qt.session import end_user_sessions  # both import this module
-        from runtime.tokens import Tokens
-
-        Tokens(self.db).revoke_all(user_id, "portal_session")
-        end_user_sessions(self.db, user_id)
+        for end in SESSION_ENDERS:
+            end(self.db, user_id)
 
     def get(self, name: str) -> User | None:
         rows = list(self.db["users"].rows_where("name = ?", [name], limit=1))

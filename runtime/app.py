@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -15,22 +14,9 @@ from runtime.config import RuntimeConfig
 from runtime.dialects import load_dialects
 from runtime.errors import HANDLERS
 from runtime.rebuild import Rebuilder
+from runtime.services import Services
 from runtime.static import StaticSite, site_exists
 from runtime.storage import Storage
-
-
-@dataclass
-class Services:
-    """What endpoints share, reached as ``request.app.state.services``."""
-
-    config: RuntimeConfig
-    storage: Storage
-    rebuilder: Rebuilder
-    static: StaticSite
-
-
-def services(request: Request) -> Services:
-    return request.app.state.services
 
 
 async def health(request: Request) -> Response:

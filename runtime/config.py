@@ -1,15 +1,77 @@
-"""Runtime settings: where the store's folders are and the secrets it signs with."""
+"""Runtime settings: the store's folders, the secret it signs with, and the environment.
+
+Every environment variable the runtime reads is declared once in :data:`ENVIRONMENT` (name,
+default, help), the same way :mod:`builder.settings` declares ``depot.toml``; the rest of the
+runtime reads them only through :class:`RuntimeConfig`, which reads the environment once at
+start-up. A value that does not parse stops the start with a message naming the variable.
+"""
 
 from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.atomic import fsync_dir, write_temp
+from builder.errors import SettingsError
+from runtime.ratelimit import Rate
 
 SECRET_FILE = "secret.key"
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    name: str
+    default: str
+    help: str
+
+
+ENVIRONMENT: tuple[EnvVar, ...] = (
+    EnvVar("DEPOT_SECRET_KEY", "", "signing secret shared by every runtime process; else var/secret.key"),
+    EnvVar("DEPOT_ACCEL_REDIRECT", "", "internal nginx prefix of site/ for X-Accel-Redirect downloads"),
+    EnvVar("DEPOT_ACCEL_REDIRECT_BUILDS", "", "internal nginx prefix of repo/builds/ for OTA downloads"),
+    EnvVar("DEPOT_LOGIN_ACCOUNT_RATE", "10/15minute", "failed password logins per account, every dialect"),
+    EnvVar("DEPOT_LOGIN_ADDRESS_RATE", "30/15minute", "failed password logins per client address"),
+    EnvVar("DEPOT_SHIPPER_ANON_RATE", "60/minute", "shipper requests without a token, per address"),
+    EnvVar("DEPOT_SHIPPER_USER_RATE", "10/second", "shipper requests with a token, per account"),
+    EnvVar("DEPOT_QT_STORE_SIGNING_PASSWORD", "", "password of the Qt store-signing PKCS#12 file"),
+)
+
+
+def env_value(name: str, environ: Mapping[str, str] | None = None) -> str:
+    """The variable's value, or its declared default; only declared names may be read."""
+    declared = {v.name: v for v in ENVIRONMENT}
+    if name not in declared:
+        raise KeyError(f"{name} is not declared in runtime.config.ENVIRONMENT")
+    return (os.environ if environ is None else environ).get(name, declared[name].default)
+
+
+def env_rate(name: str, environ: Mapping[str, str] | None = None) -> Rate | None:
+    try:
+        return Rate.parse(env_value(name, environ))
+    except ValueError as exc:
+        raise SettingsError(f"environment variable {name}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request and login limits; None disables one ("off")."""
+
+    login_account: Rate | None = None
+    login_address: Rate | None = None
+    shipper_anon: Rate | None = None
+    shipper_user: Rate | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:
+        return cls(
+            login_account=env_rate("DEPOT_LOGIN_ACCOUNT_RATE", environ),
+            login_address=env_rate("DEPOT_LOGIN_ADDRESS_RATE", environ),
+            shipper_anon=env_rate("DEPOT_SHIPPER_ANON_RATE", environ),
+            shipper_user=env_rate("DEPOT_SHIPPER_USER_RATE", environ),
+        )
 
 
 @dataclass(frozen=True)
@@ -22,6 +84,9 @@ class RuntimeConfig:
     # When set, downloads are handed to nginx with X-Accel-Redirect under this internal prefix
     # (for example "/_depot_site/") instead of being streamed by Python.
     accel_redirect_prefix: str = ""
+    accel_redirect_builds: str = ""  # the same for repo/builds/ (counted OTA downloads)
+    qt_signing_password: str = ""
+    limits: Limits = field(default_factory=Limits.from_env)
 
     @classmethod
     def from_folders(cls, repo: Path, site: Path, data: Path) -> RuntimeConfig:
@@ -31,7 +96,10 @@ class RuntimeConfig:
             site=site.resolve(),
             data=data.resolve(),
             secret_key=load_secret_key(data),
-            accel_redirect_prefix=os.environ.get("DEPOT_ACCEL_REDIRECT", ""),
+            accel_redirect_prefix=env_value("DEPOT_ACCEL_REDIRECT"),
+            accel_redirect_builds=env_value("DEPOT_ACCEL_REDIRECT_BUILDS"),
+            qt_signing_password=env_value("DEPOT_QT_STORE_SIGNING_PASSWORD"),
+            limits=Limits.from_env(),
         )
 
 
@@ -40,7 +108,7 @@ def load_secret_key(data: Path) -> str:
 
     Several runtime processes behind one load balancer must share the key: set the variable,
     or share the data folder."""
-    from_env = os.environ.get("DEPOT_SECRET_KEY")
+    from_env = env_value("DEPOT_SECRET_KEY")
     if from_env:
         return from_env
     path = data / SECRET_FILE

@@ -5,7 +5,6 @@ the caller learns how many seconds remain until the window ends (for ``Retry-Aft
 from __future__ import annotations
 
 import math
-import os
 import re
 import time
 from collections.abc import Callable
@@ -58,10 +57,6 @@ class Rate:
         if not match or match[3] not in PERIODS:
             raise ValueError(f"rate {text!r} is not N/period (period: second, minute, hour, day)")
         return cls(int(match[1]), int(match[2] or 1) * PERIODS[match[3]])
-
-    @classmethod
-    def from_env(cls, name: str, default: str) -> Rate | None:
-        return cls.parse(os.environ.get(name, default))
 
 
 class RateLimiter:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import sqlite_utils
 
-from runtime.accounts import now_iso
+from runtime.clock import now_iso
 
 SHOWN_PREFIX_CHARS = 14
 

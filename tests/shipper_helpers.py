@@ -44,8 +44,8 @@ USER, PASSWORD = "maintainer_user_1", "password"
 NO_THROTTLE = {
     "DEPOT_SHIPPER_ANON_RATE": "off",
     "DEPOT_SHIPPER_USER_RATE": "off",
-    "DEPOT_SHIPPER_LOGIN_ACCOUNT_RATE": "off",
-    "DEPOT_SHIPPER_LOGIN_ADDRESS_RATE": "off",
+    "DEPOT_LOGIN_ACCOUNT_RATE": "off",
+    "DEPOT_LOGIN_ADDRESS_RATE": "off",
 }
 
 

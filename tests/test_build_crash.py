@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from builder.build import build, state_dir_for
-from builder.device.module import parse_module_filename
+from builder.names import parse_module_filename
 from tests.conftest import (
     TEMP_PREFIX,
     add_firmware,

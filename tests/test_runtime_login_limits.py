@@ -18,7 +18,7 @@ from tests.qt_helpers import ADMIN, ADMIN_PASSWORD, DEVICE, SECRET, USER, USER_P
 from tests.serving import ServedStore, serve_store
 
 # Day-long windows, so a window boundary cannot fall inside the test in practice.
-LIMITS = {"DEPOT_SHIPPER_LOGIN_ACCOUNT_RATE": "2/day", "DEPOT_SHIPPER_LOGIN_ADDRESS_RATE": "50/day"}
+LIMITS = {"DEPOT_LOGIN_ACCOUNT_RATE": "2/day", "DEPOT_LOGIN_ADDRESS_RATE": "50/day"}
 PURCHASE = {"id": "com.example.plain", "device_id": DEVICE}
 
 

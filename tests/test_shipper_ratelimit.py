@@ -18,8 +18,8 @@ from tests.shipper_helpers import PASSWORD, USER, shipper_store
 LIMITS = {
     "DEPOT_SHIPPER_ANON_RATE": "8/day",
     "DEPOT_SHIPPER_USER_RATE": "3/day",
-    "DEPOT_SHIPPER_LOGIN_ACCOUNT_RATE": "2/day",
-    "DEPOT_SHIPPER_LOGIN_ADDRESS_RATE": "3/day",
+    "DEPOT_LOGIN_ACCOUNT_RATE": "2/day",
+    "DEPOT_LOGIN_ADDRESS_RATE": "3/day",
 }
 LOGIN = "/api/v1/maintainers/login/"
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import re
 import tarfile
 import tomllib
 from pathlib import Path
@@ -26,21 +25,9 @@ from typing import Any
 from builder.errors import FormatError
 from builder.formats import Source
 from builder.model import Blob, Module, Record, StoreSettings
+from builder.names import MANIFEST, parse_module_filename
 from builder.sidecars import SIDECAR_SUFFIX
 from builder.tarsafe import inspect_tarball
-
-MANIFEST = "module.toml"
-FILENAME = re.compile(
-    r"^(?P<name>[A-Za-z0-9_-]+)\.(?P<version>[A-Za-z0-9][A-Za-z0-9._+-]*)\.(?P<platform>[A-Za-z0-9_-]+)\.tar\.gz$"
-)
-
-
-def parse_module_filename(filename: str) -> tuple[str, str, str]:
-    """``ax.2.6.4.pi64.tar.gz`` → ``("ax", "2.6.4", "pi64")``; FormatError when it is not one."""
-    match = FILENAME.match(filename)
-    if not match:
-        raise FormatError(f"file name {filename!r} is not <name>.<version>.<platform>.tar.gz")
-    return match["name"], match["version"], match["platform"]
 
 
 class ModuleReader:

@@ -21,9 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from builder.atomic import copy_temp, fsync_dir, remove_stale_temps
-from builder.device.module import MANIFEST, parse_module_filename
 from builder.errors import FormatError
 from builder.hashing import sha256_file
+from builder.names import MANIFEST, parse_module_filename
 from builder.tarsafe import inspect_tarball
 from builder.versions import version_key
 from runtime.agent.config import AgentConfig, valid_name

@@ -12,14 +12,17 @@ import re
 from datetime import timedelta
 from typing import Any
 
+import sqlite_utils
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from runtime.accounts import Accounts, User
+from runtime.accounts import Accounts, User, on_password_change
 from runtime.errors import ApiError
+from runtime.logins import password_login
 from runtime.portal import upload as portal_upload
+from runtime.portal.errors import error
 from runtime.portal.store import (
     release_view,
     runs_with_findings,
@@ -28,27 +31,20 @@ from runtime.portal.store import (
 )
 from runtime.portal.validation import finish_stale_runs, run_validation
 from runtime.ratelimit import LoginThrottledError
-from runtime.shipper.common import limited_login
+from runtime.services import client_address, services
 from runtime.tokens import Token, Tokens, token_hash
 
 PREFIX = "/portal/api"
 COOKIE = "depot_portal_session"
 SESSION_SECONDS = 12 * 3600
 SESSION_PURPOSE = "portal_session"  # a Tokens purpose: revocable, so logout ends a copied cookie
+
+
+@on_password_change
+def end_portal_sessions(db: sqlite_utils.Database, user_id: int) -> None:
+    Tokens(db).revoke_all(user_id, SESSION_PURPOSE)
 MAX_TOKEN_DAYS = 365
 TOKEN_NAME = re.compile(r"^[\w .@:/-]{0,64}$")
-
-
-def error(status: int, code: str, message: str, **details: Any) -> ApiError:
-    body: dict[str, Any] = {"code": code, "message": message}
-    if details:
-        body["details"] = details
-    headers = {"WWW-Authenticate": 'Bearer realm="depot-portal"'} if status == 401 else None
-    return ApiError(status, {"error": body}, headers)
-
-
-def _services(request: Request) -> Any:
-    return request.app.state.services
 
 
 # -- authentication -------------------------------------------------------------------------------
@@ -61,7 +57,7 @@ def bearer_token(request: Request) -> Token:
     if scheme.lower() != "bearer" or not raw.strip():
         raise error(401, "token_missing", "Send the CI token as 'Authorization: Bearer <token>'.")
     raw = raw.strip()
-    db = _services(request).storage.db
+    db = services(request).storage.db
     token = Tokens(db).verify(raw, "ci")
     if token is not None:
         return token
@@ -78,7 +74,7 @@ def session_user(request: Request) -> User:
     cookie = request.cookies.get(COOKIE)
     if not cookie:
         raise error(401, "session_missing", f"Log in with POST {PREFIX}/login first.")
-    db = _services(request).storage.db
+    db = services(request).storage.db
     token = Tokens(db).verify(cookie, SESSION_PURPOSE)
     if token is None:
         raise error(401, "session_invalid", "The portal session ended or is not valid; log in again.")
@@ -92,7 +88,7 @@ def caller(request: Request) -> tuple[User, Token | None]:
     """Bearer token if one is sent, else the session cookie: for the read endpoints."""
     if request.headers.get("authorization"):
         token = bearer_token(request)
-        user = Accounts(_services(request).storage.db).by_id(token.user_id)
+        user = Accounts(services(request).storage.db).by_id(token.user_id)
         if user is None:
             raise error(401, "token_invalid", "The account of this token no longer exists.")
         return user, token
@@ -122,11 +118,9 @@ async def login(request: Request) -> Response:
     name, password = data.get("name"), data.get("password")
     if not isinstance(name, str) or not isinstance(password, str):
         raise error(400, "invalid_request", "Send {'name': ..., 'password': ...}.")
-    svc = _services(request)
+    svc = services(request)
     try:
-        user = await limited_login(
-            request, name, lambda: Accounts(svc.storage.db).authenticate(name, password)
-        )
+        user = await password_login(svc, name, password, client_address(request))
     except LoginThrottledError as exc:
         raise ApiError(
             429,
@@ -160,7 +154,7 @@ async def logout(request: Request) -> Response:
     """Revoke the session's token, so a copy of the cookie stops working too; 204 either way."""
     cookie = request.cookies.get(COOKIE)
     if cookie:
-        tokens = Tokens(_services(request).storage.db)
+        tokens = Tokens(services(request).storage.db)
         token = tokens.verify(cookie, SESSION_PURPOSE)
         if token is not None:
             tokens.revoke(token.id)
@@ -183,7 +177,7 @@ def token_view(token: Token) -> dict[str, Any]:
 
 async def list_tokens(request: Request) -> Response:
     user = session_user(request)
-    tokens = Tokens(_services(request).storage.db).list(user.id, "ci")
+    tokens = Tokens(services(request).storage.db).list(user.id, "ci")
     return JSONResponse({"tokens": [token_view(t) for t in tokens]})
 
 
@@ -212,7 +206,7 @@ async def post_token(request: Request) -> Response:
     if days is not None and (not isinstance(days, int) or isinstance(days, bool)):
         raise error(400, "invalid_request", "expires_days must be a whole number.")
     try:
-        token, raw = create_ci_token(_services(request).storage.db, user, name, app, days)
+        token, raw = create_ci_token(services(request).storage.db, user, name, app, days)
     except ValueError as exc:
         raise error(400, "invalid_request", str(exc)) from exc
     return JSONResponse({"token": token_view(token), "secret": raw}, status_code=201)
@@ -224,7 +218,7 @@ async def delete_token(request: Request) -> Response:
         token_id = int(request.path_params["token_id"])
     except ValueError:
         raise error(404, "token_not_found", "No such CI token.") from None
-    tokens = Tokens(_services(request).storage.db)
+    tokens = Tokens(services(request).storage.db)
     token = tokens.get(token_id)
     if token is None or token.purpose != "ci" or not tokens.revoke(token_id, user_id=user.id):
         raise error(404, "token_not_found", "No such CI token.")
@@ -236,7 +230,7 @@ async def delete_token(request: Request) -> Response:
 
 async def upload(request: Request) -> Response:
     token = bearer_token(request)
-    svc = _services(request)
+    svc = services(request)
     body, status, run_id = await portal_upload.handle_upload(request, svc, token)
     task = BackgroundTask(_validate, svc, run_id) if run_id else None
     return JSONResponse(body, status_code=status, background=task)
@@ -249,25 +243,25 @@ def _validate(svc: Any, run_id: str) -> None:
 
 def _readable_version(request: Request) -> dict[str, Any]:
     user, token = caller(request)
-    db = _services(request).storage.db
+    db = services(request).storage.db
     row = version(db, request.path_params["version_id"])
     visible = row is not None and (row["owner_id"] == user.id or (token is None and user.staff))
     if visible and token is not None and token.scope and token.scope != row["package"]:
         visible = False
     if not visible:
         raise error(404, "version_not_found", "No such version, or it belongs to another account.")
-    finish_stale_runs(db, _services(request).config.repo, row["id"])
+    finish_stale_runs(db, services(request).config.repo, row["id"])
     return version(db, row["id"]) or row
 
 
 async def get_version(request: Request) -> Response:
     row = _readable_version(request)
-    return JSONResponse(version_summary(_services(request).storage.db, row))
+    return JSONResponse(version_summary(services(request).storage.db, row))
 
 
 async def get_validation(request: Request) -> Response:
     row = _readable_version(request)
-    return JSONResponse({"runs": runs_with_findings(_services(request).storage.db, row["id"])})
+    return JSONResponse({"runs": runs_with_findings(services(request).storage.db, row["id"])})
 
 
 async def get_release(request: Request) -> Response:

@@ -20,7 +20,7 @@ import sqlite_utils
 from builder.atomic import ContentChangedError, copy_temp, fsync_dir
 from builder.portal.apk import COUNTRY, FOLDER, VEHICLE_CONTEXT, apk_filename
 from builder.sidecars import write_sidecar
-from runtime.accounts import now_iso
+from runtime.clock import now_iso
 from runtime.portal.store import one, record_event, rows, transaction, version
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlite_utils
 
-from runtime.accounts import now_iso
+from runtime.clock import now_iso
 from runtime.storage import register_schema
 
 STATUSES = ("draft", "in_review", "approved", "live", "rejected")

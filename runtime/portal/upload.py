@@ -19,7 +19,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 
 from builder.portal.apk import ApkError, ApkInfo, inspect_apk
-from runtime.accounts import now_iso
+from runtime.clock import now_iso
+from runtime.portal.errors import error
 from runtime.portal.multipart import MultipartError, file_part
 from runtime.portal.review import stored_apk
 from runtime.portal.store import app_by_package, new_id, one, transaction
@@ -31,7 +32,6 @@ IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 
 def _error(status: int, code: str, message: str, **details: Any) -> Exception:
-    from runtime.portal.endpoints import error
 
     return error(status, code, message, **details)
 

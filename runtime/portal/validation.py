@@ -29,7 +29,7 @@ import sqlite_utils
 from builder.errors import SettingsError
 from builder.portal.signature import MIN_SDK_V2
 from builder.settings import load_settings
-from runtime.accounts import now_iso
+from runtime.clock import now_iso
 from runtime.portal.store import new_id, one, rows, transaction, version
 
 log = logging.getLogger("runtime.portal.endpoints")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +21,14 @@ from starlette.routing import BaseRoute, Route
 from builder.model import StoreSettings
 from builder.qt.arch import normalize_client_arch
 from builder.qt.tags import TagError, TagList
-from builder.settings import SETTINGS_FILE, load_settings
 from runtime.accounts import Accounts
 from runtime.files import file_response
+from runtime.logins import password_login
 from runtime.qt.catalog import QtCatalog
 from runtime.qt.session import QtSession, Sessions
+from runtime.qt.signing import CACHE_FOLDER, SignerCache, StoreSigner, signed_package
 from runtime.ratelimit import LoginThrottledError
-from runtime.shipper.common import limited_login
+from runtime.services import Services, client_address, services
 from runtime.signing import ExpiringLinks, LinkError
 
 PNG = "image/png"
@@ -43,42 +43,37 @@ log = logging.getLogger("runtime.qt.endpoints")
 
 
 class QtServices:
-    def __init__(self, request: Request) -> None:
-        from runtime.app import services
+    """The Qt dialect's per-process helpers, made once from the shared services."""
 
-        svc = services(request)
+    def __init__(self, svc: Services) -> None:
         self.svc = svc
         self.config = svc.config
         self.catalog = QtCatalog(svc.config.site)
         self.sessions = Sessions(svc.config.secret_key, svc.storage)
         self.links = ExpiringLinks(svc.config.secret_key, "qt-download")
-        self._settings: tuple[tuple[int, int] | None, StoreSettings] | None = None
-        self._lock = threading.Lock()
+        self.signers = SignerCache()
 
     def settings(self) -> StoreSettings:
         """depot.toml, re-read when it changes (maintenance, expiry, categories, vendors)."""
-        path = self.config.repo / SETTINGS_FILE
-        try:
-            st = path.stat()
-            stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
-        except FileNotFoundError:
-            stamp = None
-        with self._lock:
-            if self._settings is None or self._settings[0] != stamp:
-                self._settings = (stamp, load_settings(self.config.repo))
-            return self._settings[1]
+        return self.svc.settings()
 
     def qt_option(self, name: str, default: Any) -> Any:
         table = self.settings().raw.get("qt", {})
         return table.get(name, default) if isinstance(table, dict) else default
 
+    def store_signer(self) -> StoreSigner | None:
+        """The signer of ``[qt] store_signing_pkcs12``, or None when store signing is off."""
+        configured = self.qt_option("store_signing_pkcs12", "")
+        if not configured:
+            return None
+        path = Path(configured)
+        path = path if path.is_absolute() else self.config.data / path
+        password = self.config.qt_signing_password or str(self.qt_option("store_signing_password", ""))
+        return self.signers.get(path, password)
+
 
 def qt(request: Request) -> QtServices:
-    state = request.app.state
-    existing = getattr(state, "qt_services", None)
-    if existing is None:
-        existing = state.qt_services = QtServices(request)
-    return existing
+    return services(request).dialect("qt", QtServices)
 
 
 def reply(q: QtServices, session: QtSession, body: Any, status: int = 200) -> Response:
@@ -142,11 +137,7 @@ async def login(request: Request) -> Response:
     if "username" not in p or "password" not in p:
         return reply(q, session, {"status": "missing-credentials"})
     try:
-        user = await limited_login(
-            request,
-            p["username"],
-            lambda: Accounts(q.svc.storage.db).authenticate(p["username"], p["password"]),
-        )
+        user = await password_login(q.svc, p["username"], p["password"], client_address(request))
     except LoginThrottledError as exc:
         # Neptune only checks for "ok"; the header and error tell a person how long to wait.
         body = {"status": "authentication-failed", "error": str(exc)}
@@ -277,10 +268,13 @@ async def download(request: Request) -> Response:
     package = (q.config.repo / variant["file"]).resolve()
     if not package.is_relative_to(apps) or not package.is_file():
         return _refuse(404, "the app is no longer in the store")
-    from runtime.qt.signing import signed_package
-
     try:
-        signed = await run_in_threadpool(signed_package, q, package, variant, str(grant.get("d", "")))
+        signer = q.store_signer()
+        signed = None
+        if signer is not None:
+            folder = q.config.data / CACHE_FOLDER
+            device = str(grant.get("d", ""))
+            signed = await run_in_threadpool(signed_package, signer, folder, package, variant, device)
     except Exception:  # a broken store key must not look like the client's fault
         log.exception("store signing failed for %s", variant["file"])
         return _refuse(503, "store signing is not available")

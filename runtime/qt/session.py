@@ -16,7 +16,7 @@ import sqlite_utils
 from starlette.requests import Request
 from starlette.responses import Response
 
-from runtime.accounts import Accounts, User
+from runtime.accounts import Accounts, User, on_password_change
 from runtime.signing import LinkError, Signer
 from runtime.storage import Storage, register_schema
 
@@ -56,6 +56,7 @@ def _hash(sid: str) -> str:
     return hashlib.sha256(sid.encode()).hexdigest()
 
 
+@on_password_change
 def end_user_sessions(db: sqlite_utils.Database, user_id: int) -> None:
     """Log the user out of every Qt session (after a password change); a database whose Qt
     tables were never created has none."""

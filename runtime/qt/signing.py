@@ -14,8 +14,8 @@ import base64
 import contextlib
 import hashlib
 import io
-import os
 import tarfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,6 @@ from builder.qt.digest import device_bound
 from builder.qt.pack import yaml_docs
 from builder.qt.package import validate_package
 
-PASSWORD_ENV = "DEPOT_QT_STORE_SIGNING_PASSWORD"
 CACHE_FOLDER = "qt-signed"
 CACHE_MAX_AGE = 24 * 3600
 SIGNATURE_ENTRY = "--PACKAGE-FOOTER--store-signature"
@@ -73,27 +72,27 @@ def add_signature(source: Path, out: Any, pkgformat: int, signature: str) -> Non
         dst.addfile(info, io.BytesIO(footer))
 
 
-def _signer(q: Any) -> StoreSigner | None:
-    configured = q.qt_option("store_signing_pkcs12", "")
-    if not configured:
-        return None
-    path = Path(configured)
-    path = path if path.is_absolute() else q.config.data / path
-    password = os.environ.get(PASSWORD_ENV) or str(q.qt_option("store_signing_password", ""))
-    cached = getattr(q, "_store_signer", None)
-    stamp = (str(path), path.stat().st_mtime_ns, password)
-    if cached is None or cached[0] != stamp:
-        cached = (stamp, StoreSigner(path.read_bytes(), password))
-        q._store_signer = cached
-    return cached[1]
+class SignerCache:
+    """The store signer of the configured PKCS#12 file, loaded again only when the file, its
+    mtime or the password changes (parsing a PKCS#12 file costs milliseconds per download)."""
+
+    def __init__(self) -> None:
+        self._cached: tuple[tuple[str, int, str], StoreSigner] | None = None
+        self._lock = threading.Lock()
+
+    def get(self, path: Path, password: str) -> StoreSigner:
+        stamp = (str(path), path.stat().st_mtime_ns, password)
+        with self._lock:
+            if self._cached is None or self._cached[0] != stamp:
+                self._cached = (stamp, StoreSigner(path.read_bytes(), password))
+            return self._cached[1]
 
 
-def signed_package(q: Any, package: Path, variant: dict[str, Any], device_id: str) -> Path | None:
-    """The path of a store-signed copy of ``package``, or None when store signing is off."""
-    signer = _signer(q)
-    if signer is None:
-        return None
-    folder = q.config.data / CACHE_FOLDER
+def signed_package(
+    signer: StoreSigner, folder: Path, package: Path, variant: dict[str, Any], device_id: str
+) -> Path:
+    """The path of a store-signed copy of ``package``, cached in ``folder`` by content, device
+    and signer."""
     name = hashlib.sha256(f"{variant['sha256']}\0{device_id}\0{signer.fingerprint}".encode()).hexdigest()
     target = folder / f"{name}.appkg"
     if target.exists():

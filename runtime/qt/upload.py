@@ -31,10 +31,10 @@ from builder.qt.package import (
     validate_package,
 )
 from builder.sidecars import read_sidecar, write_sidecar
-from runtime.accounts import Accounts, User
-from runtime.app import services
+from runtime.accounts import User
+from runtime.logins import password_login
 from runtime.ratelimit import LoginThrottledError
-from runtime.shipper.common import limited_login
+from runtime.services import client_address, services
 
 UNAUTHORIZED = {"WWW-Authenticate": 'Basic realm=""'}
 
@@ -58,9 +58,7 @@ async def _basic_user(request: Request) -> User | None:
     if credentials is None:
         return None
     name, password = credentials
-    return await limited_login(
-        request, name, lambda: Accounts(services(request).storage.db).authenticate(name, password)
-    )
+    return await password_login(services(request), name, password, client_address(request))
 
 
 def status(value: str, code: int = 200, **extra: Any) -> Response:

@@ -4,19 +4,17 @@ limits with DRF's 429, request bodies that may be form, multipart or JSON, and t
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import sqlite_utils
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from builder.model import StoreSettings
-from builder.settings import load_settings
 from runtime.accounts import Accounts, User
 from runtime.errors import ApiError
-from runtime.ratelimit import Rate, RateLimiter, guarded_login, throttled_detail
+from runtime.ratelimit import RateLimiter, throttled_detail
+from runtime.services import client_address, services
+from runtime.shipper.builds import fill_missing_checksums
 from runtime.storage import register_schema
 from runtime.tokens import Tokens
 
@@ -59,67 +57,19 @@ def _v1(db: sqlite_utils.Database) -> None:
 register_schema("shipper", [_v1])
 
 
-@dataclass(frozen=True)
-class Limits:
-    """Configurable from the environment; "off" disables one."""
-
-    anon: Rate | None
-    user: Rate | None
-    login_account: Rate | None  # failed logins per account name
-    login_address: Rate | None  # failed logins per client address
-
-    @classmethod
-    def from_env(cls) -> Limits:
-        return cls(
-            anon=Rate.from_env("DEPOT_SHIPPER_ANON_RATE", "60/minute"),
-            user=Rate.from_env("DEPOT_SHIPPER_USER_RATE", "10/second"),
-            login_account=Rate.from_env("DEPOT_SHIPPER_LOGIN_ACCOUNT_RATE", "10/15minute"),
-            login_address=Rate.from_env("DEPOT_SHIPPER_LOGIN_ADDRESS_RATE", "30/15minute"),
-        )
-
-
-def db_of(request: Request) -> sqlite_utils.Database:
-    return request.app.state.services.storage.db
-
-
-def settings_of(request: Request) -> StoreSettings:
-    return load_settings(request.app.state.services.config.repo)
-
-
-def limits_of(request: Request) -> Limits:
-    state = request.app.state
-    if not hasattr(state, "shipper_limits"):
-        state.shipper_limits = Limits.from_env()
-    return state.shipper_limits
-
-
-def client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
-
-
-async def limited_login(
-    request: Request, account: str, authenticate: Callable[[], User | None]
-) -> User | None:
-    """A password login under the failed-login limits above, which every dialect shares
-    (shipper, Qt /login and /upload, the portal); raises LoginThrottledError while locked."""
-    limits = limits_of(request)
-    return await guarded_login(
-        db_of(request), account, client_ip(request), limits.login_account, limits.login_address, authenticate
-    )
-
-
 def throttle_error(seconds: int) -> ApiError:
     return ApiError(429, {"detail": throttled_detail(seconds)}, headers={"Retry-After": str(seconds)})
 
 
 def throttle(request: Request, user: User | None = None) -> None:
     """Count this request against the caller's rate (per user, else per address)."""
-    limits = limits_of(request)
+    svc = services(request)
+    limits = svc.config.limits
     if user is not None:
-        key, rate = f"shipper:user:{user.id}", limits.user
+        key, rate = f"shipper:user:{user.id}", limits.shipper_user
     else:
-        key, rate = f"shipper:anon:{client_ip(request)}", limits.anon
-    wait = RateLimiter(db_of(request)).hit(key, rate)
+        key, rate = f"shipper:anon:{client_address(request)}", limits.shipper_anon
+    wait = RateLimiter(svc.storage.db).hit(key, rate)
     if wait is not None:
         raise throttle_error(wait)
 
@@ -137,7 +87,7 @@ def authenticate(request: Request) -> User:
         raise _unauthorized("Invalid token header. No credentials provided.")
     if len(parts) > 2:
         raise _unauthorized("Invalid token header. Token string should not contain spaces.")
-    db = db_of(request)
+    db = services(request).storage.db
     token = Tokens(db).verify(parts[1], TOKEN_PURPOSE)
     if token is None:
         raise _unauthorized("Invalid token.")
@@ -174,8 +124,6 @@ def may_maintain(user: User, codename: str) -> bool:
 
 
 async def rebuild(request: Request) -> None:
-    from runtime.shipper.builds import fill_missing_checksums
-
-    services = request.app.state.services
-    await run_in_threadpool(fill_missing_checksums, services.config.repo)
-    await services.rebuilder.rebuild()
+    svc = services(request)
+    await run_in_threadpool(fill_missing_checksums, svc.config.repo)
+    await svc.rebuilder.rebuild()

@@ -10,7 +10,6 @@ Every route ends in ``/``; the slash-less GETs shippy sends get a 301 to the sla
 from __future__ import annotations
 
 import html
-import os
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -31,7 +30,9 @@ from builder.shipper.ota import (
 from runtime.accounts import Accounts
 from runtime.errors import ApiError
 from runtime.files import file_response
+from runtime.logins import password_login
 from runtime.ratelimit import LoginThrottledError
+from runtime.services import client_address, services
 from runtime.shipper import upload as shipper_upload
 from runtime.shipper.builds import (
     build_id_for,
@@ -45,12 +46,8 @@ from runtime.shipper.common import (
     TOKEN_PURPOSE,
     authenticate,
     body_fields,
-    client_ip,
-    db_of,
-    limited_login,
     may_maintain,
     rebuild,
-    settings_of,
     throttle,
     throttle_error,
 )
@@ -74,14 +71,14 @@ def _error(status: int, code: str, message: str) -> ApiError:
 
 
 def _static(request: Request) -> Response | None:
-    return request.app.state.services.static.response(request)
+    return services(request).static.response(request)
 
 
 async def feed(request: Request) -> Response:
     static = _static(request)
     if static is not None:
         return static
-    settings = settings_of(request)
+    settings = services(request).settings()
     codename, variant = request.path_params["codename"], request.path_params["variant"]
     if codename in feeds.X86_CODENAMES:
         return _message(400, feeds.MSG_ARM_ONLY)
@@ -96,7 +93,7 @@ async def x86_feed(request: Request) -> Response:
     static = _static(request)
     if static is not None:
         return static
-    settings = settings_of(request)
+    settings = services(request).settings()
     params = request.path_params
     if params["codename"] not in feeds.X86_CODENAMES:
         return _message(400, feeds.MSG_X86_ONLY)
@@ -113,7 +110,7 @@ async def latest(request: Request) -> Response:
     static = _static(request)
     if static is not None:
         return static
-    settings = settings_of(request)
+    settings = services(request).settings()
     codename, variant = request.path_params["codename"], request.path_params["variant"]
     if codename not in {d.codename for d in settings.ota_devices}:
         return _message(404, feeds.MSG_NO_DEVICE)
@@ -126,20 +123,20 @@ async def latest(request: Request) -> Response:
 
 
 def record_download(request: Request, codename: str, path: Path, download_type: str) -> None:
-    db_of(request)["shipper_downloads"].insert(
+    services(request).storage.db["shipper_downloads"].insert(
         {
             "time": time.time(),
             "codename": codename,
             "file_name": path.name.removesuffix(".zip"),
             "build_id": build_id_for(codename, path),
-            "ip": client_ip(request) or "",
+            "ip": client_address(request) or "",
             "download_type": download_type,
         }
     )
 
 
 def _find_build(request: Request, fields: dict, v2: bool) -> tuple[str, Path]:
-    repo = request.app.state.services.config.repo
+    repo = services(request).config.repo
     file_name = fields.get("file_name")
     if file_name not in (None, ""):
         found = find_by_stem(repo, str(file_name).removesuffix(".zip"))
@@ -171,7 +168,7 @@ def _find_build(request: Request, fields: dict, v2: bool) -> tuple[str, Path]:
 async def counter_v2(request: Request) -> Response:
     throttle(request)
     fields = await body_fields(request)
-    if client_ip(request) is None:
+    if client_address(request) is None:
         raise _error(400, "invalid_ip", "Your IP address is invalid!")
     download_type = fields.get("download_type")
     if download_type not in DOWNLOAD_TYPES:
@@ -189,7 +186,7 @@ async def counter_v1(request: Request) -> Response:
     """Removed upstream in shipper 2.24.0; kept for old clients (no download_type)."""
     throttle(request)
     fields = await body_fields(request)
-    if client_ip(request) is None:
+    if client_address(request) is None:
         raise _error(400, "invalid_ip", "Your IP address is invalid!")
     codename, path = await run_in_threadpool(_find_build, request, fields, False)
     record_download(request, codename, path, "download")
@@ -199,7 +196,7 @@ async def counter_v1(request: Request) -> Response:
 async def count(request: Request) -> Response:
     throttle(request)
     period = request.path_params["period"]
-    db = db_of(request)
+    db = services(request).storage.db
     if period == "all":
         (n,) = db.execute("SELECT count(*) FROM shipper_downloads").fetchone()
     elif period in WINDOWS:
@@ -216,11 +213,11 @@ async def count(request: Request) -> Response:
 def _published_build(request: Request) -> tuple[str, Path]:
     """The enabled build a download URL names, or 404."""
     codename, stem = request.path_params["codename"], request.path_params["file_name"]
-    repo = request.app.state.services.config.repo
+    repo = services(request).config.repo
     found = find_by_stem(repo, stem, codename)
     if found is not None:
         try:
-            parse_build_name(found[1].name, settings_of(request))
+            parse_build_name(found[1].name, services(request).settings())
         except FormatError:
             found = None
     if found is None or not is_enabled(found[1]):
@@ -229,7 +226,7 @@ def _published_build(request: Request) -> tuple[str, Path]:
 
 
 def _links(request: Request) -> ExpiringLinks:
-    return ExpiringLinks(request.app.state.services.config.secret_key, "shipper-counted")
+    return ExpiringLinks(services(request).config.secret_key, "shipper-counted")
 
 
 def _counts_as_download(request: Request, stem: str) -> bool:
@@ -256,7 +253,7 @@ async def download_check(request: Request) -> Response:
         sha256 = read_checksum_file(path.with_name(path.name + CHECKSUM_SUFFIX))
     except FormatError:
         sha256 = None
-    accel = os.environ.get("DEPOT_ACCEL_REDIRECT_BUILDS", "")  # an internal nginx alias of repo/builds/
+    accel = services(request).config.accel_redirect_builds  # an internal nginx alias of repo/builds/
     try:
         return file_response(
             path,
@@ -274,7 +271,7 @@ async def magic_download(request: Request) -> Response:
     codename, path = await run_in_threadpool(_published_build, request)
     stem = request.path_params["file_name"]
     record_download(request, codename, path, "download")
-    base = settings_of(request).ota_base_url
+    base = services(request).settings().ota_base_url
     marker = _links(request).make({"f": stem}, expires_in=3600)
     target = feeds.download_url(base, codename, stem) + f"?{COUNTED_PARAM}={quote(marker)}"
     return RedirectResponse(target, status_code=302)
@@ -285,7 +282,7 @@ async def magic_download(request: Request) -> Response:
 
 def _maintainers(request: Request, with_active: bool) -> dict:
     out = {}
-    for user in Accounts(db_of(request)).all():
+    for user in Accounts(services(request).storage.db).all():
         if not user.devices:
             continue  # accounts that maintain no device (store team, CI) stay private
         entry = {
@@ -317,14 +314,12 @@ async def login(request: Request) -> Response:
         raise _error(400, "blank_username_or_password", "Username or password cannot be blank!")
     username, password = str(username), str(password)
     try:
-        user = await limited_login(
-            request, username, lambda: Accounts(db_of(request)).authenticate(username, password)
-        )
+        user = await password_login(services(request), username, password, client_address(request))
     except LoginThrottledError as exc:
         raise throttle_error(exc.retry_after) from None
     if user is None:
         raise _error(404, "invalid_credential", "Invalid credentials. Please try again.")
-    _token, raw = Tokens(db_of(request)).create(user.id, TOKEN_PURPOSE, name="shippy login")
+    _token, raw = Tokens(services(request).storage.db).create(user.id, TOKEN_PURPOSE, name="shippy login")
     return JSONResponse({"token": raw, "message": "Successfully logged in!"}, headers=NO_STORE)
 
 
@@ -335,7 +330,7 @@ async def token_check(request: Request) -> Response:
 
 async def regex_pattern(request: Request) -> Response:
     authenticate(request)
-    return JSONResponse({"pattern": pattern_of(settings_of(request))})
+    return JSONResponse({"pattern": pattern_of(services(request).settings())})
 
 
 async def duplicate_check(request: Request) -> Response:
@@ -346,7 +341,7 @@ async def duplicate_check(request: Request) -> Response:
         raise _error(400, "missing_parameters", "The required parameter `file_name` was not provided.")
     # shippy sends the name with ".zip" (shipper then always answers false); accept both forms.
     stem = str(file_name).removesuffix(".zip")
-    found = find_by_stem(request.app.state.services.config.repo, stem)
+    found = find_by_stem(services(request).config.repo, stem)
     return JSONResponse({"exists": found is not None})
 
 
@@ -364,7 +359,7 @@ async def enabled_status_modify(request: Request) -> Response:
         wanted = int(build_id)
     except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: JSON 1e999 is infinity
         raise _error(400, "invalid_parameters", "The specified build ID is invalid.") from exc
-    found = await run_in_threadpool(find_by_id, request.app.state.services.config.repo, wanted)
+    found = await run_in_threadpool(find_by_id, services(request).config.repo, wanted)
     if found is None:
         raise ApiError(404, {"detail": "No Build matches the given query."})
     codename, path = found

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import sqlite_utils
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
@@ -49,8 +50,9 @@ from builder.shipper.ota import (
 )
 from runtime.accounts import User
 from runtime.errors import ApiError
+from runtime.services import services
 from runtime.shipper.builds import find_by_stem, write_checksum
-from runtime.shipper.common import NO_STORE, authenticate, db_of, may_maintain, rebuild, settings_of
+from runtime.shipper.common import NO_STORE, authenticate, body_fields, may_maintain, rebuild
 
 MAX_BYTES = 5_000_000_000
 EXPIRATION = 86400.0  # an incomplete upload expires a day after it started
@@ -73,8 +75,12 @@ def _shipper(status: int, code: str, message: str) -> ApiError:
 NOT_FOUND = "No ChunkedUpload matches the given query."
 
 
+def svc_db(request: Request) -> sqlite_utils.Database:
+    return services(request).storage.db
+
+
 def uploads_dir(request: Request) -> Path:
-    folder = request.app.state.services.config.data / UPLOADS_DIR
+    folder = services(request).config.data / UPLOADS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -110,7 +116,7 @@ def _get_row(request: Request, user: User, pk: str) -> dict[str, Any]:
     except ValueError as exc:
         raise _detail(404, NOT_FOUND) from exc
     rows = list(
-        db_of(request)["shipper_uploads"].rows_where("id = ? and user_id = ?", [pk, user.id], limit=1)
+        svc_db(request)["shipper_uploads"].rows_where("id = ? and user_id = ?", [pk, user.id], limit=1)
     )
     if not rows:
         raise _detail(404, NOT_FOUND)  # unknown, or somebody else's: uploads are per user
@@ -120,14 +126,14 @@ def _get_row(request: Request, user: User, pk: str) -> dict[str, Any]:
 def _delete(request: Request, row: dict[str, Any]) -> None:
     with contextlib.suppress(FileNotFoundError):
         part_path(uploads_dir(request), row["id"]).unlink()
-    db_of(request)["shipper_uploads"].delete_where("id = ?", [row["id"]])
+    svc_db(request)["shipper_uploads"].delete_where("id = ?", [row["id"]])
 
 
 def cleanup_expired(request: Request, now: float | None = None) -> int:
     """Remove incomplete uploads older than a day, and part files no record names (a process
     killed between creating the file and the record)."""
     now = time.time() if now is None else now
-    db = db_of(request)
+    db = svc_db(request)
     old = list(db["shipper_uploads"].rows_where("created_at < ?", [now - EXPIRATION]))
     for row in old:
         _delete(request, row)
@@ -218,7 +224,7 @@ async def put_chunk(request: Request) -> Response:
                 400, f"File size doesn't match headers: file size is {size} but {end - start + 1} reported"
             )
         folder = uploads_dir(request)
-        db = db_of(request)
+        db = svc_db(request)
         if pk is None:
             filename = _validate_filename(form.get("filename"))
             if start != 0:
@@ -250,7 +256,7 @@ def _check_open(row: dict[str, Any]) -> None:
 def _append(
     request: Request, row: dict[str, Any], chunk: UploadFile, start: int, total: int, folder: Path
 ) -> Response:
-    db = db_of(request)
+    db = svc_db(request)
     with locked(part_path(folder, row["id"])) as fd:
         # Re-read under the lock: another process may have appended since we looked.
         rows = list(db["shipper_uploads"].rows_where("id = ?", [row["id"]], limit=1))
@@ -271,7 +277,7 @@ def _append(
 async def list_uploads(request: Request) -> Response:
     user = authenticate(request)
     await run_in_threadpool(cleanup_expired, request)
-    rows = db_of(request)["shipper_uploads"].rows_where("user_id = ?", [user.id], order_by="created_at")
+    rows = svc_db(request)["shipper_uploads"].rows_where("user_id = ?", [user.id], order_by="created_at")
     return JSONResponse([serialize(request, r) for r in rows], headers=NO_STORE)
 
 
@@ -296,7 +302,6 @@ async def complete(request: Request) -> Response:
 
 
 async def _fields(request: Request) -> dict[str, Any]:
-    from runtime.shipper.common import body_fields
 
     return await body_fields(request)
 
@@ -306,7 +311,7 @@ def _complete(request: Request, user: User, row: dict[str, Any], checksum: Any) 
     part = part_path(folder, row["id"])
     with locked(part) as fd:
         # Re-read under the lock: another request may have completed or dropped it since we looked.
-        rows = list(db_of(request)["shipper_uploads"].rows_where("id = ?", [row["id"]], limit=1))
+        rows = list(svc_db(request)["shipper_uploads"].rows_where("id = ?", [row["id"]], limit=1))
         if not rows:
             raise _detail(404, NOT_FOUND)
         row = rows[0]
@@ -319,7 +324,8 @@ def _complete(request: Request, user: User, row: dict[str, Any], checksum: Any) 
             digest.update(block)
         if digest.hexdigest() != str(checksum):
             raise _detail(400, "checksum does not match")
-        db_of(request)["shipper_uploads"].update(row["id"], {"status": COMPLETE, "completed_at": time.time()})
+        done = {"status": COMPLETE, "completed_at": time.time()}
+        svc_db(request)["shipper_uploads"].update(row["id"], done)
         result = publish(request, user, row["filename"], part, digest.hexdigest())
         _delete(request, row)  # the build is in repo/ now; the upload record has done its job
         return result
@@ -327,8 +333,8 @@ def _complete(request: Request, user: User, row: dict[str, Any], checksum: Any) 
 
 def publish(request: Request, user: User, filename: str, part: Path, sha256: str) -> dict[str, Any]:
     """shipper's ``handle_chunked_build`` and ``run_validations``, in their order."""
-    settings: StoreSettings = settings_of(request)
-    repo: Path = request.app.state.services.config.repo
+    settings: StoreSettings = services(request).settings()
+    repo: Path = services(request).config.repo
     _validate_filename(filename)
     try:
         name = parse_build_name(filename, settings)
@@ -443,7 +449,7 @@ async def single_request_upload(request: Request) -> Response:
             "status": INCOMPLETE,
             "completed_at": None,
         }
-        db_of(request)["shipper_uploads"].insert(row)
+        svc_db(request)["shipper_uploads"].insert(row)
         try:
             await run_in_threadpool(_append, request, row, chunk, 0, size, uploads_dir(request))
             row["offset"] = size
