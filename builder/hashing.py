@@ -10,7 +10,7 @@ import hashlib
 import io
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 
 class HashingReader(io.RawIOBase):
@@ -24,7 +24,7 @@ class HashingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer: Any) -> int:
         data = self._raw.read(len(buffer))
         n = len(data)
         buffer[:n] = data

@@ -67,10 +67,10 @@ class Accounts:
         }
         existing = self.get(name)
         if existing:
-            self.db["users"].update(existing.id, row)
+            self.db.table("users").update(existing.id, row)
             self._end_sessions(existing.id)
         else:
-            self.db["users"].insert({**row, "created": now_iso()})
+            self.db.table("users").insert({**row, "created": now_iso()})
         user = self.get(name)
         assert user is not None
         return user
@@ -80,19 +80,19 @@ class Accounts:
             end(self.db, user_id)
 
     def get(self, name: str) -> User | None:
-        rows = list(self.db["users"].rows_where("name = ?", [name], limit=1))
+        rows = list(self.db.table("users").rows_where("name = ?", [name], limit=1))
         return _user(rows[0]) if rows else None
 
     def by_id(self, user_id: int) -> User | None:
-        rows = list(self.db["users"].rows_where("id = ?", [user_id], limit=1))
+        rows = list(self.db.table("users").rows_where("id = ?", [user_id], limit=1))
         return _user(rows[0]) if rows else None
 
     def authenticate(self, name: str, password: str) -> User | None:
-        rows = list(self.db["users"].rows_where("name = ?", [name], limit=1))
+        rows = list(self.db.table("users").rows_where("name = ?", [name], limit=1))
         if not rows:
             verify_password(password, DUMMY_HASH)
             return None
         return _user(rows[0]) if verify_password(password, rows[0]["password_hash"]) else None
 
     def all(self) -> list[User]:
-        return [_user(r) for r in self.db["users"].rows_where(order_by="name")]
+        return [_user(r) for r in self.db.table("users").rows_where(order_by="name")]

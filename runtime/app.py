@@ -47,6 +47,6 @@ def create_app(config: RuntimeConfig) -> Starlette:
         *routes,
         Route("/{path:path}", svc.static.endpoint, methods=["GET", "HEAD"]),
     ]
-    app = Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)  # type: ignore[arg-type]
+    app = Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)
     app.state.services = svc
     return app

@@ -56,7 +56,8 @@ class Services:
             existing = self._dialects.get(name)
             if existing is None:
                 existing = self._dialects[name] = factory(self)
-            return existing  # type: ignore[no-any-return]
+            made: T = existing
+            return made
 
 
 def services(request: Request) -> Services:

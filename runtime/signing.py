@@ -27,7 +27,7 @@ class Signer:
     def sign(self, payload: Any) -> str:
         return self._serializer.dumps(payload)
 
-    def unsign(self, token: str, max_age: float | None) -> Any:
+    def unsign(self, token: str, max_age: int | None) -> Any:
         """The payload, or LinkError. ``max_age`` None means the token never expires."""
         try:
             return self._serializer.loads(token, max_age=max_age)

@@ -15,7 +15,7 @@ DATABASE_FILE = "depot.db"
 
 
 def _core_v1(db: sqlite_utils.Database) -> None:
-    db["users"].create(
+    db.table("users").create(
         {
             "id": int,
             "name": str,
@@ -28,8 +28,8 @@ def _core_v1(db: sqlite_utils.Database) -> None:
         not_null={"name", "password_hash"},
         defaults={"staff": 0, "devices": "[]"},
     )
-    db["users"].create_index(["name"], unique=True)
-    db["tokens"].create(
+    db.table("users").create_index(["name"], unique=True)
+    db.table("tokens").create(
         {
             "id": int,
             "user_id": int,
@@ -47,7 +47,7 @@ def _core_v1(db: sqlite_utils.Database) -> None:
         foreign_keys=[("user_id", "users", "id")],
         defaults={"revoked": 0},
     )
-    db["tokens"].create_index(["token_hash"], unique=True)
+    db.table("tokens").create_index(["token_hash"], unique=True)
 
 
 Migration = Callable[[sqlite_utils.Database], None]
@@ -57,7 +57,7 @@ Migration = Callable[[sqlite_utils.Database], None]
 # new dialect adds its tables without touching anyone else's history. A dialect module registers
 # its list here with register_schema() at import time.
 def _core_v2(db: sqlite_utils.Database) -> None:
-    db["tokens"].create_index(["prefix"])  # tokens are looked up by their shown prefix
+    db.table("tokens").create_index(["prefix"])  # tokens are looked up by their shown prefix
 
 
 SCHEMAS: dict[str, list[Migration]] = {"core": [_core_v1, _core_v2]}

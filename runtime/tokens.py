@@ -52,7 +52,7 @@ class Tokens:
         raw = f"depot_{purpose}_{secrets.token_urlsafe(32)}"
         expires = (datetime.now(UTC) + expires_in).strftime("%Y-%m-%dT%H:%M:%SZ") if expires_in else None
         row_id = (
-            self.db["tokens"]
+            self.db.table("tokens")
             .insert(
                 {
                     "user_id": user_id,
@@ -69,12 +69,12 @@ class Tokens:
             )
             .last_pk
         )
-        token = self.get(row_id)
+        token = self.get(int(row_id)) if row_id is not None else None
         assert token is not None
         return token, raw
 
     def get(self, token_id: int) -> Token | None:
-        rows = list(self.db["tokens"].rows_where("id = ? and revoked = 0", [token_id], limit=1))
+        rows = list(self.db.table("tokens").rows_where("id = ? and revoked = 0", [token_id], limit=1))
         return _token(rows[0]) if rows else None
 
     def verify(self, raw: str, purpose: str) -> Token | None:
@@ -82,7 +82,7 @@ class Tokens:
         # Candidates are found by the shown prefix, then the hashes compared in constant time,
         # so how long a refusal takes says nothing about how much of a guess was right.
         wanted = token_hash(raw)
-        candidates = self.db["tokens"].rows_where("prefix = ?", [raw[:SHOWN_PREFIX_CHARS]])
+        candidates = self.db.table("tokens").rows_where("prefix = ?", [raw[:SHOWN_PREFIX_CHARS]])
         row = next((r for r in candidates if hmac.compare_digest(r["token_hash"], wanted)), None)
         if row is None:
             return None
@@ -90,13 +90,13 @@ class Tokens:
             return None
         if row["expires"] and row["expires"] <= now_iso():
             return None
-        self.db["tokens"].update(row["id"], {"last_used": now_iso()})
+        self.db.table("tokens").update(row["id"], {"last_used": now_iso()})
         return _token(row)
 
     def list(self, user_id: int, purpose: str) -> list[Token]:
         return [
             _token(r)
-            for r in self.db["tokens"].rows_where(
+            for r in self.db.table("tokens").rows_where(
                 "user_id = ? and purpose = ? and revoked = 0", [user_id, purpose], order_by="id"
             )
         ]

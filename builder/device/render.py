@@ -88,7 +88,8 @@ def render(catalog: Catalog, ctx: RenderContext) -> Iterable[Output]:
         path = platform_index_path(platform)
         mods = modules.get(platform, {})
         fws = firmware.get(platform, {})
-        digests = [r.digest for versions in (*mods.values(), *fws.values()) for r in versions]
+        digests = [r.digest for vs in mods.values() for r in vs]
+        digests += [r.digest for vs in fws.values() for r in vs]
         fp = fingerprint("device-platform", platform, descriptions.get(platform, ""), *digests)
         body = cache(
             lambda path=path, platform=platform, mods=mods, fws=fws: json_bytes(

@@ -254,7 +254,7 @@ def _verify_raw(public_key: Any, algorithm: int, signature: bytes, data: bytes) 
             if not isinstance(public_key, rsa.RSAPublicKey):
                 raise SignatureError("RSA signature algorithm with a non-RSA key")
             pad = (
-                padding.PSS(mgf=padding.MGF1(hash_cls()), salt_length=hash_cls.digest_size)
+                padding.PSS(mgf=padding.MGF1(hash_cls()), salt_length=hash_cls().digest_size)
                 if kind == "pss"
                 else padding.PKCS1v15()
             )
@@ -457,7 +457,7 @@ def _pkcs7_signer_cert(block: bytes, signed_file: bytes) -> bytes:
     cert = x509.load_der_x509_certificate(cert_der)
     data = signed_file
     if signed_attrs is not None:
-        digest = hashlib.new(hash_cls.name, signed_file).digest()
+        digest = hashlib.new(hash_cls().name, signed_file).digest()
         found = False
         for attr in signed_attrs.children():
             fields = attr.children()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -27,7 +28,7 @@ def encode_png(width: int, height: int, rgba_rows: list[bytes]) -> bytes:
     )
 
 
-def _draw(size: int, inside) -> bytes:
+def _draw(size: int, inside: Callable[[int, int], bool]) -> bytes:
     white, clear = b"\xff\xff\xff\xff", b"\0\0\0\0"
     rows = [b"".join(white if inside(x, y) else clear for x in range(size)) for y in range(size)]
     return encode_png(size, size, rows)

@@ -22,6 +22,7 @@ a plain static server serves what a client that never said hello would see.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -141,7 +142,7 @@ def render(catalog: Catalog, ctx: RenderContext) -> Iterable[Output]:
             fingerprint=fingerprint("qt-icon", app.icon_sha256, app.blob.sha256),
             media_type=PNG,
             tier=LEAF,
-            render=lambda package=package: extract_icon(package),
+            render=functools.partial(extract_icon, package),
             url="/app/icons/" + key_of(app),
         )
         description = app.description.encode()
@@ -150,7 +151,7 @@ def render(catalog: Catalog, ctx: RenderContext) -> Iterable[Output]:
             fingerprint=fingerprint("qt-description", hashlib.sha256(description).hexdigest()),
             media_type=HTML,
             tier=LEAF,
-            render=lambda description=description: description,
+            render=functools.partial(bytes, description),
         )
     for app_id, app in sorted(_static_choice(apps).items()):
         key = escape_key(key_of(app))
@@ -160,7 +161,7 @@ def render(catalog: Catalog, ctx: RenderContext) -> Iterable[Output]:
             fingerprint=fingerprint("qt-icon-by-id", app.icon_sha256, app.blob.sha256),
             media_type=PNG,
             tier=LEAF,
-            render=lambda package=package: extract_icon(package),
+            render=functools.partial(extract_icon, package),
             url="/app/icon",
             query={"id": app_id},
         )

@@ -11,7 +11,7 @@ breakage: tags are ASCII only, and several versions of one name are kept side by
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 MALFORMED = "Malformed tag"
@@ -92,9 +92,9 @@ class TagList:
 
     def has_version(self, name: str) -> bool:
         entries = self._by_name.get(name)
-        return bool(entries) and entries[0].has_version
+        return bool(entries) and entries is not None and entries[0].has_version
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[SoftwareTag]:
         return iter(sorted((t for ts in self._by_name.values() for t in ts), key=str))
 
     def strings(self) -> list[str]:

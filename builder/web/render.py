@@ -10,12 +10,14 @@ page depend on every device.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from builder.model import AndroidVersion, AppVariant, Catalog, OtaBuild, Record
@@ -36,6 +38,12 @@ def relative_url(from_file: str, to_file: str) -> str:
     """The link from one site file to another. Links name ``index.html`` explicitly: a folder
     link opens a directory listing, not the page, when the tree is opened from disk."""
     return site_relpath(from_file, to_file)
+
+
+def _icon_of(package: Path) -> bytes:
+    """The app's icon; a package that lost it since the scan publishes an empty one until the
+    next build drops the record."""
+    return read_member(package, "icon.png") or b""
 
 
 def human_size(size: int) -> str:
@@ -169,19 +177,19 @@ class WebCatalog:
                 {"category": category, "apps": members},
             )
         for device in self.ota_devices():
-            variants = self.builds.get(device.codename, {})
+            builds = self.builds.get(device.codename, {})
             yield Page(
                 f"devices/{slug(device.codename)}/index.html",
                 "device.html",
-                [b for bs in variants.values() for b in bs],
-                {"device": device, "variants": variants, "variant_names": self._variant_names()},
+                [b for bs in builds.values() for b in bs],
+                {"device": device, "variants": builds, "variant_names": self._variant_names()},
             )
         for platform in self.catalog.platforms():
             mods, fws = self.modules.get(platform, {}), self.firmware.get(platform, {})
             yield Page(
                 f"modules/{slug(platform)}/index.html",
                 "platform.html",
-                [r for rs in (*mods.values(), *fws.values()) for r in rs],
+                [*(r for rs in mods.values() for r in rs), *(r for rs in fws.values() for r in rs)],
                 {"platform": platform, "modules": mods, "firmware": fws},
             )
         for package, versions in self.android.items():
@@ -219,12 +227,10 @@ class WebCatalog:
             target = f"modules/{slug(platform)}/index.html"
             for name, versions in self.modules.get(platform, {}).items():
                 add(name, f"Module ({platform})", versions[0].description, target, f"#module-{slug(name)}")
-            for name, versions in self.firmware.get(platform, {}).items():
-                add(
-                    name, f"Firmware ({platform})", versions[0].description, target, f"#firmware-{slug(name)}"
-                )
-        for package, versions in self.android.items():
-            add(package, "Android app", versions[0].version_name, f"android-apps/{slug(package)}/index.html")
+            for name, images in self.firmware.get(platform, {}).items():
+                add(name, f"Firmware ({platform})", images[0].description, target, f"#firmware-{slug(name)}")
+        for package, releases in self.android.items():
+            add(package, "Android app", releases[0].version_name, f"android-apps/{slug(package)}/index.html")
         return sorted(entries, key=lambda e: (e["name"].lower(), e["kind"]))
 
     # -- outputs ----------------------------------------------------------------------------
@@ -236,7 +242,7 @@ class WebCatalog:
                 fingerprint=fingerprint("asset", hashlib.sha256(data).hexdigest()),
                 media_type=media_type,
                 tier=LEAF,
-                render=lambda data=data: data,
+                render=functools.partial(bytes, data),
             )
         yield from self._icons()
         yield self._search_index()
@@ -257,7 +263,7 @@ class WebCatalog:
                     fingerprint=fingerprint("web-icon", app.icon_sha256, app.blob.sha256),
                     media_type="image/png",
                     tier=LEAF,
-                    render=lambda package=repo / app.blob.path: read_member(package, "icon.png") or b"",
+                    render=functools.partial(_icon_of, repo / app.blob.path),
                 )
 
     def _search_index(self) -> Output:

@@ -14,7 +14,7 @@ import hmac
 import ipaddress
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -24,6 +24,7 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
+from starlette.types import ASGIApp
 
 from runtime.agent.state import TERMINAL, Task
 from runtime.agent.tasks import Agent, RequestError
@@ -57,7 +58,7 @@ async def refresh_store(request: Request) -> Response:
     return JSONResponse({"status": 200})
 
 
-def _service(method_name: str, status: int = 201):
+def _service(method_name: str, status: int = 201) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         body = await _json_body(request)
         try:
@@ -153,7 +154,7 @@ async def task_log(request: Request) -> Response:
 class Guard(BaseHTTPMiddleware):
     """With a secret: every request carries it in ``Secret``. Without one: loopback clients only."""
 
-    def __init__(self, app, secret: str | None) -> None:
+    def __init__(self, app: ASGIApp, secret: str | None) -> None:
         super().__init__(app)
         self.secret = secret.encode() if secret else None
 

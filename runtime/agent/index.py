@@ -69,7 +69,7 @@ def _packages(entries: Any, base: str) -> dict[str, Package]:
     packages: dict[str, Package] = {}
     for entry in entries if isinstance(entries, list) else []:
         name = entry.get("name") if isinstance(entry, dict) else None
-        if not valid_name(name):
+        if not isinstance(name, str) or not valid_name(name):
             log.warning("index: skipping a package with an unusable name %r", name)
             continue
         releases = []
@@ -122,6 +122,8 @@ def fetch_index(config: AgentConfig) -> StoreIndex:
             entry = response.json()
             platforms = entry.get("platforms") or []
             wanted = config.platform or (platforms[0].get("name") if platforms else None)
+            if not isinstance(wanted, str):
+                raise StoreIndexError("the store's device index names no platform")
             chosen = next((p for p in platforms if p.get("name") == wanted), None)
             if chosen is None:
                 raise StoreIndexError(f"the store publishes no index for platform {wanted!r}")

@@ -171,7 +171,7 @@ class FirmwareStore:
     def installed(self) -> dict[str, str]:
         return installed_versions(self.root, self.current_version)
 
-    def flash(self, name: str, version: str, image: Path, sha256: str, log) -> None:
+    def flash(self, name: str, version: str, image: Path, sha256: str, log: Callable[[str], None]) -> None:
         """Run the flasher on ``image``; record the new version only when it succeeded."""
         folder = self.root / name
         folder.mkdir(parents=True, exist_ok=True)

@@ -61,7 +61,8 @@ def bearer_token(request: Request) -> Token:
     token = Tokens(db).verify(raw, "ci")
     if token is not None:
         return token
-    rows = list(db["tokens"].rows_where("token_hash = ? and purpose = 'ci'", [token_hash(raw)], limit=1))
+    where = "token_hash = ? and purpose = 'ci'"
+    rows = list(db.table("tokens").rows_where(where, [token_hash(raw)], limit=1))
     if rows and rows[0]["revoked"]:
         raise error(401, "token_revoked", "This CI token was revoked.")
     if rows:
@@ -246,9 +247,9 @@ def _readable_version(request: Request) -> dict[str, Any]:
     db = services(request).storage.db
     row = version(db, request.path_params["version_id"])
     visible = row is not None and (row["owner_id"] == user.id or (token is None and user.staff))
-    if visible and token is not None and token.scope and token.scope != row["package"]:
+    if row is not None and visible and token is not None and token.scope and token.scope != row["package"]:
         visible = False
-    if not visible:
+    if row is None or not visible:
         raise error(404, "version_not_found", "No such version, or it belongs to another account.")
     finish_stale_runs(db, services(request).config.repo, row["id"])
     return version(db, row["id"]) or row

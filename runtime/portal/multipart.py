@@ -8,6 +8,7 @@ enforce the size limit and drop them on a cut-off body.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
@@ -31,7 +32,9 @@ def boundary_of(request: Request) -> bytes:
 async def file_part(request: Request, field: str, max_bytes: int) -> AsyncIterator[bytes]:
     """Yield the bytes of the first part named ``field``; raise when it is missing or cut off."""
     boundary = boundary_of(request)
-    state = {"header": b"", "field": b"", "value": b"", "in_target": False, "found": False, "done": False}
+    state: dict[str, Any] = {
+        "header": b"", "field": b"", "value": b"", "in_target": False, "found": False, "done": False
+    }
     headers: dict[bytes, bytes] = {}
     pending: list[bytes] = []
     other = 0
@@ -47,7 +50,7 @@ async def file_part(request: Request, field: str, max_bytes: int) -> AsyncIterat
         state["value"] += data[start:end]
 
     def on_header_end() -> None:
-        headers[bytes(state["field"]).lower()] = bytes(state["value"])
+        headers[state["field"].lower()] = state["value"]
         state["field"] = state["value"] = b""
 
     def on_headers_finished() -> None:

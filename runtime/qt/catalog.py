@@ -54,7 +54,7 @@ class QtCatalog:
     def entries(self, arch: str | None, category: str = "all") -> list[Entry]:
         """The pre-rendered list for ``arch`` ("All" packages plus that architecture's)."""
         known = set(self.index().get("architectures", []))
-        folder = arch if arch in known else ALL
+        folder = arch if arch is not None and arch in known else ALL
         return self.files.get(list_path(folder, category)) or []
 
     def visible(

@@ -25,7 +25,7 @@ MAX_AGE = 30 * 24 * 3600
 
 
 def _qt_v1(db: sqlite_utils.Database) -> None:
-    db["qt_sessions"].create(
+    db.table("qt_sessions").create(
         {"sid_hash": str, "user_id": int, "created": str},
         pk="sid_hash",
         foreign_keys=[("user_id", "users", "id")],
@@ -60,8 +60,8 @@ def _hash(sid: str) -> str:
 def end_user_sessions(db: sqlite_utils.Database, user_id: int) -> None:
     """Log the user out of every Qt session (after a password change); a database whose Qt
     tables were never created has none."""
-    if db["qt_sessions"].exists():
-        db["qt_sessions"].delete_where("user_id = ?", [user_id])
+    if db.table("qt_sessions").exists():
+        db.table("qt_sessions").delete_where("user_id = ?", [user_id])
 
 
 class Sessions:
@@ -104,7 +104,7 @@ class Sessions:
     def user(self, session: QtSession) -> User | None:
         if not session.sid:
             return None
-        rows = list(self.db["qt_sessions"].rows_where("sid_hash = ?", [_hash(session.sid)], limit=1))
+        rows = list(self.db.table("qt_sessions").rows_where("sid_hash = ?", [_hash(session.sid)], limit=1))
         return Accounts(self.db).by_id(rows[0]["user_id"]) if rows else None
 
     def login(self, session: QtSession, user: User) -> None:
@@ -114,7 +114,7 @@ class Sessions:
         self.logout(session)
         sid = secrets.token_urlsafe(32)
         created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        self.db["qt_sessions"].insert({"sid_hash": _hash(sid), "user_id": user.id, "created": created})
+        self.db.table("qt_sessions").insert({"sid_hash": _hash(sid), "user_id": user.id, "created": created})
         session.sid = sid
 
     def logout(self, session: QtSession) -> bool:
@@ -122,6 +122,6 @@ class Sessions:
         if not session.sid:
             return False
         known = self.user(session) is not None
-        self.db["qt_sessions"].delete_where("sid_hash = ?", [_hash(session.sid)])
+        self.db.table("qt_sessions").delete_where("sid_hash = ?", [_hash(session.sid)])
         session.sid = None
         return known

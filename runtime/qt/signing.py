@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 
 from builder.atomic import atomic_open
@@ -38,6 +39,8 @@ class StoreSigner:
         key, cert, extra = pkcs12.load_key_and_certificates(p12, password.encode() or None)
         if key is None or cert is None:
             raise ValueError("the PKCS#12 file holds no key and certificate")
+        if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+            raise ValueError("the PKCS#12 key must be RSA or EC (what CMS signatures support)")
         self.key, self.cert, self.chain = key, cert, list(extra or [])
         self.fingerprint = cert.fingerprint(hashes.SHA256()).hex()
 

@@ -23,7 +23,7 @@ NO_STORE = {"cache-control": "no-store"}
 
 
 def _v1(db: sqlite_utils.Database) -> None:
-    db["shipper_uploads"].create(
+    db.table("shipper_uploads").create(
         {
             "id": str,  # UUID4
             "user_id": int,
@@ -37,8 +37,8 @@ def _v1(db: sqlite_utils.Database) -> None:
         pk="id",
         foreign_keys=[("user_id", "users", "id")],
     )
-    db["shipper_uploads"].create_index(["user_id"])
-    db["shipper_downloads"].create(
+    db.table("shipper_uploads").create_index(["user_id"])
+    db.table("shipper_downloads").create(
         {
             "id": int,
             "time": float,  # UNIX seconds
@@ -50,8 +50,8 @@ def _v1(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["shipper_downloads"].create_index(["time"])
-    db["shipper_downloads"].create_index(["file_name"])
+    db.table("shipper_downloads").create_index(["time"])
+    db.table("shipper_downloads").create_index(["file_name"])
 
 
 register_schema("shipper", [_v1])

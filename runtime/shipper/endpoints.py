@@ -123,7 +123,7 @@ async def latest(request: Request) -> Response:
 
 
 def record_download(request: Request, codename: str, path: Path, download_type: str) -> None:
-    services(request).storage.db["shipper_downloads"].insert(
+    services(request).storage.db.table("shipper_downloads").insert(
         {
             "time": time.time(),
             "codename": codename,

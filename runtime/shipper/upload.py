@@ -116,7 +116,7 @@ def _get_row(request: Request, user: User, pk: str) -> dict[str, Any]:
     except ValueError as exc:
         raise _detail(404, NOT_FOUND) from exc
     rows = list(
-        svc_db(request)["shipper_uploads"].rows_where("id = ? and user_id = ?", [pk, user.id], limit=1)
+        svc_db(request).table("shipper_uploads").rows_where("id = ? and user_id = ?", [pk, user.id], limit=1)
     )
     if not rows:
         raise _detail(404, NOT_FOUND)  # unknown, or somebody else's: uploads are per user
@@ -126,7 +126,7 @@ def _get_row(request: Request, user: User, pk: str) -> dict[str, Any]:
 def _delete(request: Request, row: dict[str, Any]) -> None:
     with contextlib.suppress(FileNotFoundError):
         part_path(uploads_dir(request), row["id"]).unlink()
-    svc_db(request)["shipper_uploads"].delete_where("id = ?", [row["id"]])
+    svc_db(request).table("shipper_uploads").delete_where("id = ?", [row["id"]])
 
 
 def cleanup_expired(request: Request, now: float | None = None) -> int:
@@ -134,7 +134,7 @@ def cleanup_expired(request: Request, now: float | None = None) -> int:
     killed between creating the file and the record)."""
     now = time.time() if now is None else now
     db = svc_db(request)
-    old = list(db["shipper_uploads"].rows_where("created_at < ?", [now - EXPIRATION]))
+    old = list(db.table("shipper_uploads").rows_where("created_at < ?", [now - EXPIRATION]))
     for row in old:
         _delete(request, row)
     folder = uploads_dir(request)
@@ -240,7 +240,7 @@ async def put_chunk(request: Request) -> Response:
                 "status": INCOMPLETE,
                 "completed_at": None,
             }
-            db["shipper_uploads"].insert(row)
+            db.table("shipper_uploads").insert(row)
         else:
             row = _get_row(request, user, pk)
         return await run_in_threadpool(_append, request, row, chunk, start, total, folder)
@@ -259,7 +259,7 @@ def _append(
     db = svc_db(request)
     with locked(part_path(folder, row["id"])) as fd:
         # Re-read under the lock: another process may have appended since we looked.
-        rows = list(db["shipper_uploads"].rows_where("id = ?", [row["id"]], limit=1))
+        rows = list(db.table("shipper_uploads").rows_where("id = ?", [row["id"]], limit=1))
         if not rows:
             raise _detail(404, NOT_FOUND)
         row = rows[0]
@@ -269,7 +269,7 @@ def _append(
         if row["offset"] != start:
             raise _detail(400, "Offsets do not match", expected_offset=row["offset"], provided_offset=start)
         written = _write_chunk(fd, start, chunk)
-        db["shipper_uploads"].update(row["id"], {"offset": start + written})
+        db.table("shipper_uploads").update(row["id"], {"offset": start + written})
         row["offset"] = start + written
     return JSONResponse(serialize(request, row), headers=NO_STORE)
 
@@ -277,7 +277,8 @@ def _append(
 async def list_uploads(request: Request) -> Response:
     user = authenticate(request)
     await run_in_threadpool(cleanup_expired, request)
-    rows = svc_db(request)["shipper_uploads"].rows_where("user_id = ?", [user.id], order_by="created_at")
+    uploads = svc_db(request).table("shipper_uploads")
+    rows = uploads.rows_where("user_id = ?", [user.id], order_by="created_at")
     return JSONResponse([serialize(request, r) for r in rows], headers=NO_STORE)
 
 
@@ -311,7 +312,7 @@ def _complete(request: Request, user: User, row: dict[str, Any], checksum: Any) 
     part = part_path(folder, row["id"])
     with locked(part) as fd:
         # Re-read under the lock: another request may have completed or dropped it since we looked.
-        rows = list(svc_db(request)["shipper_uploads"].rows_where("id = ?", [row["id"]], limit=1))
+        rows = list(svc_db(request).table("shipper_uploads").rows_where("id = ?", [row["id"]], limit=1))
         if not rows:
             raise _detail(404, NOT_FOUND)
         row = rows[0]
@@ -325,7 +326,7 @@ def _complete(request: Request, user: User, row: dict[str, Any], checksum: Any) 
         if digest.hexdigest() != str(checksum):
             raise _detail(400, "checksum does not match")
         done = {"status": COMPLETE, "completed_at": time.time()}
-        svc_db(request)["shipper_uploads"].update(row["id"], done)
+        svc_db(request).table("shipper_uploads").update(row["id"], done)
         result = publish(request, user, row["filename"], part, digest.hexdigest())
         _delete(request, row)  # the build is in repo/ now; the upload record has done its job
         return result
@@ -449,7 +450,7 @@ async def single_request_upload(request: Request) -> Response:
             "status": INCOMPLETE,
             "completed_at": None,
         }
-        svc_db(request)["shipper_uploads"].insert(row)
+        svc_db(request).table("shipper_uploads").insert(row)
         try:
             await run_in_threadpool(_append, request, row, chunk, 0, size, uploads_dir(request))
             row["offset"] = size
