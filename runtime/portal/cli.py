@@ -1,8 +1,8 @@
 """``depot ci-token ...`` and ``depot portal ...``: CI tokens and the store team's review.
 
-Kept out of cli.py so the portal's commands are one module; cli.py calls :func:`register`
-with its shared ``store_options`` and ``run_build`` so every command addresses a store the
-same way.
+Kept out of runtime/cli.py so the portal's commands are one module; runtime/cli.py calls
+:func:`register`. They take the shared ``store_options`` of :mod:`builder.cli`, so every command
+addresses a store the same way.
 """
 
 from __future__ import annotations
@@ -11,9 +11,13 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+import sqlite_utils
+
+from builder.cli import Store, run_build, store_options
+from runtime.accounts import User
 
 
-def _db(store: Any) -> Any:
+def _db(store: Store) -> sqlite_utils.Database:
     from runtime.dialects import load_dialects
     from runtime.storage import open_database
 
@@ -21,7 +25,7 @@ def _db(store: Any) -> Any:
     return open_database(store.data)
 
 
-def _user(db: Any, name: str) -> Any:
+def _user(db: sqlite_utils.Database, name: str) -> User:
     from runtime.accounts import Accounts
 
     user = Accounts(db).get(name)
@@ -39,7 +43,7 @@ def _actor() -> str:
         return "cli"
 
 
-def register(main: click.Group, store_options: Callable[..., Any], run_build: Callable[..., Any]) -> None:
+def register(main: click.Group) -> None:
     @main.group("ci-token")
     def ci_token() -> None:
         """Create, list and revoke CI upload tokens."""
