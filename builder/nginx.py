@@ -10,6 +10,22 @@ from pathlib import Path
 IMMUTABLE_PREFIXES = ("files/", "assets/")
 
 
+# Every location that proxies passes the client's own Host, port included, and how it reached
+# nginx: the runtime builds absolute URLs from them (Qt's iconUrl and purchase url, feed links),
+# and a device must be able to fetch what it is given. ``$host`` would drop the port (a store on
+# :8514 would hand out :80 URLs) and the upstream's name ``depot_runtime`` resolves nowhere.
+PROXY_HEADERS = (
+    "proxy_set_header Host $depot_host;",
+    "proxy_set_header X-Forwarded-Host $depot_host;",
+    "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+    "proxy_set_header X-Forwarded-Proto $scheme;",
+)
+
+
+def _proxy(indent: str) -> list[str]:
+    return [indent + "proxy_pass http://depot_runtime;", *(indent + h for h in PROXY_HEADERS)]
+
+
 def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -38,6 +54,11 @@ def nginx_config(
         "    client_max_body_size 5g;",
         "    gzip on;",
         "    gzip_types application/json text/css text/javascript;",
+        "    # the client's Host header as sent (with its port); the server name when it sent none",
+        "    set $depot_host $http_host;",
+        '    if ($depot_host = "") {',
+        "        set $depot_host $host;",
+        "    }",
         "",
         "    # Downloads the runtime authorised (signed URLs, counted downloads) are handed back",
         "    # to nginx with X-Accel-Redirect: set DEPOT_ACCEL_REDIRECT=/_depot_site/ for depot serve.",
@@ -78,22 +99,16 @@ def nginx_config(
             ]
     for url, routes in sorted(with_query.items()):
         # nginx cannot select a file by query string with `location`; the runtime answers these.
-        lines += [f"    location = {_quote(url)} {{ proxy_pass http://depot_runtime; }}"]
+        lines += [f"    location = {_quote(url)} {{", *_proxy("        "), "    }"]
         del routes
     lines += [
         "",
         "    location / {",
-        "        proxy_pass http://depot_runtime;",
-        "        proxy_set_header Host $host;",
-        "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
-        "        proxy_set_header X-Forwarded-Proto $scheme;",
+        *_proxy("        "),
         "        proxy_request_buffering off;",
         "    }",
         "    location @depot {",
-        "        proxy_pass http://depot_runtime;",
-        "        proxy_set_header Host $host;",
-        "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
-        "        proxy_set_header X-Forwarded-Proto $scheme;",
+        *_proxy("        "),
         "    }",
         "}",
     ]

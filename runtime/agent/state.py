@@ -208,6 +208,9 @@ class State:
             (RUNNING, started, task_id),
         )
         self.log(task_id, f"start time: {started}")
+        task = self.task(task_id)
+        if task is not None:  # the spec's sample log: "<kind> task <name>(<version>) begin"
+            self.log(task_id, f"{task.kind} task {task.module}({task.version}) begin")
 
     def progress(self, task_id: int, done: int, total: int) -> None:
         self._run("UPDATE tasks SET done = ?, total = ? WHERE id = ?", (done, total, task_id))

@@ -131,13 +131,24 @@ class Agent:
             runner(task)
         except (TaskError, DownloadError, InstallError, UnsafeArchiveError) as exc:
             self.state.log(task.id, f"error: {exc}")
-            self.state.finish(task.id, FAILED, str(exc))
-        except Exception as exc:  # a bug or the disk: the task fails, the agent keeps serving
+            self.state.finish(task.id, FAILED, self._screen_text(str(exc)))
+        except OSError as exc:  # the disk: the task fails, the agent keeps serving
             log.exception("task %s failed", task.id)
             self.state.log(task.id, f"error: {type(exc).__name__}: {exc}")
-            self.state.finish(task.id, FAILED, f"{type(exc).__name__}: {exc}")
+            self.state.finish(task.id, FAILED, f"the device could not store the files: {exc.strerror or exc}")
+        except Exception as exc:  # a bug: the task fails, the agent keeps serving
+            log.exception("task %s failed", task.id)
+            self.state.log(task.id, f"error: {type(exc).__name__}: {exc}")
+            reason = "the app store failed unexpectedly; the task log has the details"
+            self.state.finish(task.id, FAILED, reason)
         else:
             self.state.finish(task.id, SUCCEEDED)
+
+    def _screen_text(self, message: str) -> str:
+        """A failure as the robot's screen shows it (``failed_reason``): the agent's own folders
+        are named relative to its root, never as absolute paths; the log keeps every detail."""
+        root = str(self.config.root.resolve())
+        return message.replace(root + os.sep, "").replace(root, ".")
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -174,7 +185,7 @@ class Agent:
                     errors[name] = f"version({latest.version}) is already downloaded"
                 else:
                     plans.append(latest)
-            if errors:
+            if not plans:  # 400 only when nothing could be queued; else the rest go ahead
                 raise RequestError(errors)
             created = self._queue_downloads("download", "module", plans, with_unpacked_size=True)
         self._wake["download"].set()
@@ -231,7 +242,7 @@ class Agent:
                     errors[name] = {"error": f"installed version({current}) is already up to date, skip..."}
                 else:
                     plans.append(chosen)
-            if errors:
+            if not plans:  # 400 only when nothing could be queued; else the rest go ahead
                 raise RequestError(errors)
             created = {d.module: self._add_install(d) for d in plans}
         self._wake["install"].set()
@@ -263,7 +274,7 @@ class Agent:
                     errors[name] = {"error": busy}
                 else:
                     plans.append((name, current))
-            if errors:
+            if not plans:  # 400 only when nothing could be queued; else the rest go ahead
                 raise RequestError(errors)
             created = {}
             for name, version in plans:
@@ -290,7 +301,7 @@ class Agent:
                     errors[name] = {"error": f"installed version({current}) is already up to date, skip..."}
                 else:
                     plans.append(latest)
-            if errors:
+            if not plans:  # 400 only when nothing could be queued; else the rest go ahead
                 raise RequestError(errors)
             created = self._queue_downloads("install", "firmware", plans)
         self._wake["install"].set()

@@ -4,8 +4,9 @@ With ``[qt] store_signing_pkcs12`` set (a PKCS#12 file with the store's key and 
 path absolute or relative to the data folder; its password in ``DEPOT_QT_STORE_SIGNING_PASSWORD``
 or ``[qt] store_signing_password``), every download gets one more footer entry,
 ``--PACKAGE-FOOTER--store-signature``, holding ``storeSignature``: a detached PKCS#7 signature in
-DER, base64, over HMAC-SHA256(key = device id, message = the package digest), or over the digest
-itself when the purchase bound no device id. The signed copy is cached in the data folder.
+DER, base64, over the base64 text of HMAC-SHA256(key = device id, message = the package digest),
+or of the digest itself when the purchase bound no device id (Qt AM's ``Signature`` signs
+``toBase64()`` of what it is given). The signed copy is cached in the data folder.
 """
 
 from __future__ import annotations
@@ -55,7 +56,12 @@ class StoreSigner:
 
 
 def store_signature(signer: StoreSigner, raw_digest: bytes, device_id: str) -> str:
-    return base64.b64encode(signer.sign(device_bound(raw_digest, device_id))).decode()
+    """The ``storeSignature`` value: base64 of a detached PKCS#7 signature whose content is the
+    base64 *text* of the (device-bound) digest. Qt Application Manager's ``Signature`` class
+    signs and verifies ``hash.toBase64()``, not the raw bytes, on every branch from 5.12 to 6.8;
+    a signature over the raw bytes is answered "invalid store signature" on the device."""
+    content = base64.b64encode(device_bound(raw_digest, device_id))
+    return base64.b64encode(signer.sign(content)).decode()
 
 
 def add_signature(source: Path, out: Any, pkgformat: int, signature: str) -> None:
