@@ -41,6 +41,7 @@ def create_app(config: RuntimeConfig) -> Starlette:
         if not site_exists(config.site):
             await svc.rebuilder.rebuild()
         yield
+        svc.storage.close()
 
     routes = [
         Route("/healthz", health),

@@ -114,17 +114,45 @@ def open_database(data: Path) -> sqlite_utils.Database:
 
 
 class Storage:
-    """One connection per thread: sqlite connections must not be shared across threads while a
-    statement runs, and Starlette runs sync work in a thread pool."""
+    """One connection per live thread: sqlite connections must not be shared across threads
+    while a statement runs, and Starlette runs sync work in a thread pool whose threads come and
+    go. A thread's connection is closed as soon as the thread has ended (checked whenever a
+    connection is handed out, and by :meth:`close`), so open descriptors follow the live
+    threads, not the garbage collector."""
 
     def __init__(self, data: Path) -> None:
         self.path = data / DATABASE_FILE
         open_database(data).close()
-        self._local = threading.local()
+        self._connections: dict[int, tuple[threading.Thread, sqlite_utils.Database]] = {}
+        self._lock = threading.Lock()
 
     @property
     def db(self) -> sqlite_utils.Database:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = self._local.db = connect(self.path)
+        thread = threading.current_thread()
+        with self._lock:
+            held = self._connections.get(thread.ident or 0)
+            if held is not None and held[0] is thread:
+                return held[1]
+            self._close_ended()
+        db = connect(self.path)
+        with self._lock:
+            self._connections[thread.ident or 0] = (thread, db)
         return db
+
+    def _close_ended(self) -> None:
+        for ident, (thread, db) in list(self._connections.items()):
+            if not thread.is_alive():
+                del self._connections[ident]
+                db.close()
+
+    def open_connections(self) -> int:
+        with self._lock:
+            self._close_ended()
+            return len(self._connections)
+
+    def close(self) -> None:
+        """Close every connection (at shutdown)."""
+        with self._lock:
+            for _thread, db in self._connections.values():
+                db.close()
+            self._connections.clear()
