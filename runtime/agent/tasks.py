@@ -29,7 +29,7 @@ from builder.versions import version_key
 from runtime.agent.config import AgentConfig, valid_name
 from runtime.agent.download import DownloadError, Wanted, download
 from runtime.agent.index import Package, StoreIndex, StoreIndexError, cached_index, fetch_index
-from runtime.agent.install import FirmwareStore, InstallError, ModuleStore, release_name
+from runtime.agent.install import FirmwareStore, InstallError, ModuleStore, release_name, release_version
 from runtime.agent.state import FAILED, SUCCEEDED, Download, State, Task
 from runtime.agent.unpack import UnsafeArchiveError, safe_unpack
 from runtime.agent.views import package_list
@@ -445,7 +445,28 @@ class Agent:
         if task.file and task.file.startswith("downloads/local/"):
             with contextlib.suppress(FileNotFoundError):
                 (self.config.root / task.file).unlink()
+        self._prune_downloads(task.module, say)
         say(f"=== done: {task.module} {task.version} installed")
+
+    def _prune_downloads(self, name: str, say: Callable[[str], None]) -> None:
+        """After a successful install keep the tarballs of the installed and the previous version
+        (what a reinstall or rollback can use), of versions newer than the installed one (still
+        waiting to be installed) and the newest download (the store's release to go back to
+        from a build installed by hand); older ones only fill the device's disk."""
+        current = self.modules.current_version(name)
+        downloads = self.state.downloads("module", name)
+        if current is None or not downloads:
+            return
+        previous_release = self.modules.previous_release(name)
+        newest = max(downloads, key=lambda d: version_key(d.version)).version
+        keep = {current, newest, release_version(previous_release) if previous_release else current}
+        for d in downloads:
+            if d.version in keep or version_key(d.version) > version_key(current):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                (self.config.root / d.file).unlink()
+            self.state.forget_downloads("module", name, d.version)
+            say(f"removed the download of {name} {d.version}")
 
     def _check_manifest(self, task: Task, staging: Path) -> None:
         manifest_path = staging / MANIFEST
