@@ -33,9 +33,11 @@ class Source:
     def filename(self) -> str:
         return self.relpath.rsplit("/", 1)[-1]
 
-    def sidecar(self) -> dict[str, Any]:
-        """The package's ``<file>.toml`` sidecar, or {} when there is none."""
-        return read_sidecar(self.path)
+    def sidecar(self, kind: str, defaults: bool = True) -> dict[str, Any]:
+        """The package's ``<file>.toml`` sidecar checked as a ``kind`` sidecar
+        (:data:`builder.settings.SIDECARS`), defaults filled in unless ``defaults`` is false;
+        FormatError names the sidecar and the key that is wrong."""
+        return read_sidecar(self.path, kind, defaults=defaults)
 
 
 class Reader(Protocol):

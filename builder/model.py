@@ -58,9 +58,15 @@ class Record:
         return hashlib.sha256(canonical_json(self.to_dict())).hexdigest()
 
 
-@functools.cache
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def _field_names(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
+    # A dict, not functools.cache: mypy cannot see that a frozen dataclass's class is hashable.
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
 
 
 def _plain(value: Any) -> Any:
@@ -262,12 +268,39 @@ class DevicePlatform:
     description: str = ""
 
 
+# shipper's default SHIPPER_FILE_NAME_FORMAT (2.43.0), applied with re.search, for names like
+# Bliss-v14-bullhead-OFFICIAL-gapps-20200608.zip (the unescaped "." before zip is shipper's).
+DEFAULT_OTA_PATTERN = (
+    r"[A-Za-z]+-(?P<version>[a-z0-9.]+)-(?P<codename>[A-Za-z0-9_]+)-OFFICIAL-(?P<variant>[a-z]+)"
+    r"-(?P<date>[0-9]{8}).zip"
+)
+
+
+@dataclass(frozen=True)
+class PortalSettings:
+    """``[portal]`` of depot.toml: the CI portal's validation policy (runtime only)."""
+
+    max_apk_bytes: int = 200 * 1024 * 1024
+    warn_apk_bytes: int | None = None
+    forbidden_permissions: tuple[str, ...] = ()
+    review_permissions: tuple[str, ...] = ()
+    upload_limit_bytes: int = 2 * 1024**3
+
+
 @dataclass(frozen=True)
 class StoreSettings:
-    """``repo/depot.toml``: everything about the store that no package file carries."""
+    """``repo/depot.toml``: everything about the store that no package file carries.
 
+    One typed field per key; :mod:`builder.settings` declares the keys (type, default, help) and
+    is the only place that reads the file. The defaults here are the schema's defaults, so
+    ``StoreSettings()`` is the store of a missing depot.toml. Frozen and made of tuples, so it is
+    hashable and picklable (it goes to scan worker processes and into cache keys)."""
+
+    # [store]
     name: str = "Depot"
     description: str = ""
+    store_base_url: str = ""  # the store's public URL, no trailing slash; "" = unknown
+    # [qt]
     qt_platform: str = "NEPTUNE3"
     qt_api_version: int = 2
     maintenance: bool = False
@@ -275,18 +308,34 @@ class StoreSettings:
     purchase_requires_device_id: bool = True
     categories: tuple[Category, ...] = ()
     vendors: tuple[Vendor, ...] = ()
+    qt_max_upload_bytes: int | None = None  # None: the runtime's own limit (RuntimeConfig)
+    qt_store_signing_pkcs12: str = ""  # "" = store signing off; relative to the data folder
+    qt_store_signing_password: str = field(default="", repr=False)
+    # [ota]
     ota_devices: tuple[OtaDevice, ...] = ()
     ota_variants: tuple[OtaVariant, ...] = ()
-    ota_filename_pattern: str = ""
+    ota_filename_pattern: str = DEFAULT_OTA_PATTERN
     ota_allowed_versions: tuple[str, ...] = ("*",)
     ota_x86_types: tuple[OtaVariant, ...] = ()  # BlissOS-style x86 build types (codename, description)
-    ota_base_url: str = ""  # absolute base of download URLs in OTA feeds; "" = root-relative
+    ota_base_url: str = ""  # [ota] base_url as written (no trailing slash); see ota_feed_base_url
+    # [device]
     platforms: tuple[DevicePlatform, ...] = ()
-    raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # [portal]
+    portal: PortalSettings = PortalSettings()
+
+    @property
+    def ota_feed_base_url(self) -> str:
+        """The absolute base of download URLs in OTA feeds: ``[ota] base_url`` when set, else
+        ``[store] base_url``; "" makes them root-relative."""
+        return self.ota_base_url or self.store_base_url
 
     @property
     def digest(self) -> str:
-        return hashlib.sha256(canonical_json(self.raw)).hexdigest()
+        """Changes exactly when a setting changes. Secrets are left out: the digest ends up in
+        cache keys and manifests beside site/, and no renderer shows a secret."""
+        values = {name: _plain(getattr(self, name)) for name in _field_names(type(self))}
+        values.pop("qt_store_signing_password")
+        return hashlib.sha256(canonical_json(values)).hexdigest()
 
 
 @dataclass

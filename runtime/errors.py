@@ -12,7 +12,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from builder.errors import SettingsError
+
 log = logging.getLogger("runtime")
+SETTINGS_UNUSABLE = "The store's settings (depot.toml) cannot be used; the server log says why."
 
 
 class ApiError(Exception):
@@ -35,9 +38,23 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
+async def settings_error(request: Request, exc: Exception) -> Response:
+    """depot.toml became unusable while the runtime runs: the store's fault, not the client's
+    and not a bug. 503 in the default shape; the problems go to the log only, since they may
+    name paths and values of the store's configuration. Dialects with another error shape
+    catch SettingsError where they read the settings (the Qt dialect does)."""
+    log.error("%s %s: depot.toml cannot be used:\n%s", request.method, request.url.path, exc)
+    return JSONResponse({"detail": SETTINGS_UNUSABLE}, status_code=503)
+
+
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return JSONResponse({"detail": "internal server error"}, status_code=500)
 
 
-HANDLERS = {ApiError: api_error, HTTPException: http_error, Exception: unexpected_error}
+HANDLERS = {
+    ApiError: api_error,
+    HTTPException: http_error,
+    SettingsError: settings_error,
+    Exception: unexpected_error,
+}

@@ -46,6 +46,6 @@ class FirmwareReader:
                 version=match["version"],
                 platform=match["platform"],
                 blob=Blob(source.relpath, size, sha256),
-                description=str(source.sidecar().get("description", "")),
+                description=source.sidecar("firmware")["description"],
             )
         ]

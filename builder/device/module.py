@@ -58,7 +58,7 @@ class ModuleReader:
                     raise FormatError(
                         f"{MANIFEST} says {key} {manifest[key]!r} but the file name says {expected!r}"
                     )
-        extra = {**manifest, **source.sidecar()}
+        extra = {**manifest, **source.sidecar("module", defaults=False)}
         return [
             Module(
                 name=name,

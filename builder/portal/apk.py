@@ -20,14 +20,14 @@ from builder.hashing import sha256_file
 from builder.model import AndroidVersion, Blob, Record, StoreSettings
 from builder.portal.manifest import AxmlError, ManifestInfo, parse_manifest
 from builder.portal.signature import ApkFormatError, SignatureReport, verify_apk
+from builder.settings import COUNTRY as COUNTRY  # re-exported: the release targets' forms
+from builder.settings import VEHICLE_CONTEXT as VEHICLE_CONTEXT
 from builder.sidecars import SIDECAR_SUFFIX
 
 FOLDER = "android/"
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 ABI_ENTRY = re.compile(r"^lib/([^/]+)/[^/]+\.so$")
 PACKAGE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)+$")
-COUNTRY = re.compile(r"^[A-Z]{2}$")  # ISO 3166-1 alpha-2; also a file name in the catalog
-VEHICLE_CONTEXT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class ApkError(ValueError):
@@ -112,9 +112,8 @@ class ApkReader:
     def read(self, source: Source) -> list[Record]:
         if "/" in source.relpath[len(FOLDER) :]:
             raise FormatError("APKs live directly in android/, not in sub-folders")
-        sidecar = source.sidecar()
-        status = str(sidecar.get("status", "live"))
-        if status != "live":
+        sidecar = source.sidecar("apk")  # types, the status and the targets' forms: builder.settings
+        if sidecar["status"] != "live":
             return []
         try:
             info = inspect_apk(source.path)
@@ -133,19 +132,12 @@ class ApkReader:
                 version_name=m.version_name,
                 blob=Blob(source.relpath, size, sha256),
                 min_sdk=m.min_sdk,
-                countries=_strings(sidecar, "countries", COUNTRY),
-                vehicle_contexts=_strings(sidecar, "vehicle_contexts", VEHICLE_CONTEXT),
+                countries=tuple(sorted(set(sidecar["countries"]))),
+                vehicle_contexts=tuple(sorted(set(sidecar["vehicle_contexts"]))),
                 target_sdk=m.target_sdk or 0,
                 abis=info.abis,
                 permissions=m.permissions,
                 signer_sha256=info.signature.signers[0].sha256 if info.signature.signers else "",
-                released=str(sidecar.get("released", "")),
+                released=sidecar["released"],
             )
         ]
-
-
-def _strings(sidecar: dict, key: str, pattern: re.Pattern[str]) -> tuple[str, ...]:
-    value = sidecar.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(v, str) and pattern.match(v) for v in value):
-        raise FormatError(f"sidecar: {key} must be a list of names matching {pattern.pattern}")
-    return tuple(sorted(set(value)))

@@ -13,11 +13,13 @@ from its sidecar ``<package file>.toml``::
     brief_description = "One line"
     description = "Long text or HTML"
     purchase_id = "6f1c…"          # kept across rebuilds and re-uploads
+    updated = "2026-11-25"         # the date of the last upload
+
+:data:`builder.settings.SIDECARS` ``"qt-app"`` declares these keys; any other key is an error.
 """
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import tarfile
@@ -380,20 +382,6 @@ def validate_package(fileobj: IO[bytes] | Path) -> QtPackage:
     )
 
 
-def _is_date(text: str) -> bool:
-    try:
-        return datetime.date.fromisoformat(text).isoformat() == text
-    except ValueError:
-        return False
-
-
-def _sidecar_text(sidecar: dict[str, Any], key: str) -> str:
-    value = sidecar.get(key, "")
-    if not isinstance(value, str):
-        raise FormatError(f"sidecar: {key} must be a string")
-    return value
-
-
 def sha256_and_size(path: Path) -> tuple[str, int]:
     digest, size = hashlib.sha256(), 0
     with path.open("rb") as f:
@@ -419,24 +407,24 @@ class QtPackageReader:
         if "/" in source.relpath[len("apps/") :]:
             raise FormatError("Qt packages live directly in apps/, not in sub-folders")
         package = validate_package(source.path)
-        sidecar = source.sidecar()
-        category = _sidecar_text(sidecar, "category")
-        vendor = _sidecar_text(sidecar, "vendor")
+        sidecar = source.sidecar("qt-app")  # types, unknown keys and the date: builder.settings
+        category, vendor = sidecar["category"], sidecar["vendor"]
         if source.file is None:  # in a store: names must resolve against depot.toml
             names = [c.name for c in source.settings.categories]
             if category and category not in names:
                 raise FormatError(
-                    f"sidecar: category {category!r} is not in depot.toml [qt] categories {names}"
+                    f"sidecar {source.filename}{SIDECAR_SUFFIX}: category {category!r} is not in"
+                    f" depot.toml [qt] categories {names}"
                 )
             if vendor:
                 match = next((v for v in source.settings.vendors if vendor in (v.id, v.name)), None)
                 if match is None:
-                    raise FormatError(f"sidecar: vendor {vendor!r} is not in depot.toml [qt] vendors")
+                    raise FormatError(
+                        f"sidecar {source.filename}{SIDECAR_SUFFIX}: vendor {vendor!r} is not in"
+                        " depot.toml [qt] vendors"
+                    )
                 vendor = match.name
-        purchase_id = _sidecar_text(sidecar, "purchase_id") or default_purchase_id(package.key)
-        updated = _sidecar_text(sidecar, "updated")
-        if updated and not _is_date(updated):
-            raise FormatError(f"sidecar: updated must be a date like 2026-11-25, not {updated!r}")
+        purchase_id = sidecar["purchase_id"] or default_purchase_id(package.key)
         sha, size = sha256_and_size(source.path)
         return [
             AppVariant(
@@ -447,12 +435,12 @@ class QtPackageReader:
                 blob=Blob(source.relpath, size, sha),
                 category=category,
                 vendor=vendor,
-                brief_description=_sidecar_text(sidecar, "brief_description"),
-                description=_sidecar_text(sidecar, "description"),
+                brief_description=sidecar["brief_description"],
+                description=sidecar["description"],
                 tags=tuple(package.tags),
                 conflict_tags=tuple(package.conflicts),
                 purchase_uuid=purchase_id,
-                updated=updated,
+                updated=sidecar["updated"],
                 icon_sha256=hashlib.sha256(package.icon).hexdigest(),
                 pkgformat=package.pkgformat,
                 tags_hash=package.tags_hash,

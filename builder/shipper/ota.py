@@ -15,7 +15,9 @@ Two sidecars sit next to the zip:
   dropped in by hand gets its sidecar the next time the runtime publishes.
 * ``<zip>.toml``: what the file does not carry: ``enabled`` (default true) and ``build_id``
   (a stable integer; default :func:`derived_build_id` of the device and file name, so it survives
-  re-scans, copies of repo/ and several runtime processes without any counter to share).
+  re-scans, copies of repo/ and several runtime processes without any counter to share). Both
+  are declared in :data:`builder.settings.SIDECARS` ``"ota-build"``; other keys are the
+  maintainer's notes and are left alone.
 """
 
 from __future__ import annotations
@@ -34,12 +36,12 @@ from builder.errors import FormatError
 from builder.formats import Source
 from builder.hashing import sha256_file
 from builder.model import Blob, OtaBuild, Record, StoreSettings, canonical_json
-from builder.settings import DEFAULT_OTA_PATTERN
+from builder.settings import DEFAULT_OTA_PATTERN, OTA_REQUIRED_GROUPS
 from builder.sidecars import SIDECAR_SUFFIX, read_sidecar
 
 PREFIX = "builds/"
 CHECKSUM_SUFFIX = ".sha256"
-REQUIRED_GROUPS = ("version", "codename", "variant", "date")
+REQUIRED_GROUPS = OTA_REQUIRED_GROUPS  # depot.toml's [ota] filename_pattern is checked for these
 X86_CODENAMES = ("x86", "x86_64")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -224,10 +226,8 @@ def read_build(source: Source, folder: str | None = None) -> OtaBuild:
     stated = read_checksum_file(source.path.with_name(source.path.name + CHECKSUM_SUFFIX))
     if stated is not None and stated != sha256:
         raise FormatError(f"{source.filename}{CHECKSUM_SUFFIX} says {stated} but the file hashes to {sha256}")
-    sidecar = read_sidecar(source.path)
-    enabled = sidecar.get("enabled", True)
-    if not isinstance(enabled, bool):
-        raise FormatError(f"sidecar: enabled must be true or false, not {enabled!r}")
+    sidecar = read_sidecar(source.path, "ota-build")  # enabled and build_id, checked
+    enabled = sidecar["enabled"]
     return OtaBuild(
         codename=name.codename,
         variant=name.variant,

@@ -139,7 +139,7 @@ def _message(url: str, status: int, message: str) -> Output:
 
 def render(catalog: Catalog, ctx: RenderContext) -> Iterable[Output]:
     settings = catalog.settings
-    base = settings.ota_base_url
+    base = settings.ota_feed_base_url  # [ota] base_url, else [store] base_url
     devices = [d for d in settings.ota_devices if SLUG.match(d.codename)]
     variants = [v.codename for v in settings.ota_variants if SLUG.match(v.codename)]
     x86_types = [t.codename for t in settings.ota_x86_types if SLUG.match(t.codename)]

@@ -110,7 +110,9 @@ def _write_sidecar(apk: Path, row: dict, countries: list[str], contexts: list[st
         "vehicle_contexts": contexts,
         "released": released,
     }
-    write_sidecar(apk, fields, comment="Written by the CI portal when the store team released this version.")
+    write_sidecar(
+        apk, fields, comment="Written by the CI portal when the store team released this version.", kind="apk"
+    )
 
 
 def release(

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 
+from builder.errors import SettingsError
 from builder.portal.apk import ApkError, ApkInfo, inspect_apk
 from runtime.clock import now_iso
 from runtime.portal.errors import error
@@ -28,6 +30,7 @@ from runtime.portal.validation import load_policy
 from runtime.tokens import Token
 from runtime.uploads import ReceivedFile, UploadIncompleteError, UploadTooLargeError, commit, receive_to_temp
 
+log = logging.getLogger("runtime.portal.upload")
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 
@@ -44,7 +47,13 @@ async def handle_upload(request: Request, svc: Any, token: Token) -> tuple[dict[
             400, "invalid_idempotency_key", "Idempotency-Key must be 1-200 visible ASCII characters."
         )
     expected_sha = request.headers.get("x-content-sha256", "").strip().lower() or None
-    policy = await run_in_threadpool(load_policy, svc.config.repo)
+    try:
+        policy = await run_in_threadpool(load_policy, svc.config.repo)
+    except SettingsError as exc:  # refuse before anything is stored: the client may retry
+        log.error("portal upload refused, depot.toml cannot be used:\n%s", exc)
+        raise _error(
+            503, "settings_unusable", "The store's settings cannot be used right now; try again later."
+        ) from exc
     limit = min(svc.config.max_upload_bytes, policy.upload_limit_bytes)
     incoming = svc.config.data / "portal" / "incoming"
     try:

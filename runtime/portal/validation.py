@@ -6,7 +6,7 @@ not verifying: 422). A run looks at the rest and records findings with a code, a
 version stays ``draft``; a run without one passes and the version goes to ``in_review``. The
 first passing version of a package pins its signing certificate.
 
-Policy lives in ``repo/depot.toml`` under ``[portal]``::
+Policy lives in ``repo/depot.toml`` under ``[portal]`` (declared in :mod:`builder.settings`)::
 
     max_apk_bytes = 209715200           # larger: blocking apk_too_large
     warn_apk_bytes = 104857600          # larger: warning apk_large
@@ -27,6 +27,7 @@ from typing import Any
 import sqlite_utils
 
 from builder.errors import SettingsError
+from builder.model import PortalSettings
 from builder.portal.signature import MIN_SDK_V2
 from builder.settings import load_settings
 from runtime.clock import now_iso
@@ -35,7 +36,7 @@ from runtime.portal.store import new_id, one, rows, transaction, version
 log = logging.getLogger("runtime.portal.endpoints")
 
 DEBUG_DN = "CN=Android Debug, O=Android, C=US"
-DEFAULT_MAX_APK_BYTES = 200 * 1024 * 1024
+DEFAULT_MAX_APK_BYTES = PortalSettings.max_apk_bytes
 STALE_RUN = timedelta(seconds=60)  # a run still "running" after this was cut off by a restart
 
 
@@ -45,35 +46,29 @@ class Policy:
     warn_apk_bytes: int | None = None
     forbidden_permissions: frozenset[str] = field(default_factory=frozenset)
     review_permissions: frozenset[str] = field(default_factory=frozenset)
-    upload_limit_bytes: int = 2 * 1024**3  # larger bodies are cut off with 413
+    upload_limit_bytes: int = PortalSettings.upload_limit_bytes  # larger bodies are cut off with 413
+
+    @classmethod
+    def of(cls, portal: PortalSettings) -> Policy:
+        return cls(
+            max_apk_bytes=portal.max_apk_bytes,
+            warn_apk_bytes=portal.warn_apk_bytes,
+            forbidden_permissions=frozenset(portal.forbidden_permissions),
+            review_permissions=frozenset(portal.review_permissions),
+            upload_limit_bytes=portal.upload_limit_bytes,
+        )
 
 
 def load_policy(repo: Path) -> Policy:
-    """The ``[portal]`` table of depot.toml; values of the wrong type fall back to defaults."""
-    try:
-        raw = load_settings(repo).raw.get("portal", {})
-    except SettingsError as exc:
-        log.warning("portal policy: %s; using defaults", exc)
-        return Policy()
-    if not isinstance(raw, dict):
-        return Policy()
+    """The ``[portal]`` table of depot.toml, typed and checked by builder.settings.
 
-    def positive(key: str, default: int | None) -> int | None:
-        value = raw.get(key, default)
-        return value if isinstance(value, int) and value > 0 else default
-
-    def names(key: str) -> frozenset[str]:
-        value = raw.get(key, [])
-        return frozenset(v for v in value if isinstance(v, str)) if isinstance(value, list) else frozenset()
-
-    return Policy(
-        max_apk_bytes=positive("max_apk_bytes", DEFAULT_MAX_APK_BYTES) or DEFAULT_MAX_APK_BYTES,
-        warn_apk_bytes=positive("warn_apk_bytes", None),
-        forbidden_permissions=names("forbidden_permissions"),
-        review_permissions=names("review_permissions"),
-        upload_limit_bytes=positive("upload_limit_bytes", Policy.upload_limit_bytes)
-        or Policy.upload_limit_bytes,
-    )
+    A depot.toml that cannot be used raises SettingsError; it no longer falls back to the
+    defaults. The defaults forbid no permission and allow 200 MiB, so falling back would let an
+    APK that the store's own policy blocks pass validation and reach review, and nobody would
+    notice but the log. Refusing is recoverable: an upload is answered 503 before anything is
+    stored (the client retries), and a validation run stays ``running`` until depot.toml is
+    fixed, when :func:`finish_stale_runs` completes it with the real policy."""
+    return Policy.of(load_settings(repo).portal)
 
 
 def compute_findings(row: dict[str, Any], policy: Policy) -> list[tuple[str, str, str]]:
@@ -158,7 +153,11 @@ def run_validation(db: sqlite_utils.Database, repo: Path, run_id: str) -> str | 
     run = one(db, "SELECT * FROM portal_runs WHERE id = ?", [run_id])
     if run is None or run["status"] != "running":
         return run["status"] if run else None
-    policy = load_policy(repo)
+    try:
+        policy = load_policy(repo)
+    except SettingsError as exc:  # left running: finish_stale_runs completes it once fixed
+        log.error("validation run %s waits for a usable depot.toml:\n%s", run_id, exc)
+        return "running"
     with transaction(db):
         row = version(db, run["version_id"])
         if row is None:

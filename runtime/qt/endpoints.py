@@ -18,10 +18,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from builder.errors import SettingsError
 from builder.model import StoreSettings
 from builder.qt.arch import normalize_client_arch
 from builder.qt.tags import TagError, TagList
 from runtime.accounts import Accounts
+from runtime.errors import ApiError
 from runtime.files import file_response
 from runtime.logins import password_login
 from runtime.qt.catalog import QtCatalog
@@ -36,6 +38,7 @@ HTML = "text/html; charset=utf-8"
 PACKAGE_TYPE = "application/octet-stream"
 DOWNLOAD_SUFFIX = ".appkg"
 MAX_HELLO_VERSION = 256
+SETTINGS_UNUSABLE = "the store's settings (depot.toml) cannot be used; the server log says why"
 log = logging.getLogger("runtime.qt.endpoints")
 
 
@@ -54,21 +57,25 @@ class QtServices:
         self.signers = SignerCache()
 
     def settings(self) -> StoreSettings:
-        """depot.toml, re-read when it changes (maintenance, expiry, categories, vendors)."""
-        return self.svc.settings()
+        """depot.toml, re-read when it changes (maintenance, expiry, categories, vendors).
 
-    def qt_option(self, name: str, default: Any) -> Any:
-        table = self.settings().raw.get("qt", {})
-        return table.get(name, default) if isinstance(table, dict) else default
+        When it cannot be used, the request is answered in this dialect's error shape, 503
+        ``{"status": "failed", "error": ...}``, never a 500; the problems go to the log, not to
+        the client (they may name paths and values of the store's configuration)."""
+        try:
+            return self.svc.settings()
+        except SettingsError as exc:
+            log.error("depot.toml cannot be used:\n%s", exc)
+            raise ApiError(503, {"status": "failed", "error": SETTINGS_UNUSABLE}) from exc
 
     def store_signer(self) -> StoreSigner | None:
         """The signer of ``[qt] store_signing_pkcs12``, or None when store signing is off."""
-        configured = self.qt_option("store_signing_pkcs12", "")
-        if not configured:
+        settings = self.settings()
+        if not settings.qt_store_signing_pkcs12:
             return None
-        path = Path(configured)
+        path = Path(settings.qt_store_signing_pkcs12)
         path = path if path.is_absolute() else self.config.data / path
-        password = self.config.qt_signing_password or str(self.qt_option("store_signing_password", ""))
+        password = self.config.qt_signing_password or settings.qt_store_signing_password
         return self.signers.get(path, password)
 
 

@@ -90,7 +90,9 @@ async def handle_upload(request: Request, q: Any) -> Response:
     if not user.staff:
         return Response(b"", status_code=403)
 
-    limit = int(q.qt_option("max_upload_bytes", q.config.max_upload_bytes))
+    # a usable depot.toml or a 503 in the dialect's shape (QtServices.settings); the schema
+    # guarantees a positive integer here, so a bad value never reaches the size check
+    limit = q.settings().qt_max_upload_bytes or q.config.max_upload_bytes
     if request.method == "POST":
         length = request.headers.get("content-length")
         if length is None:
@@ -163,7 +165,7 @@ async def _checked_upload(request: Request, q: Any, fields: dict[str, Any]) -> R
             # the web catalog lists the newest and updated apps by this date
             "updated": datetime.datetime.now(datetime.UTC).date().isoformat(),
         }
-        write_sidecar(target, meta)
+        write_sidecar(target, meta, kind="qt-app")  # exactly the keys the reader accepts
         os.replace(temp, target)
         fsync_dir(target.parent)
     except OSError as exc:

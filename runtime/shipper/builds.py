@@ -58,17 +58,18 @@ def build_id_for(codename: str, path: Path) -> int:
 
 
 def is_enabled(path: Path) -> bool:
+    """What the builder decides: a sidecar it refuses (enabled = "no") publishes nothing."""
     try:
-        return read_sidecar(path).get("enabled", True) is not False
+        return bool(read_sidecar(path, "ota-build")["enabled"])
     except FormatError:
         return False
 
 
 def update_sidecar(zip_path: Path, **changes: Any) -> None:
     """Set keys of ``<zip>.toml``, keeping the others (and their TOML types); atomically."""
-    data = read_sidecar(zip_path)
+    data = read_sidecar(zip_path)  # as written: the maintainer's own keys are kept
     data.update(changes)
-    write_sidecar(zip_path, data)
+    write_sidecar(zip_path, data, kind="ota-build")
 
 
 def write_checksum(zip_path: Path, sha256: str) -> None:

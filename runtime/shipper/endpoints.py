@@ -271,7 +271,7 @@ async def magic_download(request: Request) -> Response:
     codename, path = await run_in_threadpool(_published_build, request)
     stem = request.path_params["file_name"]
     record_download(request, codename, path, "download")
-    base = services(request).settings().ota_base_url
+    base = services(request).settings().ota_feed_base_url
     marker = _links(request).make({"f": stem}, expires_in=3600)
     target = feeds.download_url(base, codename, stem) + f"?{COUNTED_PARAM}={quote(marker)}"
     return RedirectResponse(target, status_code=302)

@@ -75,18 +75,26 @@ def _shipper(status: int, code: str, message: str) -> ApiError:
 NOT_FOUND = "No ChunkedUpload matches the given query."
 
 
-def svc_db(request: Request) -> sqlite_utils.Database:
-    return services(request).storage.db
+class ChunkedUploads:
+    """The upload sessions of the database and their part files in the data folder, and
+    publishing a finished one into repo/builds/: what the endpoints below do, without HTTP."""
+
+    def __init__(self, db: sqlite_utils.Database, data: Path, repo: Path, settings: StoreSettings) -> None:
+        self.db, self.repo, self.settings = db, repo, settings
+        self.folder = data / UPLOADS_DIR
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def table(self) -> sqlite_utils.db.Table:
+        return self.db.table("shipper_uploads")
+
+    def part(self, upload_id: str) -> Path:
+        return self.folder / f"{upload_id}.part"
 
 
-def uploads_dir(request: Request) -> Path:
-    folder = services(request).config.data / UPLOADS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def part_path(folder: Path, upload_id: str) -> Path:
-    return folder / f"{upload_id}.part"
+def uploads(request: Request) -> ChunkedUploads:
+    svc = services(request)
+    return ChunkedUploads(svc.storage.db, svc.config.data, svc.config.repo, svc.settings())
 
 
 def _iso(ts: float | None) -> str | None:
@@ -110,36 +118,32 @@ def serialize(request: Request, row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _get_row(request: Request, user: User, pk: str) -> dict[str, Any]:
+def _get_row(ups: ChunkedUploads, user: User, pk: str) -> dict[str, Any]:
     try:
         pk = str(uuid.UUID(pk))
     except ValueError as exc:
         raise _detail(404, NOT_FOUND) from exc
-    rows = list(
-        svc_db(request).table("shipper_uploads").rows_where("id = ? and user_id = ?", [pk, user.id], limit=1)
-    )
+    rows = list(ups.table.rows_where("id = ? and user_id = ?", [pk, user.id], limit=1))
     if not rows:
         raise _detail(404, NOT_FOUND)  # unknown, or somebody else's: uploads are per user
     return rows[0]
 
 
-def _delete(request: Request, row: dict[str, Any]) -> None:
+def _delete(ups: ChunkedUploads, row: dict[str, Any]) -> None:
     with contextlib.suppress(FileNotFoundError):
-        part_path(uploads_dir(request), row["id"]).unlink()
-    svc_db(request).table("shipper_uploads").delete_where("id = ?", [row["id"]])
+        ups.part(row["id"]).unlink()
+    ups.table.delete_where("id = ?", [row["id"]])
 
 
-def cleanup_expired(request: Request, now: float | None = None) -> int:
+def cleanup_expired(ups: ChunkedUploads, now: float | None = None) -> int:
     """Remove incomplete uploads older than a day, and part files no record names (a process
     killed between creating the file and the record)."""
     now = time.time() if now is None else now
-    db = svc_db(request)
-    old = list(db.table("shipper_uploads").rows_where("created_at < ?", [now - EXPIRATION]))
+    old = list(ups.table.rows_where("created_at < ?", [now - EXPIRATION]))
     for row in old:
-        _delete(request, row)
-    folder = uploads_dir(request)
-    known = {r[0] for r in db.execute("SELECT id FROM shipper_uploads").fetchall()}
-    for entry in folder.iterdir():
+        _delete(ups, row)
+    known = {r[0] for r in ups.db.execute("SELECT id FROM shipper_uploads").fetchall()}
+    for entry in ups.folder.iterdir():
         stem = entry.name.removesuffix(".part")
         stale = entry.stat().st_mtime < now - EXPIRATION
         if stale and (stem not in known or entry.name.startswith(TEMP_PREFIX)):
@@ -223,13 +227,12 @@ async def put_chunk(request: Request) -> Response:
             raise _detail(
                 400, f"File size doesn't match headers: file size is {size} but {end - start + 1} reported"
             )
-        folder = uploads_dir(request)
-        db = svc_db(request)
+        ups = uploads(request)
         if pk is None:
             filename = _validate_filename(form.get("filename"))
             if start != 0:
                 raise _detail(400, "Offsets do not match", expected_offset=0, provided_offset=start)
-            await run_in_threadpool(cleanup_expired, request)
+            await run_in_threadpool(cleanup_expired, ups)
             row = {
                 "id": str(uuid.uuid4()),
                 "user_id": user.id,
@@ -240,10 +243,11 @@ async def put_chunk(request: Request) -> Response:
                 "status": INCOMPLETE,
                 "completed_at": None,
             }
-            db.table("shipper_uploads").insert(row)
+            ups.table.insert(row)
         else:
-            row = _get_row(request, user, pk)
-        return await run_in_threadpool(_append, request, row, chunk, start, total, folder)
+            row = _get_row(ups, user, pk)
+        row = await run_in_threadpool(_append, ups, row, chunk, start, total)
+        return JSONResponse(serialize(request, row), headers=NO_STORE)
 
 
 def _check_open(row: dict[str, Any]) -> None:
@@ -254,12 +258,11 @@ def _check_open(row: dict[str, Any]) -> None:
 
 
 def _append(
-    request: Request, row: dict[str, Any], chunk: UploadFile, start: int, total: int, folder: Path
-) -> Response:
-    db = svc_db(request)
-    with locked(part_path(folder, row["id"])) as fd:
+    ups: ChunkedUploads, row: dict[str, Any], chunk: UploadFile, start: int, total: int
+) -> dict[str, Any]:
+    with locked(ups.part(row["id"])) as fd:
         # Re-read under the lock: another process may have appended since we looked.
-        rows = list(db.table("shipper_uploads").rows_where("id = ?", [row["id"]], limit=1))
+        rows = list(ups.table.rows_where("id = ?", [row["id"]], limit=1))
         if not rows:
             raise _detail(404, NOT_FOUND)
         row = rows[0]
@@ -269,34 +272,35 @@ def _append(
         if row["offset"] != start:
             raise _detail(400, "Offsets do not match", expected_offset=row["offset"], provided_offset=start)
         written = _write_chunk(fd, start, chunk)
-        db.table("shipper_uploads").update(row["id"], {"offset": start + written})
+        ups.table.update(row["id"], {"offset": start + written})
         row["offset"] = start + written
-    return JSONResponse(serialize(request, row), headers=NO_STORE)
+    return row
 
 
 async def list_uploads(request: Request) -> Response:
     user = authenticate(request)
-    await run_in_threadpool(cleanup_expired, request)
-    uploads = svc_db(request).table("shipper_uploads")
-    rows = uploads.rows_where("user_id = ?", [user.id], order_by="created_at")
+    ups = uploads(request)
+    await run_in_threadpool(cleanup_expired, ups)
+    rows = ups.table.rows_where("user_id = ?", [user.id], order_by="created_at")
     return JSONResponse([serialize(request, r) for r in rows], headers=NO_STORE)
 
 
 async def get_upload(request: Request) -> Response:
     user = authenticate(request)
     return JSONResponse(
-        serialize(request, _get_row(request, user, request.path_params["pk"])), headers=NO_STORE
+        serialize(request, _get_row(uploads(request), user, request.path_params["pk"])), headers=NO_STORE
     )
 
 
 async def complete(request: Request) -> Response:
     user = authenticate(request)
-    row = _get_row(request, user, request.path_params["pk"])
+    ups = uploads(request)
+    row = _get_row(ups, user, request.path_params["pk"])
     fields = await _fields(request)
     try:
-        result = await run_in_threadpool(_complete, request, user, row, fields.get(CHECKSUM_TYPE))
+        result = await run_in_threadpool(_complete, ups, user, row, fields.get(CHECKSUM_TYPE))
     except Exception:
-        await run_in_threadpool(_delete, request, row)  # shipper: any failure drops the upload
+        await run_in_threadpool(_delete, ups, row)  # shipper: any failure drops the upload
         raise
     await rebuild(request)
     return JSONResponse(result)
@@ -307,12 +311,11 @@ async def _fields(request: Request) -> dict[str, Any]:
     return await body_fields(request)
 
 
-def _complete(request: Request, user: User, row: dict[str, Any], checksum: Any) -> dict[str, Any]:
-    folder = uploads_dir(request)
-    part = part_path(folder, row["id"])
+def _complete(ups: ChunkedUploads, user: User, row: dict[str, Any], checksum: Any) -> dict[str, Any]:
+    part = ups.part(row["id"])
     with locked(part) as fd:
         # Re-read under the lock: another request may have completed or dropped it since we looked.
-        rows = list(svc_db(request).table("shipper_uploads").rows_where("id = ?", [row["id"]], limit=1))
+        rows = list(ups.table.rows_where("id = ?", [row["id"]], limit=1))
         if not rows:
             raise _detail(404, NOT_FOUND)
         row = rows[0]
@@ -326,16 +329,16 @@ def _complete(request: Request, user: User, row: dict[str, Any], checksum: Any) 
         if digest.hexdigest() != str(checksum):
             raise _detail(400, "checksum does not match")
         done = {"status": COMPLETE, "completed_at": time.time()}
-        svc_db(request).table("shipper_uploads").update(row["id"], done)
-        result = publish(request, user, row["filename"], part, digest.hexdigest())
-        _delete(request, row)  # the build is in repo/ now; the upload record has done its job
+        ups.table.update(row["id"], done)
+        result = publish(ups.repo, ups.settings, user, row["filename"], part, digest.hexdigest())
+        _delete(ups, row)  # the build is in repo/ now; the upload record has done its job
         return result
 
 
-def publish(request: Request, user: User, filename: str, part: Path, sha256: str) -> dict[str, Any]:
+def publish(
+    repo: Path, settings: StoreSettings, user: User, filename: str, part: Path, sha256: str
+) -> dict[str, Any]:
     """shipper's ``handle_chunked_build`` and ``run_validations``, in their order."""
-    settings: StoreSettings = services(request).settings()
-    repo: Path = services(request).config.repo
     _validate_filename(filename)
     try:
         name = parse_build_name(filename, settings)
@@ -450,13 +453,14 @@ async def single_request_upload(request: Request) -> Response:
             "status": INCOMPLETE,
             "completed_at": None,
         }
-        svc_db(request).table("shipper_uploads").insert(row)
+        ups = uploads(request)
+        ups.table.insert(row)
         try:
-            await run_in_threadpool(_append, request, row, chunk, 0, size, uploads_dir(request))
+            await run_in_threadpool(_append, ups, row, chunk, 0, size)
             row["offset"] = size
-            result = await run_in_threadpool(_complete, request, user, row, checksum)
+            result = await run_in_threadpool(_complete, ups, user, row, checksum)
         except Exception:
-            await run_in_threadpool(_delete, request, row)
+            await run_in_threadpool(_delete, ups, row)
             raise
     await rebuild(request)
     return JSONResponse(result)

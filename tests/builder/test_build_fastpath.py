@@ -1,0 +1,112 @@
+"""The no-change fast path: a rebuild whose inputs did not change skips the scan and the
+render, yet still repairs a damaged site/, reports what it skipped, and never trusts a site
+left by a killed build."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from builder.build import build, state_dir_for
+from tests.support.repos import (
+    add_module,
+    assert_same_tree,
+    bump_mtime,
+    clean_build,
+    copy_demo,
+    site_stats,
+    site_tree,
+)
+
+
+def report(site: Path) -> dict:
+    return json.loads((state_dir_for(site) / "report.json").read_bytes())
+
+
+def test_a_no_change_rebuild_keeps_reporting_the_skipped_files(tmp_path: Path) -> None:
+    repo, site = copy_demo(tmp_path / "repo"), tmp_path / "site"
+    (repo / "modules" / "junk.tar.gz").write_bytes(b"not a tarball")
+    first = build(repo, site)
+    assert "modules/junk.tar.gz" in first.skipped
+    before = site_stats(site)
+    (state_dir_for(site) / "report.json").unlink()
+
+    again = build(repo, site)
+
+    assert again.skipped == first.skipped
+    assert again.written == [] and again.bytes_written == 0 and again.files_read == 0
+    assert again.unchanged == again.outputs == len(before)
+    assert site_stats(site) == before
+    assert report(site)["files_written"] == 0 and report(site)["skipped"] == first.skipped
+
+
+@pytest.mark.parametrize("damage", ["delete", "rewrite", "same-size"])
+def test_a_damaged_site_file_is_repaired_when_the_repo_did_not_change(tmp_path: Path, damage: str) -> None:
+    repo, site = copy_demo(tmp_path / "repo"), tmp_path / "site"
+    build(repo, site)
+    expected = site_tree(site)
+    victim = site / "device" / "index.json"
+    if damage == "delete":
+        victim.unlink()
+    elif damage == "rewrite":
+        victim.write_bytes(b"{}")
+    else:
+        victim.write_bytes(b"x" * len(expected["device/index.json"]))
+        bump_mtime(victim)
+
+    again = build(repo, site)
+
+    assert again.written == ["device/index.json"]
+    assert_same_tree(site_tree(site), expected)
+
+
+def test_a_killed_build_turns_the_fast_path_off(tmp_path: Path) -> None:
+    """What a build killed midway leaves: its marker and a file no manifest knows (here the
+    package the user then took back out of repo/, so the inputs are the last good build's)."""
+    repo, site = copy_demo(tmp_path / "repo"), tmp_path / "site"
+    build(repo, site)
+    orphan = site / "files" / "orphan" / "left-by-a-killed-build.tar.gz"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"half a package")
+    (state_dir_for(site) / "build-in-progress").write_bytes(b"killed\n")
+
+    again = build(repo, site)
+
+    assert again.recovered
+    assert not orphan.exists() and not orphan.parent.exists()
+    assert not (state_dir_for(site) / "build-in-progress").exists()
+    assert_same_tree(site_tree(site), clean_build(repo, tmp_path / "clean"))
+
+
+def test_any_change_to_the_inputs_takes_the_full_build(tmp_path: Path) -> None:
+    repo, site = copy_demo(tmp_path / "repo"), tmp_path / "site"
+    build(repo, site)
+    add_module(repo, "fresh", "1.0", "pi64")
+    assert "files/" in "".join(build(repo, site).written)
+
+    settings = repo / "depot.toml"
+    settings.write_text(settings.read_text().replace('name = "', 'name = "Renamed ', 1))
+    bump_mtime(settings)
+    assert "device/index.json" in build(repo, site).written
+
+    (repo / "modules" / "fresh.1.0.pi64.tar.gz").unlink()
+    assert build(repo, site).deleted
+    assert_same_tree(site_tree(site), clean_build(repo, tmp_path / "clean"))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_an_unreadable_package_is_read_again_once_it_can_be(tmp_path: Path) -> None:
+    repo, site = copy_demo(tmp_path / "repo"), tmp_path / "site"
+    package = add_module(repo, "locked", "1.0", "pi64")
+    package.chmod(0)
+    try:
+        assert "cannot read" in build(repo, site).skipped[f"modules/{package.name}"]
+    finally:
+        package.chmod(0o644)  # a chmod leaves size and mtime as they were
+
+    again = build(repo, site)
+
+    assert again.skipped == {} and again.files_read == 1

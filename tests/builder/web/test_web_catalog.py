@@ -1,0 +1,298 @@
+"""The web catalog as a visitor meets it: headless Chromium against a real `depot serve`,
+a link checker over the whole site, hostile descriptions, and incremental page writes."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+import pytest
+
+from builder.build import build
+from builder.device.module import pack_module
+from tests.support.browser import DESKTOP, PHONE, browser_page, requires_chromium, screenshot
+from tests.support.serving import ServedStore, copy_demo_repo, serve_store
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> ServedStore:
+    with serve_store(tmp_path_factory.mktemp("web")) as served:
+        yield served
+
+
+# -- in the browser -----------------------------------------------------------------------------
+
+
+@requires_chromium
+@pytest.mark.parametrize("viewport,label", [(DESKTOP, "desktop"), (PHONE, "phone")])
+def test_visitor_finds_a_module_through_instant_search(store: ServedStore, viewport, label) -> None:
+    with browser_page(viewport) as (page, problems):
+        page.goto(store.url + "/index.html")
+        assert page.locator("h1").first.inner_text() == "Depot Demo Store"
+        assert page.get_by_role("heading", name="Device modules and firmware").is_visible()
+        screenshot(page, f"home-{label}")
+        page.fill("#q", "iot")
+        result = page.locator("[data-search-results] a", has_text="iot")
+        result.wait_for(state="visible")
+        screenshot(page, f"search-{label}")
+        result.click()
+        page.wait_for_load_state()
+        assert "/modules/pi64/index.html" in page.url
+        section = page.locator("#module-iot")
+        assert section.is_visible()
+        assert "1.0.5" in section.inner_text()
+        assert "Talks to lifts" in section.inner_text()
+        screenshot(page, f"platform-{label}")
+        problems.assert_none()
+
+
+@requires_chromium
+def test_search_that_finds_nothing_says_so(store: ServedStore) -> None:
+    with browser_page() as (page, problems):
+        page.goto(store.url + "/index.html")
+        page.fill("#q", "zzzz-no-such-thing")
+        page.locator("[data-search-results] .none").wait_for(state="visible")
+        assert "Nothing matches" in page.locator("[data-search-results]").inner_text()
+        problems.assert_none()
+
+
+@requires_chromium
+def test_ota_device_page(store: ServedStore) -> None:
+    with browser_page() as (page, problems):
+        page.goto(store.url + "/index.html")
+        page.get_by_role("link", name=re.compile("Nexus 5X")).click()
+        page.wait_for_load_state()
+        assert page.url.endswith("/devices/bullhead/index.html")
+        assert page.locator("h1").inner_text() == "LG Nexus 5X"
+        assert page.get_by_text("Maintained", exact=True).is_visible()
+        screenshot(page, "device-desktop")
+        problems.assert_none()
+
+
+@requires_chromium
+def test_app_page_shows_icon_description_versions_and_tags(store: ServedStore) -> None:
+    with browser_page() as (page, problems):
+        page.goto(store.url + "/index.html")
+        page.get_by_role("link", name=re.compile("Tagged App")).click()
+        page.wait_for_load_state()
+        assert page.url.endswith("/apps/com.example.tagged/index.html")
+        assert page.locator("h1").inner_text() == "Tagged App"
+        icon = page.get_by_alt_text("Tagged App icon")
+        assert icon.is_visible()
+        assert page.evaluate("document.querySelector('img.avatar').naturalWidth") > 0
+        assert "/assets/icons/" in icon.get_attribute("src")
+        assert page.locator(".tag", has_text="qt:5.15").is_visible()
+        versions = page.locator("table").inner_text()
+        assert "All" in versions and "2.1" in versions
+        assert page.locator(".description code", has_text="build_target:desktop").is_visible()
+        screenshot(page, "app-desktop")
+        problems.assert_none()
+
+
+@requires_chromium
+def test_android_app_page_shows_release_countries(store: ServedStore) -> None:
+    with browser_page(PHONE) as (page, problems):
+        page.goto(store.url + "/index.html")
+        page.get_by_role("link", name=re.compile("android.appsecurity.cts.tinyapp")).click()
+        page.wait_for_load_state()
+        assert "released in AT, DE" in page.locator(".meta").inner_text()
+        download = page.get_by_role("link", name=re.compile("Download android.appsecurity"))
+        href = download.get_attribute("href")
+        assert httpx.get(urljoin(page.url, href)).status_code == 200
+        screenshot(page, "android-phone")
+        problems.assert_none()
+
+
+@requires_chromium
+def test_pages_work_without_script(store: ServedStore) -> None:
+    with browser_page(javascript=False) as (page, problems):
+        page.goto(store.url + "/index.html")
+        page.fill("#q", "bottom")
+        page.press("#q", "Enter")
+        page.wait_for_load_state()
+        assert "/search.html?q=bottom" in page.url
+        # without script the search page lists everything, with working links
+        link = page.get_by_role("link", name="bottom-sensor")
+        assert link.is_visible()
+        link.click()
+        page.wait_for_load_state()
+        assert page.locator("#firmware-bottom-sensor").is_visible()
+        problems.assert_none()
+
+
+@requires_chromium
+def test_search_page_filters_with_script(store: ServedStore) -> None:
+    with browser_page() as (page, problems):
+        page.goto(store.url + "/search.html?q=py_axbot")
+        visible = page.locator("[data-search-page] li:visible")
+        assert visible.count() == 1
+        assert "py_axbot" in visible.first.inner_text()
+        problems.assert_none()
+
+
+@requires_chromium
+def test_site_opened_from_a_folder_works(store: ServedStore) -> None:
+    with browser_page(javascript=False) as (page, problems):
+        page.goto((store.site / "index.html").as_uri())
+        page.get_by_role("link", name=re.compile("pi64")).first.click()
+        page.wait_for_load_state()
+        assert page.url.endswith("/modules/pi64/index.html")
+        assert page.locator("#module-ax").is_visible()
+        assert problems.failed_requests == []
+
+
+# -- hostile descriptions -------------------------------------------------------------------------
+
+HOSTILE = (
+    "<p>Plays <strong>music</strong>.</p><script>window.pwned = 1</script>"
+    '<img src="http://203.0.113.9/track.png" onerror="window.pwned = 2">'
+    '<p onclick="window.pwned = 3" style="background:url(http://203.0.113.9/x)">Click</p>'
+    '<a href="javascript:window.pwned = 4">js link</a> <a href="https://www.qt.io/">Qt</a>'
+    '<iframe src="http://203.0.113.9/"></iframe>'
+)
+
+
+def hostile_site(tmp_path: Path) -> Path:
+    """A copy of the demo store whose plain app carries a hostile HTML description in its
+    sidecar, built the normal way; returns that app's page."""
+    repo = copy_demo_repo(tmp_path / "repo")
+    sidecar = repo / "apps" / "com.example.plain.appkg.toml"
+    lines = [line for line in sidecar.read_text().splitlines() if not line.startswith("description")]
+    sidecar.write_text("\n".join([*lines, f"description = '''{HOSTILE}'''"]) + "\n")
+    site = tmp_path / "site"
+    result = build(repo, site)
+    assert result.skipped == {}
+    pages = [p for p in (site / "apps").rglob("index.html") if "music" in p.read_text()]
+    assert len(pages) == 1
+    return pages[0]
+
+
+def test_hostile_description_is_sanitised_in_the_html(tmp_path: Path) -> None:
+    page = hostile_site(tmp_path).read_text()
+    html = page[page.index('<section class="description"') :]
+    html = html[: html.index("</section>")]
+    assert "<strong>music</strong>" in html and 'href="https://www.qt.io/"' in html
+    for bad in ("<script", "onerror", "onclick", "javascript:", "203.0.113.9", "<iframe", "<img", "style="):
+        assert bad not in html
+
+
+@requires_chromium
+def test_hostile_description_renders_harmlessly(tmp_path: Path) -> None:
+    app_page = hostile_site(tmp_path)
+    with browser_page() as (page, problems):
+        page.goto(app_page.as_uri())
+        assert page.get_by_text("Plays").first.is_visible()
+        page.get_by_text("Click").click()
+        page.wait_for_timeout(200)
+        assert page.evaluate("window.pwned") is None
+        assert not [u for u in problems.requests if "203.0.113.9" in u]
+        screenshot(page, "app-hostile-desktop")
+
+
+# -- link checker ---------------------------------------------------------------------------------
+
+
+class Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if values.get("id"):
+            self.ids.add(values["id"])
+        for attribute in ("href", "src", "action", "data-index"):
+            if values.get(attribute):
+                self.links.append(values[attribute])
+
+
+def test_link_checker_finds_no_broken_or_absolute_links(store: ServedStore) -> None:
+    pages = sorted(p.relative_to(store.site).as_posix() for p in store.site.rglob("*.html"))
+    assert len(pages) >= 6
+    parsed: dict[str, Links] = {}
+    for page in pages:
+        parser = Links()
+        parser.feed((store.site / page).read_text())
+        parsed[page] = parser
+    checked: dict[str, int] = {}
+    with httpx.Client(base_url=store.url) as client:
+        for page, parser in parsed.items():
+            for link in parser.links:
+                if link.startswith("data:"):
+                    continue
+                parts = urlsplit(link)
+                assert not parts.scheme and not parts.netloc, f"{page}: absolute link {link}"
+                assert not link.startswith("/"), f"{page}: host-absolute link {link}"
+                target = urljoin("/" + page, link)
+                path = urlsplit(target).path
+                if path not in checked:
+                    checked[path] = client.get(path).status_code
+                assert checked[path] == 200, f"{page}: broken link {link} ({checked[path]})"
+                if parts.fragment:
+                    target_page = path.lstrip("/")
+                    assert parts.fragment in parsed[target_page].ids, f"{page}: missing anchor {link}"
+    assert len(checked) >= 10
+
+
+# -- incremental ----------------------------------------------------------------------------------
+
+
+def test_home_lists_the_newest_and_updated_apps_first(store: ServedStore) -> None:
+    home = (store.site / "index.html").read_text()
+    section = home[home.index('id="h-apps"') : home.index('id="h-devices"')]
+    order = [section.index(name) for name in ("Tagged App", "Native App", "Plain App")]
+    assert order == sorted(order)  # 2026-11-02, 2026-10-20, 2026-09-14 in the demo sidecars
+    assert '<time datetime="2026-11-02">' in section
+
+
+def test_an_invalid_update_date_skips_the_package_with_a_reason(tmp_path: Path) -> None:
+    repo = copy_demo_repo(tmp_path / "repo")
+    sidecar = repo / "apps" / "com.example.plain.appkg.toml"
+    sidecar.write_text(sidecar.read_text().replace('updated = "2026-09-14"', 'updated = "last week"'))
+    result = build(repo, tmp_path / "site")
+    assert "updated must be a date" in result.skipped["apps/com.example.plain.appkg"]
+    assert not (tmp_path / "site" / "apps" / "com.example.plain").exists()
+
+
+def test_changing_one_app_rewrites_its_page_and_the_pages_that_list_it(tmp_path: Path) -> None:
+    repo = copy_demo_repo(tmp_path / "repo")
+    site = tmp_path / "site"
+    build(repo, site)
+    sidecar = repo / "apps" / "com.example.native.appkg.toml"
+    sidecar.write_text(sidecar.read_text().replace("Ships a native", "Now ships a native"))
+    result = build(repo, site)
+    web_files = sorted(
+        p for p in result.written if p.endswith(".html") or p in ("search.json", "search.html")
+    )
+    # its page, the home and category pages that show its brief description, and the search
+    # index and page that carry it; no other app, device, platform or category page
+    assert web_files == [
+        "apps/com.example.native/index.html",
+        "categories/tools/index.html",
+        "index.html",
+        "search.html",
+        "search.json",
+    ]
+    assert "Now ships a native" in (site / "apps" / "com.example.native" / "index.html").read_text()
+
+
+def test_changing_one_module_rewrites_only_the_pages_that_show_it(tmp_path: Path) -> None:
+    repo = copy_demo_repo(tmp_path / "repo")
+    site = tmp_path / "site"
+    build(repo, site)
+    pack_module(
+        repo / "modules" / "py_axbot.1.1.7-opi64.opi64.tar.gz",
+        {"bin/py_axbot": b"#!/bin/sh\n"},
+        {"description": "Python SDK for the robot"},
+    )
+    result = build(repo, site)
+    pages = sorted(p for p in result.written if p.endswith(".html") or p == "search.json")
+    # Only the opi64 page shows versions. The home page and search.json name the module, not its
+    # version, so their bytes are unchanged and they are not rewritten; other platforms, devices,
+    # apps and categories do not show it at all.
+    assert pages == ["modules/opi64/index.html"]
+    assert "1.1.7-opi64" in (site / "modules" / "opi64" / "index.html").read_text()
