@@ -55,7 +55,7 @@ def register(main: click.Group) -> None:
     @click.option("--expires-days", type=int, default=None, help="Expire after N days (1-365).")
     @click.option("--name", default="", help="A label shown in listings.")
     def ci_token_create(
-        store: Any, user_name: str, app: str | None, expires_days: int | None, name: str
+        store: Store, user_name: str, app: str | None, expires_days: int | None, name: str
     ) -> None:
         """Create a token; the raw token is printed once, as the last line."""
         from runtime.portal.endpoints import create_ci_token
@@ -78,7 +78,7 @@ def register(main: click.Group) -> None:
     @ci_token.command("list")
     @store_options
     @click.option("--user", "user_name", required=True)
-    def ci_token_list(store: Any, user_name: str) -> None:
+    def ci_token_list(store: Store, user_name: str) -> None:
         """List a user's live CI tokens (never their secret values)."""
         from runtime.tokens import Tokens
 
@@ -97,7 +97,7 @@ def register(main: click.Group) -> None:
     @ci_token.command("revoke")
     @store_options
     @click.argument("token_id", type=int)
-    def ci_token_revoke(store: Any, token_id: int) -> None:
+    def ci_token_revoke(store: Store, token_id: int) -> None:
         """Revoke a CI token at once."""
         from runtime.tokens import Tokens
 
@@ -112,7 +112,7 @@ def register(main: click.Group) -> None:
     def portal() -> None:
         """The store team's review: approve, reject, release, withdraw, resolve."""
 
-    def _review(store: Any, action: Callable[[Any], dict], rebuild: bool = False) -> dict:
+    def _review(store: Store, action: Callable[[Any], dict], rebuild: bool = False) -> dict:
         from runtime.portal.review import ReviewError
 
         db = _db(store)
@@ -130,7 +130,7 @@ def register(main: click.Group) -> None:
     @portal.command("list")
     @store_options
     @click.option("--status", default=None, help="Only versions in this status (e.g. in_review).")
-    def portal_list(store: Any, status: str | None) -> None:
+    def portal_list(store: Store, status: str | None) -> None:
         """List versions with their status and open findings."""
         from runtime.portal.store import open_issue_count, rows
 
@@ -152,7 +152,7 @@ def register(main: click.Group) -> None:
     @portal.command("approve")
     @store_options
     @click.argument("version_id")
-    def portal_approve(store: Any, version_id: str) -> None:
+    def portal_approve(store: Store, version_id: str) -> None:
         """Approve a version that passed validation."""
         from runtime.portal.review import approve
 
@@ -162,7 +162,7 @@ def register(main: click.Group) -> None:
     @store_options
     @click.argument("version_id")
     @click.option("--reason", required=True, help="What the developer must change.")
-    def portal_reject(store: Any, version_id: str, reason: str) -> None:
+    def portal_reject(store: Store, version_id: str, reason: str) -> None:
         """Reject a version with a reason."""
         from runtime.portal.review import reject
 
@@ -173,7 +173,7 @@ def register(main: click.Group) -> None:
     @click.argument("version_id")
     @click.option("--countries", required=True, help="Comma-separated ISO country codes, e.g. DE,AT.")
     @click.option("--vehicle-contexts", default="", help="Comma-separated vehicle contexts.")
-    def portal_release(store: Any, version_id: str, countries: str, vehicle_contexts: str) -> None:
+    def portal_release(store: Store, version_id: str, countries: str, vehicle_contexts: str) -> None:
         """Make an approved version live for the given targets, publish it and rebuild."""
         from runtime.portal.review import ReviewError, parse_targets, release
 
@@ -187,7 +187,7 @@ def register(main: click.Group) -> None:
     @portal.command("withdraw")
     @store_options
     @click.argument("version_id")
-    def portal_withdraw(store: Any, version_id: str) -> None:
+    def portal_withdraw(store: Store, version_id: str) -> None:
         """Take a live version out of the catalog (it goes back to approved) and rebuild."""
         from runtime.portal.review import withdraw
 
@@ -196,7 +196,7 @@ def register(main: click.Group) -> None:
     @portal.command("resolve")
     @store_options
     @click.argument("finding_id")
-    def portal_resolve(store: Any, finding_id: str) -> None:
+    def portal_resolve(store: Store, finding_id: str) -> None:
         """Mark a finding resolved, so it no longer counts as an open issue."""
         from runtime.portal.review import resolve
 

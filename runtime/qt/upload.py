@@ -33,6 +33,7 @@ from builder.qt.package import (
 from builder.sidecars import read_sidecar, write_sidecar
 from runtime.accounts import User
 from runtime.logins import password_login
+from runtime.qt.services import QtServices
 from runtime.ratelimit import LoginThrottledError
 from runtime.services import client_address, services
 
@@ -74,7 +75,7 @@ def _existing_purchase_id(package: Path) -> str:
     return value if isinstance(value, str) else ""
 
 
-async def handle_upload(request: Request, q: Any) -> Response:
+async def handle_upload(request: Request, q: QtServices) -> Response:
     user = q.sessions.user(q.sessions.load(request))
     if user is None:
         try:
