@@ -134,6 +134,6 @@ def normalize_client_arch(value: str) -> str:
         parts[3] = "elf"
     elif "win" in kernel:
         parts[3] = "pe32"
-    else:
-        parts[3] = kernel
+    # any other kernel leaves parts[3] as the client sent it, as the reference does: for
+    # "x86_64-little_endian-lp64-elf-qnx" that is "elf", so the client sees its native packages
     return "-".join(parts[:4])

@@ -170,10 +170,16 @@ def _file(path: Path, media_type: str) -> Response:
         return not_found()
 
 
+async def category_list(request: Request) -> Response:
+    """POST /category/list: the pre-rendered list a GET gets from the static site (the reference
+    answers both methods, and Qt AM clients may POST)."""
+    return _file(qt(request).config.site / "qt" / "category-list.json", "application/json")
+
+
 async def category_icon(request: Request) -> Response:
     q = qt(request)
     icons = q.config.site / "qt" / "category-icons"
-    value = request.query_params.get("id", "")
+    value = (await _get_or_form(request)).get("id", "")
     name = "all" if value == "-1" else value if re.fullmatch(r"[0-9]+", value) else "error"
     path = icons / f"{name}.png"
     if not path.is_file():
@@ -291,6 +297,7 @@ def routes() -> list[BaseRoute]:
         Route("/app/description", app_description, methods=any_method),
         Route("/app/purchase", purchase, methods=any_method),
         Route("/app/download/{name}", download, methods=["GET", "HEAD"]),
-        Route("/category/icon", category_icon, methods=["GET", "HEAD"]),
+        Route("/category/icon", category_icon, methods=any_method),
+        Route("/category/list", category_list, methods=["POST"]),  # GET and HEAD: the static site
         Route("/upload", upload, methods=any_method),
     ]

@@ -148,6 +148,23 @@ def test_category_list(store: ServedStore) -> None:
     ]
 
 
+def test_category_list_and_icon_answer_post_as_the_reference_does(store: ServedStore) -> None:
+    got = httpx.get(store.url + "/category/list")
+    posted = httpx.post(store.url + "/category/list")
+    assert posted.status_code == 200 and posted.json() == got.json()
+    icon = httpx.post(store.url + "/category/icon", data={"id": "-1"})
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/png"
+    assert icon.content == httpx.get(store.url + "/category/icon", params={"id": "-1"}).content
+
+
+def test_an_unknown_kernel_keeps_the_binary_format_the_client_sent(store: ServedStore) -> None:
+    """The reference's normalizeArch leaves the fourth part alone for a kernel it does not know,
+    so a QNX client that reports an ELF ABI sees the native ELF packages."""
+    with session(store) as c:
+        assert hello(c, architecture="x86_64-little_endian-lp64-elf-qnx") == "ok"
+        assert ids(c) == ["com.example.native", "com.example.plain"]
+
+
 def test_architecture_filtering(store: ServedStore) -> None:
     with session(store) as c:
         assert hello(c) == "ok"
