@@ -318,6 +318,7 @@ class StoreSettings:
     ota_allowed_versions: tuple[str, ...] = ("*",)
     ota_x86_types: tuple[OtaVariant, ...] = ()  # BlissOS-style x86 build types (codename, description)
     ota_base_url: str = ""  # [ota] base_url as written (no trailing slash); see ota_feed_base_url
+    ota_romtype: str = ""  # the release type of feed entries whose device sets none
     # [device]
     platforms: tuple[DevicePlatform, ...] = ()
     # [portal]

@@ -361,9 +361,7 @@ OTA = Table(
                 Option("maintained", BOOLEAN, True, 'shipper\'s "status": whether the device is maintained'),
                 Option("note", STRING, "", "a note shown with the device"),
                 Option("visible", BOOLEAN, True, "whether the device is listed"),
-                Option(
-                    "romtype", STRING, "", 'adds "romtype" to every feed entry (LineageOS updaters need it)'
-                ),
+                Option("romtype", STRING, "", "the device's feed romtype; wins over [ota] romtype"),
             ),
             unique="codename",
             make=lambda _i, d: OtaDevice(**d),
@@ -412,6 +410,14 @@ OTA = Table(
             field="ota_base_url",
             check=_url,
             convert=_strip_slash,
+        ),
+        Option(
+            "romtype",
+            STRING,
+            "",
+            "the release type (romtype) of feed entries whose device sets none; \"\" = the file name's "
+            "romtype group, else OFFICIAL",
+            field="ota_romtype",
         ),
     ),
 )

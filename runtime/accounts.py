@@ -26,6 +26,7 @@ class User:
     name: str
     staff: bool
     devices: tuple[str, ...]
+    full_name: str = ""
 
 
 SessionEnder = Callable[[sqlite_utils.Database, int], None]
@@ -42,17 +43,26 @@ def on_password_change(end: SessionEnder) -> SessionEnder:
 
 
 def _user(row: dict) -> User:
-    return User(row["id"], row["name"], bool(row["staff"]), tuple(json.loads(row["devices"] or "[]")))
+    devices = tuple(json.loads(row["devices"] or "[]"))
+    return User(row["id"], row["name"], bool(row["staff"]), devices, row.get("full_name") or "")
 
 
 class Accounts:
     def __init__(self, db: sqlite_utils.Database) -> None:
         self.db = db
 
-    def add(self, name: str, password: str, staff: bool = False, devices: list[str] | None = None) -> User:
-        """Create the account, or update an existing one's password, flag and devices; an update
-        ends the user's interactive sessions (portal and Qt), so a stolen cookie dies with the
-        old password. API tokens (CI, OTA) stay: they are revoked one by one."""
+    def add(
+        self,
+        name: str,
+        password: str,
+        staff: bool = False,
+        devices: list[str] | None = None,
+        full_name: str | None = None,
+    ) -> User:
+        """Create the account, or update an existing one's password, flag and devices (and full
+        name, when given); an update ends the user's interactive sessions (portal and Qt), so a
+        stolen cookie dies with the old password. API tokens (CI, OTA) stay: they are revoked
+        one by one."""
         if not NAME.match(name):
             raise AccountError(
                 f"invalid user name {name!r}: letters, digits and _ . @ - only, at most 64 characters"
@@ -65,6 +75,8 @@ class Accounts:
             "staff": int(staff),
             "devices": json.dumps(sorted(set(devices or []))),
         }
+        if full_name is not None:
+            row["full_name"] = full_name.strip()[:150]
         existing = self.get(name)
         if existing:
             self.db.table("users").update(existing.id, row)

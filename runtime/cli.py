@@ -78,7 +78,10 @@ def user_group() -> None:
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 @click.option("--staff", is_flag=True, help="Store team: may upload Qt packages and review.")
 @click.option("--devices", default="", help="Comma-separated OTA device codenames this user maintains.")
-def user_add(store: Store, name: str, password_stdin: bool, staff: bool, devices: str) -> None:
+@click.option("--full-name", default=None, help="The name shown for a maintainer (kept when not given).")
+def user_add(
+    store: Store, name: str, password_stdin: bool, staff: bool, devices: str, full_name: str | None
+) -> None:
     """Create an account (or update its password, staff flag and devices)."""
     from runtime.accounts import AccountError, Accounts
     from runtime.dialects import load_dialects
@@ -97,6 +100,7 @@ def user_add(store: Store, name: str, password_stdin: bool, staff: bool, devices
             password,
             staff=staff,
             devices=[d.strip() for d in devices.split(",") if d.strip()],
+            full_name=full_name,
         )
     except AccountError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -60,7 +60,11 @@ def _core_v2(db: sqlite_utils.Database) -> None:
     db.table("tokens").create_index(["prefix"])  # tokens are looked up by their shown prefix
 
 
-SCHEMAS: dict[str, list[Migration]] = {"core": [_core_v1, _core_v2]}
+def _core_v3(db: sqlite_utils.Database) -> None:
+    db.table("users").add_column("full_name", str, not_null_default="")  # shown as a maintainer's name
+
+
+SCHEMAS: dict[str, list[Migration]] = {"core": [_core_v1, _core_v2, _core_v3]}
 
 
 def register_schema(namespace: str, migrations: list[Migration]) -> None:

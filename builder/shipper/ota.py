@@ -43,6 +43,15 @@ PREFIX = "builds/"
 CHECKSUM_SUFFIX = ".sha256"
 REQUIRED_GROUPS = OTA_REQUIRED_GROUPS  # depot.toml's [ota] filename_pattern is checked for these
 X86_CODENAMES = ("x86", "x86_64")
+# Updaters open a feed's download URL with `new URL(url)` (LineageOS Updater, BlissUpdater): a
+# root-relative URL throws "no protocol", so a store without its public URL publishes no builds.
+NO_BASE_URL = (
+    "OTA feeds need absolute download URLs: set [store] base_url in depot.toml to the store's "
+    'public URL, for example base_url = "https://store.example.com"'
+)
+# The release type a feed entry carries when neither the device, the store nor the file name
+# says one: shipper's default file names are "...-OFFICIAL-...".
+DEFAULT_ROMTYPE = "OFFICIAL"
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -187,6 +196,7 @@ class OtaReader:
                     "devices": sorted(d.codename for d in settings.ota_devices),
                     "variants": sorted(v.codename for v in settings.ota_variants),
                     "x86_types": sorted(t.codename for t in settings.ota_x86_types),
+                    "absolute": bool(settings.ota_feed_base_url),
                 }
             )
         ).hexdigest()
@@ -199,6 +209,8 @@ def read_build(source: Source, folder: str | None = None) -> OtaBuild:
     """One OTA build; FormatError says why it cannot be published. ``folder`` overrides the
     device folder for a file not yet in repo/ (an upload being checked)."""
     settings = source.settings
+    if not settings.ota_feed_base_url:
+        raise FormatError(NO_BASE_URL)
     parts = source.relpath.split("/")
     if folder is None:
         if len(parts) != 3 or parts[0] != "builds":

@@ -8,8 +8,9 @@ in the route table; the runtime answers the rest (unknown device, unknown varian
 depot.toml, with the same bodies.
 
 The feed carries shipper's fields exactly (``datetime`` = midnight UTC of the file-name date,
-``id`` = SHA-256) plus ``romtype`` when the device declares one, so that stock LineageOS
-updaters, which require it, accept the entries too.
+``id`` = SHA-256) plus ``romtype`` on every entry (:func:`romtype_of`), so that stock LineageOS
+updaters, which require it, accept the entries too. Download URLs are absolute, as shipper's
+are: the OTA reader publishes no build until ``[store] base_url`` is set.
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ from typing import Any
 from builder.model import Catalog, OtaBuild, OtaDevice, StoreSettings
 from builder.publish import INDEX, PAGE, Output
 from builder.render import RenderContext, fingerprint, json_bytes
+from builder.shipper.ota import DEFAULT_ROMTYPE, X86_CODENAMES
 from builder.versions import version_key
 
 JSON = "application/json"
 # The shipper API level Depot implements, and the oldest shippy it accepts (as shipper 2.43.0).
 SHIPPER_VERSION = "2.43.0"
 SHIPPY_COMPAT_VERSION = "2.27.0"
-X86_CODENAMES = ("x86", "x86_64")
 SLUG = re.compile(r"^[A-Za-z0-9_-]+$")
 
 MSG_ARM_ONLY = "This endpoint is for arm devices only."
@@ -75,7 +76,7 @@ def newest_first(builds: Iterable[OtaBuild]) -> list[OtaBuild]:
     return sorted(builds, key=lambda b: (b.date, version_key(b.version), b.blob.filename), reverse=True)
 
 
-def feed_entry(build: OtaBuild, device: OtaDevice, base: str) -> dict[str, Any]:
+def feed_entry(build: OtaBuild, device: OtaDevice, base: str, settings: StoreSettings) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "datetime": timestamp(build.date),
         "filename": build.blob.filename,
@@ -87,9 +88,17 @@ def feed_entry(build: OtaBuild, device: OtaDevice, base: str) -> dict[str, Any]:
     }
     if build.x86_type:
         entry["x86_type"] = build.x86_type
-    if device.romtype:
-        entry["romtype"] = device.romtype
+    entry["romtype"] = romtype_of(build, device, settings)
     return entry
+
+
+def romtype_of(build: OtaBuild, device: OtaDevice, settings: StoreSettings) -> str:
+    """What stock LineageOS updaters (and BlissUpdater's universe branch, whose parser is
+    theirs) compare, case-insensitively, with the device's release type; an entry without it is
+    dropped. The device's setting, else the store's ``[ota] romtype``, else a ``romtype`` group
+    of the file-name pattern, else shipper's default naming, OFFICIAL."""
+    from_name = dict(build.extra).get("romtype", "")
+    return device.romtype or settings.ota_romtype or from_name or DEFAULT_ROMTYPE
 
 
 def latest_entry(build: OtaBuild, base: str) -> dict[str, Any]:
@@ -159,8 +168,9 @@ def render(catalog: Catalog, ctx: RenderContext) -> Iterable[Output]:
             if is_x86:
                 yield _message(url, 400, MSG_ARM_ONLY)
             elif builds:
-                body = {"response": [feed_entry(b, device, base) for b in builds]}
-                fp = fingerprint("shipper-feed", url, base, device.romtype, *(b.digest for b in builds))
+                body = {"response": [feed_entry(b, device, base, settings) for b in builds]}
+                romtypes = (device.romtype, settings.ota_romtype)
+                fp = fingerprint("shipper-feed", url, base, *romtypes, *(b.digest for b in builds))
                 yield _json_output(url, body, fp)
             else:
                 yield _message(url, 404, MSG_NO_BUILDS)
@@ -170,9 +180,14 @@ def render(catalog: Catalog, ctx: RenderContext) -> Iterable[Output]:
                     typed = [b for b in builds if b.x86_type == x86_type]
                     url = feed_url(c, variant, x86_type)
                     if typed:
-                        body = {"response": [feed_entry(b, device, base) for b in typed]}
+                        body = {"response": [feed_entry(b, device, base, settings) for b in typed]}
                         fp = fingerprint(
-                            "shipper-feed", url, base, device.romtype, *(b.digest for b in typed)
+                            "shipper-feed",
+                            url,
+                            base,
+                            device.romtype,
+                            settings.ota_romtype,
+                            *(b.digest for b in typed),
                         )
                         yield _json_output(url, body, fp)
                     else:

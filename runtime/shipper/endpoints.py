@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -139,7 +140,7 @@ def _find_build(request: Request, fields: dict, v2: bool) -> tuple[str, Path]:
     repo = services(request).config.repo
     file_name = fields.get("file_name")
     if file_name not in (None, ""):
-        found = find_by_stem(repo, str(file_name).removesuffix(".zip"))
+        found = find_by_stem(repo, str(file_name))  # shipper's file_name has no .zip: "x.zip" is no build
         if found is None:
             raise _error(404, "invalid_build_name", "A build with that file name does not exist!")
         return found
@@ -286,7 +287,7 @@ def _maintainers(request: Request, with_active: bool) -> dict:
         if not user.devices:
             continue  # accounts that maintain no device (store team, CI) stay private
         entry = {
-            "name": user.name,
+            "name": user.full_name,  # shipper's get_full_name(): "" when unset, not the username
             "bio": "",
             "profile_picture": "",
             "contact_url": "",
@@ -385,6 +386,20 @@ async def add_slash(request: Request) -> Response:
 
 
 GET = ["GET", "HEAD"]
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def method_not_allowed(allowed: list[str]) -> Callable[[Request], Awaitable[Response]]:
+    """DRF's answer to a method a view does not take: 405 with its detail text and Allow."""
+
+    async def endpoint(request: Request) -> Response:
+        return JSONResponse(
+            {"detail": f'Method "{request.method}" not allowed.'},
+            status_code=405,
+            headers={"Allow": ", ".join([*allowed, "OPTIONS"])},
+        )
+
+    return endpoint
 
 
 def routes() -> list[BaseRoute]:
@@ -406,6 +421,10 @@ def routes() -> list[BaseRoute]:
         ("/api/v1/maintainers/build/enabled_status_modify/", enabled_status_modify, ["POST"]),
     ]
     out: list[BaseRoute] = [Route(path, endpoint, methods=methods) for path, endpoint, methods in table]  # type: ignore[arg-type]
+    out += [
+        Route(path, method_not_allowed(methods), methods=[m for m in METHODS if m not in methods])
+        for path, _endpoint, methods in table
+    ]
     out += shipper_upload.routes()
     # The static GET URLs and every GET above, without their slash: 301 to the slashed URL.
     slashless = {feeds.SYSTEM_INFO_URL, feeds.DEVICES_URL} | {p for p, _e, m in table if m == GET}

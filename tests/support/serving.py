@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -63,6 +64,33 @@ def copy_demo_repo(dest: Path) -> Path:
     return dest
 
 
+def point_base_url_at(repo: Path, url: str) -> None:
+    """Make ``[store] base_url`` of the store's depot.toml the address the test serves it on
+    (OTA feeds carry absolute URLs), unless the test set an OTA base of its own."""
+    toml = repo / "depot.toml"
+    text = toml.read_text(encoding="utf-8") if toml.exists() else ""
+    if re.search(r"(?m)^\[ota\][^\[]*^base_url\s*=", text):
+        return
+    line = f'base_url = "{url}"'
+    if re.search(r"(?m)^\[store\]", text):
+        lines, in_store, done = [], False, False
+        for raw in text.splitlines():
+            if raw.startswith("["):
+                if in_store and not done:
+                    lines.append(line)
+                    done = True
+                in_store = raw.strip() == "[store]"
+            elif in_store and re.match(r"base_url\s*=", raw):
+                raw, done = line, True
+            lines.append(raw)
+        if in_store and not done:
+            lines.append(line)
+        text = "\n".join(lines) + "\n"
+    else:
+        text = f"[store]\n{line}\n\n" + text
+    toml.write_text(text, encoding="utf-8")
+
+
 @contextmanager
 def serve_store(
     tmp: Path, repo: Path | None = None, env: dict[str, str] | None = None
@@ -71,6 +99,7 @@ def serve_store(
     repo = repo or copy_demo_repo(tmp / "repo")
     site, data, log = tmp / "site", tmp / "var", tmp / "serve.log"
     port = free_port()
+    point_base_url_at(repo, f"http://127.0.0.1:{port}")
     with log.open("wb") as out:
         process = subprocess.Popen(
             depot_command(

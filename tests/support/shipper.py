@@ -18,6 +18,7 @@ from tests.support.serving import ServedStore, depot_command, serve_store
 SETTINGS = """\
 [store]
 name = "Shipper Test Store"
+base_url = "https://store.example"
 
 [ota]
 devices = [

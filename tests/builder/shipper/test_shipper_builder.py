@@ -66,7 +66,8 @@ def test_feed_has_shippers_fields_exactly_newest_first(repo: Path, tmp_path: Pat
         "size": len(data),
         "version": "v14",
         "variant": "gapps",
-        "url": f"/download_check/bullhead/{BULLHEAD}/",
+        "url": f"https://store.example/download_check/bullhead/{BULLHEAD}/",
+        "romtype": "OFFICIAL",  # no device setting, no [ota] romtype: shipper's default naming
     }
     assert feed[0]["datetime"] == 1593561600 and feed[0]["id"] == sha256(newer)
     # romtype only where the device declares one, so stock LineageOS updaters accept the entries
@@ -109,7 +110,9 @@ def test_device_list_latest_and_system_info(repo: Path, tmp_path: Path) -> None:
         "mirror_url",
         "metadata",
     }
-    assert latest["mirror_url"] == f"/api/v1/general/build/magic_download/bullhead/{BULLHEAD}/"
+    assert latest["mirror_url"] == (
+        f"https://store.example/api/v1/general/build/magic_download/bullhead/{BULLHEAD}/"
+    )
     info = read_json(site, "api/v2/system/info/index.json")
     assert info["shippy_upload_checksum_type"] == "sha256"
     assert info["shippy_upload_variants"]["vanilla"] == "Vanilla (no GApps)"
@@ -233,3 +236,57 @@ def test_settings_fixture_parses() -> None:
     settings = parse_settings(tomllib.loads(SETTINGS))
     assert [t.codename for t in settings.ota_x86_types] == ["go"]
     assert DREAM.startswith("Bliss")
+
+
+def test_without_a_base_url_no_build_is_published_and_the_build_says_what_to_set(tmp_path: Path) -> None:
+    """LineageOS Updater and BlissUpdater open feed URLs with `new URL(url)`: a root-relative
+    URL throws "no protocol", so a feed with one would be useless to every updater."""
+    repo = make_repo(tmp_path / "repo")
+    toml = repo / "depot.toml"
+    toml.write_text(toml.read_text().replace('base_url = "https://store.example"\n', ""))
+    done = subprocess.run(
+        [sys.executable, "-m", "runtime.cli", "build", "--repo", str(repo), "--site", str(tmp_path / "site")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (
+        f"warning: skipped builds/bullhead/{BULLHEAD}.zip: OTA feeds need absolute download URLs"
+        in done.stderr
+    )
+    assert "set [store] base_url in depot.toml" in done.stderr
+    answer = read_json(tmp_path / "site", FEED.format("bullhead", "gapps"))
+    assert "response" not in answer  # the static "no builds" answer, not a feed of broken URLs
+
+
+@pytest.mark.parametrize(
+    ("device_romtype", "store_romtype", "pattern_group", "expected"),
+    [
+        ("Nightly", "RELEASE", "SNAPSHOT", "Nightly"),  # the device's setting first
+        ("", "RELEASE", "SNAPSHOT", "RELEASE"),  # then the store's [ota] romtype
+        ("", "", "SNAPSHOT", "SNAPSHOT"),  # then the file name's romtype group
+        ("", "", None, "OFFICIAL"),  # then shipper's default naming
+    ],
+)
+def test_every_feed_entry_carries_a_romtype(
+    tmp_path: Path, device_romtype: str, store_romtype: str, pattern_group: str | None, expected: str
+) -> None:
+    kind = pattern_group or "OFFICIAL"
+    group = "(?P<romtype>[A-Z]+)" if pattern_group else "OFFICIAL"
+    pattern = (
+        rf"[A-Za-z]+-(?P<version>[a-z0-9.]+)-(?P<codename>[A-Za-z0-9_]+)-{group}-(?P<variant>[a-z]+)"
+        r"-(?P<date>[0-9]{8})\.zip"
+    )
+    repo = tmp_path / "repo"
+    (repo / "builds" / "bullhead").mkdir(parents=True)
+    (repo / "depot.toml").write_text(
+        f'[store]\nbase_url = "https://store.example"\n[ota]\nromtype = "{store_romtype}"\n'
+        f"filename_pattern = '{pattern}'\n"
+        f'devices = [{{ codename = "bullhead", romtype = "{device_romtype}" }}]\n'
+        'variants = [{ codename = "gapps" }]\n'
+    )
+    name = f"Bliss-v14-bullhead-{kind}-gapps-20200608.zip"
+    ota_zip(repo / "builds" / "bullhead" / name)
+    result = build(repo, tmp_path / "site")
+    assert result.skipped == {}
+    (entry,) = read_json(tmp_path / "site", FEED.format("bullhead", "gapps"))["response"]
+    assert entry["romtype"] == expected

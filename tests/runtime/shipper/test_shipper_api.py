@@ -7,12 +7,13 @@ from __future__ import annotations
 import hashlib
 import re
 import sqlite3
+import subprocess
 import time
 
 import httpx
 import pytest
 
-from tests.support.serving import ServedStore
+from tests.support.serving import ServedStore, depot_command
 from tests.support.shipper import ANGLER, BULLHEAD, DREAM, USER, login, served_fixtures, sha256
 
 FEED = "/api/v1/updater/los/bullhead/gapps/"
@@ -39,7 +40,8 @@ def test_feed_happy_path(client: httpx.Client, store: ServedStore) -> None:
         "size": len(data),
         "version": "v14",
         "variant": "gapps",
-        "url": f"/download_check/bullhead/{BULLHEAD}/",
+        "url": f"{store.url}/download_check/bullhead/{BULLHEAD}/",
+        "romtype": "OFFICIAL",
     }
 
 
@@ -191,6 +193,8 @@ def test_v2_and_v1_counters(client: httpx.Client, store: ServedStore) -> None:
     cases = [
         ({"file_name": ANGLER, "download_type": "invalid"}, 400, "invalid_download_type"),
         ({"file_name": "nope", "download_type": "download"}, 404, "invalid_build_name"),
+        # shipper's file_name has no .zip; with it the build is not found, and nothing is counted
+        ({"file_name": f"{ANGLER}.zip", "download_type": "download"}, 404, "invalid_build_name"),
         ({"build_id": 999999999, "download_type": "download"}, 404, "invalid_build_id"),
         ({"download_type": "download"}, 400, "missing_build_information"),
     ]
@@ -261,12 +265,37 @@ def test_download_refuses_what_is_not_a_build(client: httpx.Client, url: str) ->
     assert client.get(url).status_code == 404
 
 
-def test_maintainer_lists(client: httpx.Client) -> None:
+def test_maintainer_lists(client: httpx.Client, store: ServedStore) -> None:
+    done = subprocess.run(
+        depot_command("user", "add", "jane", "--password-stdin", "--devices", "angler", "--full-name",
+                      "Jane Doe", "--data", str(store.data)),
+        input="jane-password\n", capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
     everyone = client.get("/api/v1/general/maintainer/all/").json()
     assert everyone[USER]["devices"] == ["bullhead"] and everyone[USER]["active"] is True
+    # "name" is the full name, as shipper's get_full_name(): empty when unset, never the username
+    assert everyone[USER]["name"] == "" and everyone["jane"]["name"] == "Jane Doe"
     assert "other_user" not in everyone
     active = client.get("/api/v1/general/maintainer/active/").json()
     assert "active" not in active[USER]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/v1/maintainers/login/"),
+        ("GET", "/api/v2/download/build/counter/"),
+        ("PUT", "/api/v1/maintainers/build/duplicate_check/"),
+        ("POST", "/api/v1/general/maintainer/all/"),
+        ("DELETE", "/api/v1/updater/los/bullhead/gapps/"),
+    ],
+)
+def test_a_wrong_method_is_drfs_405(client: httpx.Client, method: str, path: str) -> None:
+    answer = client.request(method, path)
+    assert answer.status_code == 405
+    assert answer.json() == {"detail": f'Method "{method}" not allowed.'}
+    assert "OPTIONS" in answer.headers["allow"]
 
 
 def test_route_table_alone_answers_errors_with_their_status(store: ServedStore) -> None:

@@ -88,7 +88,8 @@ def test_full_protocol(client: httpx.Client, auth: dict, store: ServedStore, tmp
         "size": 2_500_000,
         "version": "v14.1",
         "variant": "gapps",
-        "url": f"/download_check/bullhead/{NEW[:-4]}/",
+        "url": f"{store.url}/download_check/bullhead/{NEW[:-4]}/",
+        "romtype": "OFFICIAL",
     }
     assert client.get(BASE, headers=auth).json() == []
     assert (store.repo / "builds/bullhead" / NEW).read_bytes() == data
