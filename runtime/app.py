@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -23,12 +24,10 @@ async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-def dialect_routes() -> list[BaseRoute]:
-    return [route for module in load_dialects() for route in module.routes()]
-
-
 def create_app(config: RuntimeConfig) -> Starlette:
-    routes: list[BaseRoute] = dialect_routes()  # imports the dialects, registering their schemas
+    dialects = load_dialects()  # imports the dialects, registering their schemas
+    routes: list[BaseRoute] = [route for module in dialects for route in module.routes()]
+    startups = [module.startup for module in dialects if hasattr(module, "startup")]
     svc = Services(
         config=config,
         storage=Storage(config.data),
@@ -38,7 +37,10 @@ def create_app(config: RuntimeConfig) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if not site_exists(config.site):
+        changed = False
+        for startup in startups:
+            changed = await run_in_threadpool(startup, svc) or changed
+        if changed or not site_exists(config.site):
             await svc.rebuilder.rebuild()
         yield
         svc.storage.close()

@@ -1,8 +1,9 @@
 """The registry of dialects' dynamic parts.
 
-Each dialect's runtime side is one module in runtime exposing
-``routes() -> list[BaseRoute]``; if it keeps state it registers its database schema with
-``runtime.storage.register_schema`` at import time. Adding a dialect is one line here.
+Each dialect's runtime side is one package in runtime exposing ``routes() -> list[BaseRoute]``,
+and optionally ``startup(services) -> bool``, run once before the app serves (True when it
+changed repo/, so the app rebuilds first); if it keeps state it registers its database schema
+with ``runtime.storage.register_schema`` at import time. Adding a dialect is one line here.
 """
 
 from __future__ import annotations

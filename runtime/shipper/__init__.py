@@ -5,6 +5,17 @@ token check, the chunked upload, enable/disable, download counters and counted d
 (docs/ota.md).
 """
 
+from runtime.accounts import Accounts
+from runtime.services import Services
 from runtime.shipper.endpoints import routes
+from runtime.shipper.upload import ChunkedUploads, recover_completed
 
-__all__ = ["routes"]
+__all__ = ["routes", "startup"]
+
+
+def startup(svc: Services) -> bool:
+    """Finish the chunked uploads a killed process had completed but not yet published; True
+    when that changed repo/ (the app then rebuilds before it serves)."""
+    db = svc.storage.db
+    uploads = ChunkedUploads(db, svc.config.data, svc.config.repo, svc.settings())
+    return recover_completed(uploads, Accounts(db)) > 0

@@ -20,6 +20,7 @@ import contextlib
 import datetime as dt
 import fcntl
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -39,6 +40,7 @@ from starlette.routing import BaseRoute, Route
 from builder.atomic import TEMP_PREFIX, fsync_dir
 from builder.errors import FormatError
 from builder.formats import Source
+from builder.hashing import sha256_file
 from builder.model import StoreSettings
 from builder.shipper.ota import (
     X86_CODENAMES,
@@ -48,7 +50,7 @@ from builder.shipper.ota import (
     read_build,
     version_allowed,
 )
-from runtime.accounts import User
+from runtime.accounts import Accounts, User
 from runtime.errors import ApiError
 from runtime.services import services
 from runtime.shipper.builds import find_by_stem, write_checksum
@@ -73,6 +75,7 @@ def _shipper(status: int, code: str, message: str) -> ApiError:
 
 
 NOT_FOUND = "No ChunkedUpload matches the given query."
+log = logging.getLogger("runtime.shipper.upload")
 
 
 class ChunkedUploads:
@@ -319,6 +322,8 @@ def _complete(ups: ChunkedUploads, user: User, row: dict[str, Any], checksum: An
         if not rows:
             raise _detail(404, NOT_FOUND)
         row = rows[0]
+        if row["status"] == COMPLETE:  # marked complete by a process that died before publishing
+            return _finish(ups, user, row, str(checksum) if checksum not in (None, "") else None)
         _check_open(row)
         if checksum in (None, ""):
             raise _detail(400, f"Checksum of type '{CHECKSUM_TYPE}' is required")
@@ -330,9 +335,61 @@ def _complete(ups: ChunkedUploads, user: User, row: dict[str, Any], checksum: An
             raise _detail(400, "checksum does not match")
         done = {"status": COMPLETE, "completed_at": time.time()}
         ups.table.update(row["id"], done)
-        result = publish(ups.repo, ups.settings, user, row["filename"], part, digest.hexdigest())
-        _delete(ups, row)  # the build is in repo/ now; the upload record has done its job
-        return result
+        return _finish(ups, user, row, digest.hexdigest())
+
+
+def _finish(ups: ChunkedUploads, user: User, row: dict[str, Any], sha256: str | None) -> dict[str, Any]:
+    """Publish a complete upload and drop its record, under the upload's lock. Completion is one
+    step from the client's view: a process killed after marking the upload complete leaves the
+    row and its part file, and the next start (:func:`recover_completed`) or the client's retry
+    finishes it here; one killed after linking the build into repo/ is answered as published."""
+    part = ups.part(row["id"])
+    name = row["filename"]
+    found = find_by_stem(ups.repo, name[:-4] if name.endswith(".zip") else name)
+    part_empty = not part.exists() or part.stat().st_size == 0
+    if found is not None and (part_empty or os.path.samefile(part, found[1])):
+        _, published = found
+        if sha256 is not None and sha256_file(published)[1] != sha256:
+            raise _detail(400, "checksum does not match")
+        _delete(ups, row)
+        return published_answer(ups.repo, ups.settings, name)
+    if part_empty:
+        _delete(ups, row)
+        raise _detail(404, NOT_FOUND)
+    digest = sha256_file(part)[1]
+    if sha256 is not None and digest != sha256:
+        raise _detail(400, "checksum does not match")
+    result = publish(ups.repo, ups.settings, user, name, part, digest)
+    _delete(ups, row)  # the build is in repo/ now; the upload record has done its job
+    return result
+
+
+def published_answer(repo: Path, settings: StoreSettings, filename: str) -> dict[str, Any]:
+    """The completion answer for a build that is in repo/ already."""
+    relpath = f"builds/{parse_build_name(filename, settings).codename}/{filename}"
+    build = read_build(Source(repo, relpath, settings))
+    device = next((d for d in settings.ota_devices if d.codename == build.codename), None)
+    parts = (device.manufacturer, device.name) if device else ()
+    label = " ".join(p for p in (*parts, f"({build.codename})") if p)
+    return {"message": f"Build has been uploaded for device {label}!", "build_id": build.build_id}
+
+
+def recover_completed(ups: ChunkedUploads, users: Accounts) -> int:
+    """At start: finish every upload a killed process had marked complete but not published;
+    one that cannot be published any more is dropped, as a failed completion is."""
+    done = 0
+    for row in list(ups.table.rows_where("status = ?", [COMPLETE])):
+        user = users.by_id(row["user_id"])
+        try:
+            with locked(ups.part(row["id"])):
+                if user is None:
+                    raise _detail(404, NOT_FOUND)
+                _finish(ups, user, row, None)
+            done += 1
+        except (ApiError, FormatError, OSError) as exc:
+            log.warning("dropping the completed upload %s (%s): %s", row["id"], row["filename"], exc)
+            _delete(ups, row)
+    return done
 
 
 def publish(
