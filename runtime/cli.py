@@ -107,6 +107,55 @@ def user_add(
     click.echo(f"user {user.name} saved" + (" (staff)" if user.staff else ""))
 
 
+@main.group("token")
+def token_group() -> None:
+    """List and revoke API tokens of every kind (OTA logins, CI tokens, portal sessions)."""
+
+
+@token_group.command("list")
+@store_options
+@click.option("--user", "user_name", default=None, help="Only this account's tokens.")
+@click.option("--purpose", default=None, help="Only one kind: ota, ci, portal_session, ...")
+def token_list(store: Store, user_name: str | None, purpose: str | None) -> None:
+    """Print every live token: id, kind, owner, shown prefix, created, last used, expiry."""
+    from runtime.accounts import Accounts
+    from runtime.dialects import load_dialects
+    from runtime.storage import open_database
+    from runtime.tokens import Tokens
+
+    load_dialects()
+    db = open_database(store.data)
+    accounts = Accounts(db)
+    user_id = None
+    if user_name is not None:
+        user = accounts.get(user_name)
+        if user is None:
+            raise click.ClickException(f"no user {user_name!r}")
+        user_id = user.id
+    names = {u.id: u.name for u in accounts.all()}
+    for t in Tokens(db).all(user_id, purpose):
+        click.echo(
+            f"{t.id}\t{t.purpose}\t{names.get(t.user_id, '?')}\t{t.prefix}...\tcreated {t.created}"
+            f"\tlast used {t.last_used or 'never'}\texpires {t.expires or 'never'}"
+            + (f"\tscope {t.scope}" if t.scope else "")
+        )
+
+
+@token_group.command("revoke")
+@store_options
+@click.argument("token_id", type=int)
+def token_revoke(store: Store, token_id: int) -> None:
+    """Revoke one token by its id (from `depot token list`)."""
+    from runtime.dialects import load_dialects
+    from runtime.storage import open_database
+    from runtime.tokens import Tokens
+
+    load_dialects()
+    if not Tokens(open_database(store.data)).revoke(token_id):
+        raise click.ClickException(f"no live token {token_id}")
+    click.echo(f"token {token_id} revoked")
+
+
 register_portal_commands(main)  # depot ci-token ..., depot portal ...
 
 

@@ -32,10 +32,16 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
     EnvVar("DEPOT_SECRET_KEY", "", "signing secret shared by every runtime process; else var/secret.key"),
     EnvVar("DEPOT_ACCEL_REDIRECT", "", "internal nginx prefix of site/ for X-Accel-Redirect downloads"),
     EnvVar("DEPOT_ACCEL_REDIRECT_BUILDS", "", "internal nginx prefix of repo/builds/ for OTA downloads"),
-    EnvVar("DEPOT_LOGIN_ACCOUNT_RATE", "10/15minute", "failed password logins per account, every dialect"),
+    EnvVar("DEPOT_LOGIN_ACCOUNT_RATE", "10/15minute", "failed password logins per account and address"),
     EnvVar("DEPOT_LOGIN_ADDRESS_RATE", "30/15minute", "failed password logins per client address"),
+    EnvVar(
+        "DEPOT_LOGIN_ACCOUNT_GLOBAL_RATE",
+        "100/day",
+        "failed logins per account from addresses it never logged in from (its own are never locked)",
+    ),
     EnvVar("DEPOT_SHIPPER_ANON_RATE", "60/minute", "shipper requests without a token, per address"),
     EnvVar("DEPOT_SHIPPER_USER_RATE", "10/second", "shipper requests with a token, per account"),
+    EnvVar("DEPOT_OTA_TOKEN_DAYS", "90", "days a shippy login token lives after its last use"),
     EnvVar("DEPOT_QT_STORE_SIGNING_PASSWORD", "", "password of the Qt store-signing PKCS#12 file"),
 )
 
@@ -55,12 +61,20 @@ def env_rate(name: str, environ: Mapping[str, str] | None = None) -> Rate | None
         raise SettingsError(f"environment variable {name}: {exc}") from exc
 
 
+def env_days(name: str, environ: Mapping[str, str] | None = None) -> int:
+    text = env_value(name, environ)
+    if not text.isdigit() or not 0 < int(text) <= 3650:
+        raise SettingsError(f"environment variable {name} must be a number of days, 1 to 3650, not {text!r}")
+    return int(text)
+
+
 @dataclass(frozen=True)
 class Limits:
     """Request and login limits; None disables one ("off")."""
 
-    login_account: Rate | None = None
+    login_account: Rate | None = None  # per (account, address)
     login_address: Rate | None = None
+    login_account_global: Rate | None = None
     shipper_anon: Rate | None = None
     shipper_user: Rate | None = None
 
@@ -69,6 +83,7 @@ class Limits:
         return cls(
             login_account=env_rate("DEPOT_LOGIN_ACCOUNT_RATE", environ),
             login_address=env_rate("DEPOT_LOGIN_ADDRESS_RATE", environ),
+            login_account_global=env_rate("DEPOT_LOGIN_ACCOUNT_GLOBAL_RATE", environ),
             shipper_anon=env_rate("DEPOT_SHIPPER_ANON_RATE", environ),
             shipper_user=env_rate("DEPOT_SHIPPER_USER_RATE", environ),
         )
@@ -87,6 +102,7 @@ class RuntimeConfig:
     accel_redirect_builds: str = ""  # the same for repo/builds/ (counted OTA downloads)
     qt_signing_password: str = ""
     limits: Limits = field(default_factory=Limits.from_env)
+    ota_token_days: int = 90
 
     @classmethod
     def from_folders(cls, repo: Path, site: Path, data: Path) -> RuntimeConfig:
@@ -100,6 +116,7 @@ class RuntimeConfig:
             accel_redirect_builds=env_value("DEPOT_ACCEL_REDIRECT_BUILDS"),
             qt_signing_password=env_value("DEPOT_QT_STORE_SIGNING_PASSWORD"),
             limits=Limits.from_env(),
+            ota_token_days=env_days("DEPOT_OTA_TOKEN_DAYS"),
         )
 
 

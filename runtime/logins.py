@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from runtime.accounts import Accounts, User
-from runtime.ratelimit import guarded_login
+from runtime.ratelimit import LoginRates, guarded_login
 from runtime.services import Services
 
 
@@ -19,9 +19,8 @@ async def limited_login(
 ) -> User | None:
     """``authenticate()`` under the failed-login limits; raises LoginThrottledError while locked."""
     limits = svc.config.limits
-    return await guarded_login(
-        svc.storage.db, account, address, limits.login_account, limits.login_address, authenticate
-    )
+    rates = LoginRates(limits.login_account, limits.login_address, limits.login_account_global)
+    return await guarded_login(svc.storage.db, account, address, rates, authenticate)
 
 
 async def password_login(svc: Services, name: str, password: str, address: str | None) -> User | None:

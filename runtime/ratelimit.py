@@ -40,7 +40,17 @@ def _v1(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX rate_limits_expires ON rate_limits (expires)")
 
 
-register_schema("ratelimit", [_v1])
+def _v2(db: sqlite_utils.Database) -> None:
+    # The addresses an account has logged in from: the account-wide failure limit counts only the
+    # others, so strangers cannot lock an owner out of the places the owner uses.
+    db.execute(
+        "CREATE TABLE login_known (account TEXT NOT NULL, address TEXT NOT NULL, last REAL NOT NULL,"
+        " PRIMARY KEY (account, address))"
+    )
+
+
+register_schema("ratelimit", [_v1, _v2])
+KNOWN_FOR = 90 * 86400  # an address stays known this long after its last successful login
 
 
 @dataclass(frozen=True)
@@ -113,31 +123,62 @@ class LoginThrottledError(Exception):
         self.retry_after = retry_after
 
 
+@dataclass(frozen=True)
+class LoginRates:
+    """The three failed-login limits (None disables one)."""
+
+    pair: Rate | None  # failures per (account, address)
+    address: Rate | None  # failures per address, whatever the account
+    account: Rate | None  # failures per account from addresses it has never logged in from
+
+
 async def guarded_login(
     db: sqlite_utils.Database,
     account: str,
     address: str | None,
-    account_rate: Rate | None,
-    address_rate: Rate | None,
+    rates: LoginRates,
     authenticate: Callable[[], T | None],
     now: float | None = None,
 ) -> T | None:
     """Every password login of every dialect goes through here, so one account's failures count
-    wherever they happen and a locked account or address costs no slow password hash.
+    wherever they happen and a locked login costs no slow password hash.
 
-    Refuses (LoginThrottledError) while the account or the address used up its failures, even for the
-    right password; otherwise runs ``authenticate`` in a worker thread, counts a failure (None)
-    against both, and forgets the account's failures after a success."""
+    A guesser is limited three ways, as the big login systems do: per (account, address), per
+    address, and per account, the last counting only addresses that never logged in to that
+    account and at a slower rate. Ten wrong passwords from a stranger's address lock that
+    address out of that account (and, past the address limit, out of every account), but never
+    the owner's own addresses: the account-wide limit does not apply to an address the account
+    logged in from in the last 90 days. Refuses (LoginThrottledError) while a limit is used up,
+    even for the right password; otherwise runs ``authenticate`` in a worker thread, counts a
+    failure (None), and after a success forgets the pair's failures and remembers the address."""
     limiter = RateLimiter(db)
-    keys = [(f"login-account:{account.lower()}", account_rate), (f"login-address:{address}", address_rate)]
+    at = time.time() if now is None else now
+    name = account.lower()
+    known = address is not None and _known(db, name, address, at)
+    keys = [(f"login-pair:{name}:{address}", rates.pair), (f"login-address:{address}", rates.address)]
+    if not known:
+        keys.append((f"login-account:{name}", rates.account))
     for key, rate in keys:
-        wait = limiter.blocked(key, rate, now)
+        wait = limiter.blocked(key, rate, at)
         if wait is not None:
             raise LoginThrottledError(wait)
     user = await run_in_threadpool(authenticate)
     if user is None:
         for key, rate in keys:
-            limiter.hit(key, rate, now)
+            limiter.hit(key, rate, at)
         return None
     limiter.reset(keys[0][0])
+    if address is not None:
+        db.execute(
+            "INSERT INTO login_known (account, address, last) VALUES (?, ?, ?) "
+            "ON CONFLICT(account, address) DO UPDATE SET last = excluded.last",
+            [name, address, at],
+        )
     return user
+
+
+def _known(db: sqlite_utils.Database, account: str, address: str, now: float) -> bool:
+    row = db.execute(
+        "SELECT last FROM login_known WHERE account = ? AND address = ?", [account, address]
+    ).fetchone()
+    return row is not None and row[0] >= now - KNOWN_FOR

@@ -64,7 +64,11 @@ def _core_v3(db: sqlite_utils.Database) -> None:
     db.table("users").add_column("full_name", str, not_null_default="")  # shown as a maintainer's name
 
 
-SCHEMAS: dict[str, list[Migration]] = {"core": [_core_v1, _core_v2, _core_v3]}
+def _core_v4(db: sqlite_utils.Database) -> None:
+    db.table("tokens").create_index(["purpose", "expires"])  # sweeping ended sessions
+
+
+SCHEMAS: dict[str, list[Migration]] = {"core": [_core_v1, _core_v2, _core_v3, _core_v4]}
 
 
 def register_schema(namespace: str, migrations: list[Migration]) -> None:

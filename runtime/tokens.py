@@ -10,11 +10,11 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import sqlite_utils
 
-from runtime.clock import now_iso
+from runtime.clock import iso_in, now_iso
 
 SHOWN_PREFIX_CHARS = 14
 
@@ -50,7 +50,7 @@ class Tokens:
     ) -> tuple[Token, str]:
         """Create a token; returns it and the raw secret, which is not kept anywhere."""
         raw = f"depot_{purpose}_{secrets.token_urlsafe(32)}"
-        expires = (datetime.now(UTC) + expires_in).strftime("%Y-%m-%dT%H:%M:%SZ") if expires_in else None
+        expires = iso_in(expires_in) if expires_in else None
         row_id = (
             self.db.table("tokens")
             .insert(
@@ -71,27 +71,55 @@ class Tokens:
         )
         token = self.get(int(row_id)) if row_id is not None else None
         assert token is not None
+        if purpose.endswith("session"):  # logins leave one row each: forget the ended ones
+            self.delete_expired(purpose)
         return token, raw
 
     def get(self, token_id: int) -> Token | None:
         rows = list(self.db.table("tokens").rows_where("id = ? and revoked = 0", [token_id], limit=1))
         return _token(rows[0]) if rows else None
 
-    def verify(self, raw: str, purpose: str) -> Token | None:
-        """The live token for ``raw``, or None when unknown, revoked, expired or of another purpose."""
-        # Candidates are found by the shown prefix, then the hashes compared in constant time,
-        # so how long a refusal takes says nothing about how much of a guess was right.
+    def verify(self, raw: str, purpose: str, renew: timedelta | None = None) -> Token | None:
+        """The live token for ``raw``, or None when unknown, revoked, expired or of another
+        purpose. With ``renew``, a use moves the expiry to ``renew`` from now (a sliding expiry:
+        a token in use lives on, a forgotten one ends)."""
+        # Looked up by the unique index on the SHA-256 of the whole token: one index probe
+        # whatever the table holds (every token of a purpose shares its shown prefix, so a lookup
+        # by prefix grew with the number of old sessions). Hashes of guesses are unrelated to the
+        # stored ones, so the probe's timing says nothing about how close a guess was; the final
+        # comparison is constant-time all the same.
         wanted = token_hash(raw)
-        candidates = self.db.table("tokens").rows_where("prefix = ?", [raw[:SHOWN_PREFIX_CHARS]])
-        row = next((r for r in candidates if hmac.compare_digest(r["token_hash"], wanted)), None)
+        rows = list(self.db.table("tokens").rows_where("token_hash = ?", [wanted], limit=1))
+        row = rows[0] if rows and hmac.compare_digest(rows[0]["token_hash"], wanted) else None
         if row is None:
             return None
         if row["revoked"] or row["purpose"] != purpose:
             return None
-        if row["expires"] and row["expires"] <= now_iso():
+        now = now_iso()
+        if row["expires"] and row["expires"] <= now:
             return None
-        self.db.table("tokens").update(row["id"], {"last_used": now_iso()})
-        return _token(row)
+        changes: dict[str, str] = {"last_used": now}
+        if renew is not None:
+            changes["expires"] = iso_in(renew)
+        self.db.table("tokens").update(row["id"], changes)
+        return _token({**row, **changes})
+
+    def all(self, user_id: int | None = None, purpose: str | None = None) -> list[Token]:
+        """Every live token (of one user, of one purpose), for listings; secrets never included."""
+        where: list[str] = ["revoked = 0"]
+        args: list[object] = []
+        if user_id is not None:
+            where, args = [*where, "user_id = ?"], [*args, user_id]
+        if purpose is not None:
+            where, args = [*where, "purpose = ?"], [*args, purpose]
+        rows = self.db.table("tokens").rows_where(" and ".join(where), args, order_by="id")
+        return [_token(r) for r in rows]
+
+    def delete_expired(self, purpose: str) -> int:
+        """Forget expired and revoked tokens of a purpose whose rows serve no listing (sessions)."""
+        gone = "revoked = 1 or (expires is not null and expires <= ?)"
+        cursor = self.db.execute(f"delete from tokens where purpose = ? and ({gone})", [purpose, now_iso()])
+        return cursor.rowcount
 
     def list(self, user_id: int, purpose: str) -> list[Token]:
         return [

@@ -4,13 +4,14 @@ limits with DRF's 429, request bodies that may be form, multipart or JSON, and t
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import sqlite_utils
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from runtime.accounts import Accounts, User
+from runtime.accounts import Accounts, User, on_password_change
 from runtime.errors import ApiError
 from runtime.ratelimit import RateLimiter, throttled_detail
 from runtime.services import client_address, services
@@ -19,6 +20,13 @@ from runtime.storage import register_schema
 from runtime.tokens import Tokens
 
 TOKEN_PURPOSE = "ota"
+
+
+@on_password_change
+def end_ota_tokens(db: sqlite_utils.Database, user_id: int) -> None:
+    """A password change ends every shippy login token: a token taken with the old password
+    must not outlive it."""
+    Tokens(db).revoke_all(user_id, TOKEN_PURPOSE)
 NO_STORE = {"cache-control": "no-store"}
 
 
@@ -88,7 +96,8 @@ def authenticate(request: Request) -> User:
     if len(parts) > 2:
         raise _unauthorized("Invalid token header. Token string should not contain spaces.")
     db = services(request).storage.db
-    token = Tokens(db).verify(parts[1], TOKEN_PURPOSE)
+    lifetime = timedelta(days=services(request).config.ota_token_days)
+    token = Tokens(db).verify(parts[1], TOKEN_PURPOSE, renew=lifetime)
     if token is None:
         raise _unauthorized("Invalid token.")
     user = Accounts(db).by_id(token.user_id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
 
@@ -320,7 +321,10 @@ async def login(request: Request) -> Response:
         raise throttle_error(exc.retry_after) from None
     if user is None:
         raise _error(404, "invalid_credential", "Invalid credentials. Please try again.")
-    _token, raw = Tokens(services(request).storage.db).create(user.id, TOKEN_PURPOSE, name="shippy login")
+    svc = services(request)
+    lifetime = timedelta(days=svc.config.ota_token_days)  # renewed by every use
+    tokens = Tokens(svc.storage.db)
+    _token, raw = tokens.create(user.id, TOKEN_PURPOSE, name="shippy login", expires_in=lifetime)
     return JSONResponse({"token": raw, "message": "Successfully logged in!"}, headers=NO_STORE)
 
 

@@ -1,6 +1,7 @@
 """Failed-login limits shared by every password login (shipper, Qt /login and /upload, portal):
-after N failures an account is refused even with the right password until the window ends,
-other accounts still log in, and a success forgets the account's failures."""
+after N failures from one address an account is refused there even with the right password until
+the window ends, other accounts still log in, a success forgets the failures, and a stranger's
+failures never lock the owner out of the addresses the owner logs in from."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from runtime.ratelimit import LoginThrottledError, Rate, guarded_login
+from runtime.ratelimit import LoginRates, LoginThrottledError, Rate, guarded_login
 from runtime.storage import open_database
 from tests.support.qt import ADMIN, ADMIN_PASSWORD, DEVICE, SECRET, USER, USER_PASSWORD, add_user
 from tests.support.serving import ServedStore, serve_store
@@ -36,10 +37,11 @@ class Checker:
         return check
 
 
+RATES = LoginRates(pair=Rate(2, 60), address=Rate(5, 60), account=Rate(4, 3600))
+
+
 def attempt(db, check: Checker, name: str, given: str, now: float, address: str = "10.0.0.1") -> object:
-    return asyncio.run(
-        guarded_login(db, name, address, Rate(2, 60), Rate(5, 60), check(name, given), now=now)
-    )
+    return asyncio.run(guarded_login(db, name, address, RATES, check(name, given), now=now))
 
 
 def test_guarded_login_with_explicit_time(tmp_path: Path) -> None:
@@ -69,6 +71,24 @@ def test_guarded_login_per_address(tmp_path: Path) -> None:
         attempt(db, check, "carol", "right", 301.0)
     assert attempt(db, check, "carol", "right", 301.0, address="10.0.0.2") == "carol"
     assert attempt(db, check, "carol", "right", 360.0) == "carol"  # the next window
+
+
+def test_a_stranger_cannot_lock_the_owner_out(tmp_path: Path) -> None:
+    """The public maintainer list names every account: ten wrong passwords from one address
+    used to lock the account for its owner everywhere."""
+    db = open_database(tmp_path)
+    check = Checker("right")
+    assert attempt(db, check, "dana", "right", 1000.0, address="192.0.2.10") == "dana"  # her address
+    for n in range(2):  # a stranger guesses from two addresses until each pair is locked
+        for _ in range(2):
+            assert attempt(db, check, "dana", "wrong", 1001.0, address=f"198.51.100.{n}") is None
+        with pytest.raises(LoginThrottledError):
+            attempt(db, check, "dana", "right", 1002.0, address=f"198.51.100.{n}")
+    # the account-wide limit (4 a window) is used up by the stranger's addresses...
+    with pytest.raises(LoginThrottledError):
+        attempt(db, check, "dana", "right", 1003.0, address="203.0.113.7")  # a new address waits
+    # ...but the owner's own address is never locked by it
+    assert attempt(db, check, "dana", "right", 1004.0, address="192.0.2.10") == "dana"
 
 
 @pytest.fixture
