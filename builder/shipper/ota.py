@@ -53,6 +53,9 @@ NO_BASE_URL = (
 # says one: shipper's default file names are "...-OFFICIAL-...".
 DEFAULT_ROMTYPE = "OFFICIAL"
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
+# What an OTA file name may hold: it is published in feeds, pages and URLs, so no control
+# characters, no bidirectional overrides (U+202E shows "gpj.exe" as "exe.jpg"), no spaces.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,250}\.zip")
 
 
 class BuildNameError(FormatError):
@@ -81,11 +84,14 @@ def pattern_of(settings: StoreSettings) -> str:
 
 
 def parse_build_name(filename: str, settings: StoreSettings) -> BuildName:
-    """Apply the store's pattern to ``filename`` the way shipper does (``re.search``)."""
-    if "/" in filename or "\\" in filename or "\0" in filename or filename.startswith("."):
+    """Apply the store's pattern to the whole of ``filename``. shipper applies it with
+    ``re.search``, so a pattern matched part of a name: ``x-20210101.zip.toml`` passed as a build
+    and became another build's sidecar. Depot matches the whole name, and only names of
+    :data:`SAFE_NAME`'s characters, ending in ``.zip``."""
+    if not SAFE_NAME.fullmatch(filename):
         raise BuildNameError("The file name is malformed!")
     try:
-        match = re.search(pattern_of(settings), filename)
+        match = re.fullmatch(pattern_of(settings), filename)
     except re.error as exc:
         raise PatternError(f"[ota] filename_pattern is not a valid regular expression: {exc}") from exc
     if match is None:

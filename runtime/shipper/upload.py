@@ -43,6 +43,7 @@ from builder.formats import Source
 from builder.hashing import sha256_file
 from builder.model import StoreSettings
 from builder.shipper.ota import (
+    SAFE_NAME,
     X86_CODENAMES,
     BuildNameError,
     PatternError,
@@ -64,6 +65,8 @@ CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 BLOCK = 1 << 20
 UPLOADS_DIR = "shipper-uploads"
 MAX_FILENAME = 255
+MAX_OPEN_UPLOADS = 4  # unfinished chunked uploads per account (shippy keeps one at a time)
+MAX_OPEN_BYTES = 2 * MAX_BYTES  # the declared totals of an account's unfinished uploads
 
 
 def _detail(status: int, detail: Any, **extra: Any) -> ApiError:
@@ -185,6 +188,24 @@ def _chunk_size(chunk: UploadFile) -> int:
     return chunk.file.tell()
 
 
+def _check_quota(ups: ChunkedUploads, user: User, total: int) -> None:
+    """Only maintainers start uploads, and each account has a bounded number of unfinished ones
+    and bytes on the data folder's disk (a token holder cannot fill it with open uploads)."""
+    if not user.staff and not user.devices:
+        raise _detail(403, "You do not have permission to perform this action.")
+    open_count, open_bytes = ups.db.execute(
+        "SELECT count(*), coalesce(sum(total), 0) FROM shipper_uploads WHERE user_id = ? AND status = ?",
+        [user.id, INCOMPLETE],
+    ).fetchone()
+    if open_count >= MAX_OPEN_UPLOADS:
+        raise _detail(
+            400,
+            f"Too many unfinished uploads ({open_count}): finish them, or wait a day for them to expire.",
+        )
+    if open_bytes + total > MAX_OPEN_BYTES:
+        raise _detail(400, f"Unfinished uploads may hold at most {MAX_OPEN_BYTES} bytes per account.")
+
+
 def _validate_filename(filename: Any) -> str:
     errors: list[str] = []
     if filename is None or not isinstance(filename, str) or filename == "":
@@ -199,6 +220,8 @@ def _validate_filename(filename: Any) -> str:
         or filename[0] == "."
     ):
         errors.append("The file name must be a plain name, without folders.")
+    elif not SAFE_NAME.fullmatch(filename):
+        errors.append("The file name may hold letters, digits and . _ + - only, and must end in .zip.")
     if errors:
         raise _detail(400, {"filename": errors})
     return filename
@@ -236,6 +259,7 @@ async def put_chunk(request: Request) -> Response:
             if start != 0:
                 raise _detail(400, "Offsets do not match", expected_offset=0, provided_offset=start)
             await run_in_threadpool(cleanup_expired, ups)
+            _check_quota(ups, user, total)
             row = {
                 "id": str(uuid.uuid4()),
                 "user_id": user.id,
