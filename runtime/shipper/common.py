@@ -3,7 +3,6 @@ limits with DRF's 429, request bodies that may be form, multipart or JSON, and t
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from typing import Any
 
@@ -12,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from runtime.accounts import Accounts, User, on_password_change
+from runtime.bodies import SMALL_BODY, BodyFormatError, BodyTooLargeError, loads_json, read_body
 from runtime.errors import ApiError
 from runtime.ratelimit import RateLimiter, throttled_detail
 from runtime.services import client_address, services
@@ -108,15 +108,20 @@ def authenticate(request: Request) -> User:
 
 
 async def body_fields(request: Request) -> dict[str, Any]:
-    """Form, multipart or JSON bodies alike (DRF's default parsers); {} for an empty body."""
+    """Form, multipart or JSON bodies alike (DRF's default parsers); {} for an empty body. Read
+    under a cap before anything parses them: these endpoints take a few fields, and most of them
+    answer anonymous clients."""
     ctype = request.headers.get("content-type", "")
+    try:
+        raw = await read_body(request, SMALL_BODY)
+    except BodyTooLargeError as exc:
+        raise ApiError(413, {"detail": f"Request body too large: at most {exc.limit} bytes."}) from exc
     if ctype.startswith("application/json"):
-        raw = await request.body()
         if not raw.strip():
             return {}
         try:
-            data = json.loads(raw)
-        except ValueError as exc:
+            data = loads_json(raw)
+        except BodyFormatError as exc:
             raise ApiError(400, {"detail": f"JSON parse error - {exc}"}) from exc
         if not isinstance(data, dict):
             raise ApiError(400, {"detail": "Invalid data. Expected a dictionary."})
