@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from builder.webpolicy import SECURITY_HEADERS
+
 IMMUTABLE_PREFIXES = ("files/", "assets/")
 
 
@@ -22,8 +24,21 @@ PROXY_HEADERS = (
 )
 
 
+# The browser policy of every answer (builder/webpolicy.py, the runtime sends the same). nginx
+# drops the server block's add_header lines in a location that has add_header lines of its own,
+# so each such location repeats them; `always` puts them on error answers too. A proxied answer
+# carries the runtime's copies, which nginx hides so that each header is sent once, whatever
+# location ends up answering (X-Accel-Redirect hands the body to /_depot_site/).
+def _security_headers(indent: str) -> list[str]:
+    return [f"{indent}add_header {name} {_quote(value)} always;" for name, value in SECURITY_HEADERS]
+
+
 def _proxy(indent: str) -> list[str]:
-    return [indent + "proxy_pass http://depot_runtime;", *(indent + h for h in PROXY_HEADERS)]
+    return [
+        indent + "proxy_pass http://depot_runtime;",
+        *(indent + h for h in PROXY_HEADERS),
+        *(f"{indent}proxy_hide_header {name};" for name, _value in SECURITY_HEADERS),
+    ]
 
 
 def _quote(value: str) -> str:
@@ -52,6 +67,7 @@ def nginx_config(
         f"    server_name {server_name};",
         f"    root {site};",
         "    client_max_body_size 5g;",
+        *_security_headers("    "),
         "    gzip on;",
         "    gzip_types application/json text/css text/javascript;",
         "    # the client's Host header as sent (with its port); the server name when it sent none",
@@ -94,6 +110,7 @@ def nginx_config(
                 "        default_type " + _quote(route["type"]) + ";",
                 "        types { }",
                 f'        add_header Cache-Control "{cache}";',
+                *_security_headers("        "),
                 f"        try_files /{route['file']} @depot;",
                 "    }",
             ]

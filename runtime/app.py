@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -10,21 +11,36 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
 
+from builder.errors import DepotError
+from runtime import accesslog
 from runtime.config import RuntimeConfig
 from runtime.dialects import load_dialects
 from runtime.errors import HANDLERS
 from runtime.rebuild import Rebuilder
+from runtime.security import SecurityHeaders
 from runtime.services import Services
 from runtime.static import StaticSite, site_exists
 from runtime.storage import Storage
+
+log = logging.getLogger("runtime")
 
 
 async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+class DepotApp(Starlette):
+    """Starlette with the security headers outermost: outside its ServerErrorMiddleware too,
+    so a 500 answer carries them like every other."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeaders(super().build_middleware_stack())
+
+
 def create_app(config: RuntimeConfig) -> Starlette:
+    accesslog.install()  # no password, secret or download token in uvicorn's access log
     dialects = load_dialects()  # imports the dialects, registering their schemas
     routes: list[BaseRoute] = [route for module in dialects for route in module.routes()]
     startups = [module.startup for module in dialects if hasattr(module, "startup")]
@@ -39,7 +55,10 @@ def create_app(config: RuntimeConfig) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         changed = False
         for startup in startups:
-            changed = await run_in_threadpool(startup, svc) or changed
+            try:
+                changed = await run_in_threadpool(startup, svc) or changed
+            except DepotError as exc:  # a broken depot.toml: serve anyway, the endpoints answer 503
+                log.error("a start-up step did not run: %s: %s", type(exc).__name__, exc)
         if changed or not site_exists(config.site):
             await svc.rebuilder.rebuild()
         yield
@@ -50,6 +69,6 @@ def create_app(config: RuntimeConfig) -> Starlette:
         *routes,
         Route("/{path:path}", svc.static.endpoint, methods=["GET", "HEAD"]),
     ]
-    app = Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)
+    app = DepotApp(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)
     app.state.services = svc
     return app

@@ -36,10 +36,14 @@ def serve_command(store: Store, host: str, port: int) -> None:
 
     from runtime.app import create_app
     from runtime.config import RuntimeConfig
+    from runtime.security import uvicorn_limits
 
+    config = RuntimeConfig.from_folders(store.repo, store.site, store.data)  # a weak key stops here
     click.echo(summary(run_build(store, quiet=True)))
-    config = RuntimeConfig.from_folders(store.repo, store.site, store.data)
-    uvicorn.run(create_app(config), host=host, port=port, log_level="info", access_log=True)
+    limits = uvicorn_limits(
+        config.server.header_timeout, config.server.max_connections, config.server.keep_alive_timeout
+    )
+    uvicorn.run(create_app(config), host=host, port=port, log_level="info", access_log=True, **limits)
 
 
 @main.command("agent")
@@ -54,6 +58,26 @@ def serve_command(store: Store, host: str, port: int) -> None:
 @click.option("--max-unpacked", default=None, type=int, help="Largest size a module may unpack to.")
 @click.option("--retries", default=8, show_default=True, type=int, help="Download attempts without progress.")
 @click.option("--retry-delay", default=1.0, show_default=True, type=float, help="First back-off in seconds.")
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="A Host name the API answers to besides loopback (e.g. the robot's address); repeatable.",
+)
+@click.option(
+    "--mirror",
+    "mirrors",
+    multiple=True,
+    metavar="URL",
+    help="Another origin the index may point downloads at (or redirect to); repeatable.",
+)
+@click.option(
+    "--inbox",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="The only folder install_local_file takes files from (default: ROOT/inbox).",
+)
 def agent_command(store: str, root: Path, platform: str | None, host: str, port: int, **options: Any) -> None:
     """Run the device app store: install modules and firmware from a store into ROOT."""
     import uvicorn
@@ -63,7 +87,12 @@ def agent_command(store: str, root: Path, platform: str | None, host: str, port:
     from runtime.agent.tasks import Agent
 
     settings = {k: v for k, v in options.items() if v is not None}
-    config = AgentConfig(store=store, root=root, platform=platform, **settings)
+    settings["allowed_hosts"] = tuple(settings.get("allowed_hosts", ()))
+    settings["mirrors"] = tuple(settings.get("mirrors", ()))
+    try:
+        config = AgentConfig(store=store, root=root, platform=platform, **settings)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
     uvicorn.run(create_agent_app(Agent(config)), host=host, port=port, log_level="info", access_log=True)
 
 

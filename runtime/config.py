@@ -17,8 +17,13 @@ from pathlib import Path
 from builder.atomic import fsync_dir, write_temp
 from builder.errors import SettingsError
 from runtime.ratelimit import Rate
+from runtime.storage import make_data_folder
 
 SECRET_FILE = "secret.key"
+# A signing key anyone could guess lets them forge download links and session cookies: the
+# generated key has 64 characters, and a key from the environment must have at least 32 bytes.
+MIN_SECRET_BYTES = 32
+MAKE_A_KEY = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,9 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
     EnvVar("DEPOT_SHIPPER_USER_RATE", "10/second", "shipper requests with a token, per account"),
     EnvVar("DEPOT_OTA_TOKEN_DAYS", "90", "days a shippy login token lives after its last use"),
     EnvVar("DEPOT_QT_STORE_SIGNING_PASSWORD", "", "password of the Qt store-signing PKCS#12 file"),
+    EnvVar("DEPOT_HEADER_TIMEOUT", "10", "seconds a connection has to send a whole request head"),
+    EnvVar("DEPOT_KEEP_ALIVE_TIMEOUT", "5", "seconds an idle kept-alive connection stays open"),
+    EnvVar("DEPOT_MAX_CONNECTIONS", "1000", "open connections per depot serve process; beyond, refused"),
 )
 
 
@@ -89,6 +97,35 @@ class Limits:
         )
 
 
+def env_number(name: str, environ: Mapping[str, str] | None = None, *, minimum: float = 1) -> float:
+    value = env_value(name, environ)
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not number >= minimum:  # also refuses nan
+        raise SettingsError(f"environment variable {name}: {value!r} is not a number of at least {minimum:g}")
+    return number
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What one ``depot serve`` process lets clients hold (uvicorn's settings, with
+    :func:`runtime.security.uvicorn_limits`): production runs behind nginx, which has its own."""
+
+    header_timeout: float = 10.0
+    keep_alive_timeout: int = 5
+    max_connections: int = 1000
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerLimits:
+        return cls(
+            header_timeout=env_number("DEPOT_HEADER_TIMEOUT", environ, minimum=0.1),
+            keep_alive_timeout=int(env_number("DEPOT_KEEP_ALIVE_TIMEOUT", environ)),
+            max_connections=int(env_number("DEPOT_MAX_CONNECTIONS", environ, minimum=8)),
+        )
+
+
 @dataclass(frozen=True)
 class RuntimeConfig:
     repo: Path
@@ -102,11 +139,12 @@ class RuntimeConfig:
     accel_redirect_builds: str = ""  # the same for repo/builds/ (counted OTA downloads)
     qt_signing_password: str = ""
     limits: Limits = field(default_factory=Limits.from_env)
+    server: ServerLimits = field(default_factory=ServerLimits.from_env)
     ota_token_days: int = 90
 
     @classmethod
     def from_folders(cls, repo: Path, site: Path, data: Path) -> RuntimeConfig:
-        data.mkdir(parents=True, exist_ok=True)
+        make_data_folder(data)
         return cls(
             repo=repo.resolve(),
             site=site.resolve(),
@@ -116,6 +154,7 @@ class RuntimeConfig:
             accel_redirect_builds=env_value("DEPOT_ACCEL_REDIRECT_BUILDS"),
             qt_signing_password=env_value("DEPOT_QT_STORE_SIGNING_PASSWORD"),
             limits=Limits.from_env(),
+            server=ServerLimits.from_env(),
             ota_token_days=env_days("DEPOT_OTA_TOKEN_DAYS"),
         )
 
@@ -127,6 +166,13 @@ def load_secret_key(data: Path) -> str:
     or share the data folder."""
     from_env = env_value("DEPOT_SECRET_KEY")
     if from_env:
+        size = len(from_env.encode())
+        if size < MIN_SECRET_BYTES:
+            raise SettingsError(
+                f"environment variable DEPOT_SECRET_KEY is {size} bytes long; a signing key needs at"
+                f" least {MIN_SECRET_BYTES} (make one with {MAKE_A_KEY}, or unset the variable to use"
+                f" {data / SECRET_FILE})"
+            )
         return from_env
     path = data / SECRET_FILE
     if not path.exists():
@@ -142,4 +188,10 @@ def load_secret_key(data: Path) -> str:
             pass
         finally:
             tmp.unlink()
-    return path.read_text().strip()
+    key = path.read_text().strip()
+    if len(key.encode()) < MIN_SECRET_BYTES:
+        raise SettingsError(
+            f"{path} holds a key of {len(key.encode())} bytes; a signing key needs at least"
+            f" {MIN_SECRET_BYTES} (delete the file to have one generated)"
+        )
+    return key

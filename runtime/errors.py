@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from builder.errors import SettingsError
+from runtime.accesslog import redact_path
 
 log = logging.getLogger("runtime")
 SETTINGS_UNUSABLE = "The store's settings (depot.toml) cannot be used; the server log says why."
@@ -43,12 +44,12 @@ async def settings_error(request: Request, exc: Exception) -> Response:
     and not a bug. 503 in the default shape; the problems go to the log only, since they may
     name paths and values of the store's configuration. Dialects with another error shape
     catch SettingsError where they read the settings (the Qt dialect does)."""
-    log.error("%s %s: depot.toml cannot be used:\n%s", request.method, request.url.path, exc)
+    log.error("%s %s: depot.toml cannot be used:\n%s", request.method, redact_path(request.url.path), exc)
     return JSONResponse({"detail": SETTINGS_UNUSABLE}, status_code=503)
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    log.exception("unhandled error on %s %s", request.method, redact_path(request.url.path))
     return JSONResponse({"detail": "internal server error"}, status_code=500)
 
 

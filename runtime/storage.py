@@ -4,6 +4,8 @@ created or migrated when the database is opened."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -12,6 +14,8 @@ from pathlib import Path
 import sqlite_utils
 
 DATABASE_FILE = "depot.db"
+PRIVATE_FOLDER = 0o700  # the data folder
+PRIVATE_FILE = 0o600  # depot.db, depot.db-wal, depot.db-shm
 
 
 def _core_v1(db: sqlite_utils.Database) -> None:
@@ -104,18 +108,44 @@ def migrate(db: sqlite_utils.Database) -> dict[str, int]:
     return versions
 
 
+def make_data_folder(data: Path) -> None:
+    """Create the data folder (and any missing parents) private to the runtime's user: it holds
+    the database with password and token hashes, the secret key and upload scratch space. A
+    folder that exists keeps its mode; its database files are made private on every open."""
+    if not data.is_dir():
+        data.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            data.mkdir(mode=PRIVATE_FOLDER)
+        data.chmod(PRIVATE_FOLDER)  # mkdir's mode passes through the umask; say it exactly
+
+
+def _make_private(path: Path) -> None:
+    """The database, its WAL and its shared-memory index: 0600 whatever the umask. (SQLite
+    gives a new -wal and -shm the mode of the database file, so they follow.)"""
+    for name in (path.name, path.name + "-wal", path.name + "-shm"):
+        file = path.with_name(name)
+        # a missing file has nothing to protect; another user's is not ours to change
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            if file.stat().st_mode & 0o777 != PRIVATE_FILE:
+                file.chmod(PRIVATE_FILE)
+
+
 def connect(path: Path) -> sqlite_utils.Database:
+    if not path.exists():  # created private, so it is never readable by others, not even briefly
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE_FILE))
     conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=30000")
+    _make_private(path)
     return sqlite_utils.Database(conn)
 
 
 def open_database(data: Path) -> sqlite_utils.Database:
     """Open (creating and migrating) the database in the data folder."""
-    data.mkdir(parents=True, exist_ok=True)
+    make_data_folder(data)
     db = connect(data / DATABASE_FILE)
     migrate(db)
     return db

@@ -35,6 +35,7 @@ from builder.qt.package import escape_key, variant_key
 from builder.qt.png import ALL_ICON, ERROR_ICON
 from builder.render import RenderContext, fingerprint, json_bytes
 from builder.tarsafe import read_member
+from builder.webpolicy import POLICY_VERSION, clean_html
 
 JSON = "application/json"
 PNG = "image/png"
@@ -86,6 +87,18 @@ def unique_variants(catalog: Catalog) -> list[AppVariant]:
 def extract_icon(package: Path) -> bytes:
     """The package's ``icon.png``, or the error icon when it has none."""
     return read_member(package, "icon.png") or ERROR_ICON
+
+
+def clean_description(description: str) -> bytes:
+    """A description as published: untrusted HTML from a sidecar or an upload, reduced to the
+    formatting both Qt's rich text and a browser show (``builder.webpolicy``), so neither the
+    runtime's ``/app/description`` nor a plain static server or CDN ever serves a script."""
+    return clean_html(description).encode()
+
+
+def _description_fingerprint(description: str) -> str:
+    raw = hashlib.sha256(description.encode()).hexdigest()
+    return fingerprint("qt-description", "clean", POLICY_VERSION, raw)
 
 
 def _static_choice(apps: list[AppVariant]) -> dict[str, AppVariant]:
@@ -145,13 +158,12 @@ def render(catalog: Catalog, ctx: RenderContext) -> Iterable[Output]:
             render=functools.partial(extract_icon, package),
             url="/app/icons/" + key_of(app),
         )
-        description = app.description.encode()
         yield Output(
             path=f"qt/descriptions/{key}.html",
-            fingerprint=fingerprint("qt-description", hashlib.sha256(description).hexdigest()),
+            fingerprint=_description_fingerprint(app.description),
             media_type=HTML,
             tier=LEAF,
-            render=functools.partial(bytes, description),
+            render=functools.partial(clean_description, app.description),
         )
     for app_id, app in sorted(_static_choice(apps).items()):
         key = escape_key(key_of(app))
@@ -165,11 +177,12 @@ def render(catalog: Catalog, ctx: RenderContext) -> Iterable[Output]:
             url="/app/icon",
             query={"id": app_id},
         )
-        description = app.description.encode()
-        yield _bytes_output(
-            f"qt/description-by-id/{escape_key(app_id)}.html",
-            description,
-            HTML,
+        yield Output(
+            path=f"qt/description-by-id/{escape_key(app_id)}.html",
+            fingerprint=_description_fingerprint(app.description),
+            media_type=HTML,
+            tier=LEAF,
+            render=functools.partial(clean_description, app.description),
             url="/app/description",
             query={"id": app_id},
         )

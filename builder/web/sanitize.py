@@ -1,27 +1,13 @@
 """Make maintainer-supplied HTML descriptions safe to publish.
 
-Descriptions come from package sidecars and uploads, so they are untrusted: no scripts, no event
-handlers, no styles, and nothing that loads from another site (images, frames, media). Links
-stay, to http(s) and mailto only, marked so they pass no referrer or opener.
+The rules live in the floor (:mod:`builder.webpolicy`), because the Qt dialect publishes the
+same descriptions and a dialect may not import a sibling: no scripts, no event handlers, no
+styles, and nothing that loads from another site (images, frames, media). Links stay, to
+http(s) and mailto only, marked so they pass no referrer or opener.
 """
 
 from __future__ import annotations
 
-import nh3
+from builder.webpolicy import ALLOWED_ATTRIBUTES, ALLOWED_TAGS, clean_html
 
-ALLOWED_TAGS = {
-    "p", "br", "ul", "ol", "li", "strong", "em", "b", "i", "code", "pre",
-    "blockquote", "h3", "h4", "h5", "a", "dl", "dt", "dd", "hr",
-}  # fmt: skip
-ALLOWED_ATTRIBUTES = {"a": {"href", "title"}}
-
-
-def clean_html(html: str) -> str:
-    return nh3.clean(
-        html,
-        tags=ALLOWED_TAGS,
-        attributes=ALLOWED_ATTRIBUTES,
-        url_schemes={"http", "https", "mailto"},
-        link_rel="nofollow noopener noreferrer",
-        strip_comments=True,
-    )
+__all__ = ["ALLOWED_ATTRIBUTES", "ALLOWED_TAGS", "clean_html"]

@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
+from runtime.agent.config import host_name
 from runtime.agent.state import TERMINAL, Task
 from runtime.agent.tasks import Agent, RequestError
 
@@ -151,24 +152,30 @@ async def task_log(request: Request) -> Response:
     return Response(text[start:end].encode("utf-8"), headers=headers, media_type=media)
 
 
-class Guard(BaseHTTPMiddleware):
-    """With a secret: every request carries it in ``Secret``. Without one: loopback clients only."""
+DEFAULT_PORTS = {"http": 80, "https": 443}
+LOOPBACK_NAMES = frozenset({"localhost"})
+JSON_TYPE = "application/json"
 
-    def __init__(self, app: ASGIApp, secret: str | None) -> None:
-        super().__init__(app)
-        self.secret = secret.encode() if secret else None
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        if self.secret is not None:
-            given = request.headers.get("secret", "").encode()
-            if not hmac.compare_digest(given, self.secret):
-                return JSONResponse({"error": "missing or wrong Secret header"}, status_code=401)
-        elif not _loopback(request.client.host if request.client else ""):
-            return JSONResponse(
-                {"error": "this agent has no secret configured and serves only this device (loopback)"},
-                status_code=403,
-            )
-        return await call_next(request)
+def _host_and_port(value: str) -> tuple[str, int | None] | None:
+    """``name[:port]`` or ``[v6]:port`` (a Host header or an origin's authority) → the
+    canonical name and the port, or None when it is neither."""
+    value = value.strip()
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            return None
+        name, rest = value[: end + 1], value[end + 1 :]
+    else:
+        name, sep, port_text = value.partition(":")
+        rest = sep + port_text
+    port = None
+    if rest:
+        if not rest.startswith(":") or not rest[1:].isdigit() or len(rest) > 6:
+            return None
+        port = int(rest[1:])
+    canonical = host_name(name)
+    return (canonical, port) if canonical else None
 
 
 def _loopback(host: str) -> bool:
@@ -176,6 +183,73 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _refuse(status: int, message: str) -> Response:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class Guard(BaseHTTPMiddleware):
+    """Who may talk to the agent, checked in this order on every request:
+
+    1. ``Host`` names this agent (loopback names and addresses, or ``--allowed-host``), else
+       421: a page on a DNS-rebound name never reaches the API;
+    2. no cross-site browser request: ``Sec-Fetch-Site: cross-site``/``same-site`` or an
+       ``Origin`` that is neither this agent's own origin nor an allowed host is 403, on every
+       method (reads included: nothing of the API is for other web sites);
+    3. the secret (401), or without one loopback clients only (403);
+    4. a body must be ``Content-Type: application/json`` (415): a ``no-cors`` page can only
+       send text/plain, form or multipart bodies.
+    """
+
+    def __init__(self, app: ASGIApp, secret: str | None, allowed_hosts: tuple[str, ...] = ()) -> None:
+        super().__init__(app)
+        self.secret = secret.encode() if secret else None
+        self.allowed_hosts = frozenset(allowed_hosts)
+
+    def _known(self, name: str) -> bool:
+        return name in LOOPBACK_NAMES or _loopback(name) or name in self.allowed_hosts
+
+    def _origin_allowed(self, origin: str, host: tuple[str, int | None]) -> bool:
+        scheme, sep, authority = origin.strip().lower().partition("://")
+        if not sep or scheme not in DEFAULT_PORTS or "/" in authority or "@" in authority:
+            return False  # "null" (sandboxed pages, file://) and anything odd included
+        parsed = _host_and_port(authority)
+        if parsed is None:
+            return False
+        name, port = parsed
+        if name in self.allowed_hosts:
+            return True
+        # the agent's own origin: a page it served itself (through a same-origin proxy)
+        return (name, port or DEFAULT_PORTS[scheme]) == (host[0], host[1] or DEFAULT_PORTS[scheme])
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        raw_host = request.headers.get("host", "")
+        host = _host_and_port(raw_host)
+        if host is None or not self._known(host[0]):
+            return _refuse(
+                421,
+                f"this agent does not answer to the host name {raw_host[:100]!r}; it answers to "
+                "localhost, loopback addresses and the names given with --allowed-host",
+            )
+        site = request.headers.get("sec-fetch-site", "").strip().lower()
+        if site in ("cross-site", "same-site"):
+            return _refuse(403, f"requests from other web sites are refused (Sec-Fetch-Site: {site})")
+        origin = request.headers.get("origin")
+        if origin is not None and not self._origin_allowed(origin, host):
+            return _refuse(403, f"requests from the web origin {origin[:100]!r} are refused")
+        if self.secret is not None:
+            given = request.headers.get("secret", "").encode()
+            if not hmac.compare_digest(given, self.secret):
+                return _refuse(401, "missing or wrong Secret header")
+        elif not _loopback(request.client.host if request.client else ""):
+            return _refuse(403, "this agent has no secret configured and serves only this device (loopback)")
+        length = request.headers.get("content-length", "").strip()
+        has_body = "transfer-encoding" in request.headers or (length not in ("", "0"))
+        media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if has_body and media_type != JSON_TYPE:
+            return _refuse(415, f"a request body must be sent as Content-Type: {JSON_TYPE}")
+        return await call_next(request)
 
 
 def create_agent_app(the_agent: Agent, start: bool = True) -> Starlette:
@@ -202,7 +276,9 @@ def create_agent_app(the_agent: Agent, start: bool = True) -> Starlette:
     ]
     app = Starlette(
         routes=[Mount(PREFIX, routes=routes)],
-        middleware=[Middleware(Guard, secret=the_agent.config.secret)],
+        middleware=[
+            Middleware(Guard, secret=the_agent.config.secret, allowed_hosts=the_agent.config.allowed_hosts)
+        ],
         lifespan=lifespan,
     )
     app.state.agent = the_agent

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from runtime.agent.net import Origins
 
 # Names and versions come from the network; only these shapes ever become path components.
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
 
 DEFAULT_MAX_UNPACKED = 2 * 1024**3
+MAX_ENTRY_INDEX = 1024**2  # device/index.json: received and inflated
+MAX_PLATFORM_INDEX = 32 * 1024**2  # a platform index: received and inflated
+HOST_NAME = re.compile(r"^[a-z0-9_]([a-z0-9_.-]{0,252})$")
 
 
 def valid_name(name: object) -> bool:
@@ -19,6 +26,20 @@ def valid_name(name: object) -> bool:
 
 def valid_version(version: object) -> bool:
     return isinstance(version, str) and bool(VERSION.match(version)) and ".." not in version
+
+
+def host_name(value: str) -> str | None:
+    """A host name or address in one canonical spelling (lower case, no brackets, no trailing
+    dot), or None when ``value`` is neither."""
+    name = value.strip().lower()
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    try:
+        return ipaddress.ip_address(name).compressed
+    except ValueError:
+        pass
+    name = name.rstrip(".")
+    return name if HOST_NAME.match(name) and ".." not in name else None
 
 
 @dataclass
@@ -36,11 +57,29 @@ class AgentConfig:
     retry_delay: float = 1.0  # first back-off; doubles per failure up to 60 s
     timeout: float = 30.0
     max_restarts: int = 5  # a task interrupted this many times by restarts fails (loop guard)
+    # Host names (besides loopback) this agent answers to, e.g. the robot's own address.
+    allowed_hosts: tuple[str, ...] = ()
+    # Other origins the agent may download from besides the store's (index entries, redirects).
+    mirrors: tuple[str, ...] = ()
+    inbox: Path | None = None  # the only folder install_local_file takes files from
+    max_entry_index: int = MAX_ENTRY_INDEX
+    max_platform_index: int = MAX_PLATFORM_INDEX
+    origins: Origins = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).resolve()
         if not self.store.endswith("/"):
             self.store += "/"
+        self.origins = Origins(self.store, self.mirrors)  # ValueError for a non-http(s) URL
+        names = []
+        for raw in self.allowed_hosts:
+            name = host_name(raw)
+            if name is None:
+                raise ValueError(f"--allowed-host {raw!r} is not a host name or address")
+            names.append(name)
+        self.allowed_hosts = tuple(names)
+        # Not resolved: the agent opens the configured folder itself, whatever it links to.
+        self.inbox = Path(os.path.abspath(self.inbox)) if self.inbox is not None else self.root / "inbox"
 
     @property
     def database(self) -> Path:
@@ -69,6 +108,10 @@ class AgentConfig:
     @property
     def trash(self) -> Path:
         return self.root / "trash"
+
+    @property
+    def local_copies(self) -> Path:
+        return self.downloads / "local"
 
     def folders(self) -> list[Path]:
         return [self.root, self.downloads, self.modules, self.firmware, self.staging, self.trash]

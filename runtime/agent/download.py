@@ -6,7 +6,8 @@ and appends only when the answer is a 206 whose ``Content-Range`` is exactly
 ``bytes N-(size-1)/size``; a 200 (a store that ignores Range, or a file that changed) starts over.
 A broken connection is retried with exponential back-off; the failure budget is reset whenever an
 attempt brought new bytes, so a flaky link that keeps moving finishes. Size and SHA-256 from the
-index are checked before the file is given its final name.
+index are checked before the file is given its final name. Only the store's origin and the
+mirrors' are fetched from; a redirect elsewhere fails the download at once (see net.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import httpx
 
 from builder.atomic import atomic_write, fsync_dir
 from builder.hashing import sha256_file
+from runtime.agent.net import ForeignOriginError, Origins, open_get
 
 MAX_BACKOFF = 60.0
 CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
@@ -73,8 +75,16 @@ def download(
     retries: int = 8,
     retry_delay: float = 1.0,
     timeout: float = 30.0,
+    origins: Origins | None = None,
 ) -> None:
-    """Fetch ``wanted`` into ``dest`` (atomically, verified); raises DownloadError."""
+    """Fetch ``wanted`` into ``dest`` (atomically, verified); raises DownloadError.
+
+    ``origins``: where the URL and any redirect may lead (default: the URL's own origin)."""
+    try:
+        origins = origins or Origins(wanted.url)
+        origins.check(wanted.url, "the download")
+    except (ValueError, ForeignOriginError) as exc:
+        raise DownloadError(str(exc)) from exc
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.is_file() and sha256_file(dest) == (wanted.size, wanted.sha256):
@@ -101,7 +111,9 @@ def download(
         progress(have, wanted.size)
         before = have
         try:
-            have = _attempt(wanted, part, have, meta, log, progress, timeout)
+            have = _attempt(wanted, part, have, meta, log, progress, timeout, origins)
+        except ForeignOriginError as exc:  # a redirect elsewhere: retrying will not change it
+            raise DownloadError(str(exc)) from exc
         except _RetryableError as exc:
             error = str(exc)
         except httpx.HTTPError as exc:
@@ -143,6 +155,7 @@ def _attempt(
     log: Callable[[str], None],
     progress: Callable[[int, int], None],
     timeout: float,
+    origins: Origins,
 ) -> int:
     """One GET; returns how many bytes the part file holds afterwards."""
     headers = {"Accept-Encoding": "identity"}
@@ -150,7 +163,10 @@ def _attempt(
         headers["Range"] = f"bytes={have}-"
         if meta.get("validator"):
             headers["If-Range"] = meta["validator"]
-    with httpx.stream("GET", wanted.url, headers=headers, timeout=timeout, follow_redirects=True) as r:
+    with (
+        httpx.Client(timeout=timeout, follow_redirects=False) as client,
+        open_get(client, wanted.url, origins, headers, "the download") as r,
+    ):
         if r.status_code == 416:
             raise _RetryableError(f"store answered 416 at byte {have}; starting over")
         if r.status_code in (401, 403, 404, 410):

@@ -3,7 +3,10 @@
 The entry ``device/index.json`` names each platform's index with its size and SHA-256; the
 platform index names every module and firmware version with its download URL (relative to the
 index), size and SHA-256. Entries whose name or version could not safely become a path on the
-device are dropped with a warning instead of being trusted.
+device, or whose URL is on another origin than the store's (and its mirrors'), are dropped with
+a warning instead of being trusted. Both documents are read with caps on the bytes received
+and inflated (``max_entry_index``, ``max_platform_index``), and the platform index never past
+the size the entry states.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,7 @@ import httpx
 from builder.atomic import atomic_write
 from builder.versions import version_key
 from runtime.agent.config import AgentConfig, valid_name, valid_version
+from runtime.agent.net import ForeignOriginError, Origins, TooLargeError, open_get, read_capped
 
 log = logging.getLogger("runtime.agent")
 ENTRY = "device/index.json"
@@ -65,7 +70,7 @@ class StoreIndex:
         return cls(platform, {}, {})
 
 
-def _packages(entries: Any, base: str) -> dict[str, Package]:
+def _packages(entries: Any, base: str, origins: Origins | None) -> dict[str, Package]:
     packages: dict[str, Package] = {}
     for entry in entries if isinstance(entries, list) else []:
         name = entry.get("name") if isinstance(entry, dict) else None
@@ -91,6 +96,14 @@ def _packages(entries: Any, base: str) -> dict[str, Package]:
                     "index: skipping %s version %r: unusable version or checksum", name, release.version
                 )
                 continue
+            if origins is not None and not origins.allows(release.url):
+                log.warning(
+                    "index: skipping %s version %s: its URL %s is not on the store's origin",
+                    name,
+                    release.version,
+                    release.url[:300],
+                )
+                continue
             releases.append(release)
         if not releases:
             continue
@@ -105,21 +118,35 @@ def _packages(entries: Any, base: str) -> dict[str, Package]:
     return packages
 
 
-def parse_platform_index(data: Any, url: str, platform: str) -> StoreIndex:
+def parse_platform_index(data: Any, url: str, platform: str, origins: Origins | None = None) -> StoreIndex:
+    """The index's packages; with ``origins``, versions whose URL is elsewhere are dropped."""
     if not isinstance(data, dict):
         raise StoreIndexError(f"{url} is not a JSON object")
-    return StoreIndex(platform, _packages(data.get("modules"), url), _packages(data.get("firmware"), url))
+    return StoreIndex(
+        platform,
+        _packages(data.get("modules"), url, origins),
+        _packages(data.get("firmware"), url, origins),
+    )
+
+
+def _get(client: httpx.Client, config: AgentConfig, url: str, limits: tuple[int, int], what: str) -> bytes:
+    """One index document: only from an allowed origin, at most ``limits`` (bytes received,
+    bytes inflated), gzip decoded here."""
+    deadline = time.monotonic() + max(4 * config.timeout, 60.0)
+    with open_get(client, url, config.origins, {"Accept-Encoding": "gzip"}, what) as response:
+        if response.status_code != 200:
+            raise StoreIndexError(f"{url} answered {response.status_code}")
+        received, inflated = limits
+        return read_capped(response, inflated, f"{what} {url}", deadline, received_limit=received)
 
 
 def fetch_index(config: AgentConfig) -> StoreIndex:
     """Fetch the entry, pick the platform, fetch and verify its index, cache it; raises StoreIndexError."""
     entry_url = urljoin(config.store, ENTRY)
     try:
-        with httpx.Client(timeout=config.timeout, follow_redirects=True) as client:
-            response = client.get(entry_url)
-            if response.status_code != 200:
-                raise StoreIndexError(f"{entry_url} answered {response.status_code}")
-            entry = response.json()
+        with httpx.Client(timeout=config.timeout, follow_redirects=False) as client:
+            cap = config.max_entry_index
+            entry = json.loads(_get(client, config, entry_url, (cap, cap), "the device index"))
             platforms = entry.get("platforms") or []
             wanted = config.platform or (platforms[0].get("name") if platforms else None)
             if not isinstance(wanted, str):
@@ -128,21 +155,29 @@ def fetch_index(config: AgentConfig) -> StoreIndex:
             if chosen is None:
                 raise StoreIndexError(f"the store publishes no index for platform {wanted!r}")
             url = urljoin(entry_url, chosen["url"])
-            response = client.get(url)
-            if response.status_code != 200:
-                raise StoreIndexError(f"{url} answered {response.status_code}")
-            body = response.content
+            size = chosen.get("size")
+            if not isinstance(size, int) or size < 0:
+                raise StoreIndexError(f"{ENTRY} states no size for the {wanted} index")
+            if size > config.max_platform_index:
+                raise StoreIndexError(
+                    f"{ENTRY} says the {wanted} index is {size} bytes, more than the limit of "
+                    f"{config.max_platform_index}"
+                )
+            # never inflated past what the entry says: a bigger answer cannot match anyway
+            body = _get(client, config, url, (config.max_platform_index, size), "the platform index")
+    except (ForeignOriginError, TooLargeError) as exc:
+        raise StoreIndexError(str(exc)) from exc
     except httpx.HTTPError as exc:
         raise StoreIndexError(f"cannot reach the store: {exc}") from exc
     except (ValueError, AttributeError, KeyError, TypeError) as exc:
         raise StoreIndexError(f"the store's device index is malformed: {exc}") from exc
-    if len(body) != chosen.get("size") or hashlib.sha256(body).hexdigest() != chosen.get("sha256"):
+    if len(body) != size or hashlib.sha256(body).hexdigest() != chosen.get("sha256"):
         raise StoreIndexError(f"{url} does not match the size and SHA-256 that {ENTRY} states")
     try:
         data = json.loads(body)
     except ValueError as exc:
         raise StoreIndexError(f"{url} is not JSON: {exc}") from exc
-    index = parse_platform_index(data, url, wanted)
+    index = parse_platform_index(data, url, wanted, config.origins)
     atomic_write(config.index_cache, json.dumps({"url": url, "platform": wanted, "index": data}).encode())
     return index
 
@@ -151,6 +186,6 @@ def cached_index(config: AgentConfig) -> StoreIndex | None:
     """The last index that verified, so the device works offline after a restart."""
     try:
         cached = json.loads(Path(config.index_cache).read_bytes())
-        return parse_platform_index(cached["index"], cached["url"], cached["platform"])
+        return parse_platform_index(cached["index"], cached["url"], cached["platform"], config.origins)
     except (OSError, ValueError, KeyError, TypeError, StoreIndexError):
         return None

@@ -10,17 +10,20 @@ idempotent and run again), unless a task has been interrupted ``max_restarts`` t
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shlex
 import shutil
+import stat
 import subprocess
+import tempfile
 import threading
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
-from builder.atomic import copy_temp, fsync_dir, remove_stale_temps
+from builder.atomic import TEMP_PREFIX, fsync_dir, remove_stale_temps
 from builder.errors import FormatError
 from builder.hashing import sha256_file
 from builder.names import MANIFEST, parse_module_filename
@@ -57,6 +60,11 @@ class Agent:
         self.config = config
         for folder in config.folders():
             folder.mkdir(parents=True, exist_ok=True)
+        # Private: what the inbox holds and the copies taken of it are nobody else's to read.
+        assert config.inbox is not None
+        config.inbox.mkdir(mode=0o700, parents=True, exist_ok=True)
+        config.local_copies.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(config.local_copies, 0o700)
         self.state = State(config.database)
         self.modules = ModuleStore(config.modules, config.trash)
         self.firmware = FirmwareStore(config.firmware, config.flasher)
@@ -308,55 +316,143 @@ class Agent:
         return created
 
     def install_local_file(self, body: object) -> dict:
-        """Validate a module file already on the device, keep a copy as a download, queue its install."""
+        """Take a private copy of a module file from the inbox, validate the copy, queue its install.
+
+        Only files in the inbox are taken; every path outside it is refused with the same words,
+        decided from the path alone, so the answer never tells whether such a file exists. In the
+        inbox, links are not followed, and the file must be a regular file with one link owned
+        by the agent's own user (so nobody can hand the agent a file they could not read)."""
         filename = body.get("filename") if isinstance(body, dict) else None
         if not isinstance(filename, str) or not filename:
             raise RequestError({"error": 'expected a JSON body {"filename": "/path/on/the/device"}'})
         path = Path(filename)
         if not path.is_absolute():
             raise RequestError({"error": f"{filename} is not an absolute path"})
-        if not path.is_file():
-            raise RequestError({"error": f"{filename} does not exist or is not a file"})
+        parts = self._inbox_parts(filename)
+        if parts is None:
+            raise RequestError(
+                {
+                    "error": f"{filename} is not in the inbox folder {self.config.inbox}; "
+                    "only files put there can be installed"
+                }
+            )
         try:
             name, version, platform = parse_module_filename(path.name)
-            summary = inspect_tarball(
-                path, wanted=frozenset({MANIFEST}), max_unpacked=self.config.max_unpacked
-            )
-            manifest = tomllib.loads(summary.files[MANIFEST].decode()) if MANIFEST in summary.files else {}
         except FormatError as exc:
             raise RequestError({"error": f"{path.name}: {exc}"}) from exc
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise RequestError({"error": f"{path.name}: {MANIFEST}: {exc}"}) from exc
-        for key, expected in (("name", name), ("version", version), ("platform", platform)):
-            if key in manifest and str(manifest[key]) != expected:
-                raise RequestError(
-                    {"error": f"{MANIFEST} says {key} {manifest[key]!r} but the file name says {expected!r}"}
+        copy = self._copy_from_inbox(filename, parts)
+        try:
+            try:
+                summary = inspect_tarball(
+                    copy, wanted=frozenset({MANIFEST}), max_unpacked=self.config.max_unpacked
                 )
-        if self.index.platform and platform != self.index.platform:
-            raise RequestError(
-                {"error": f"{path.name} is for platform {platform}, this device is {self.index.platform}"}
-            )
-        with self._request_lock:
-            if busy := self._busy("module", name):
-                raise RequestError({"error": busy})
-            # A private copy (the caller may delete or change its file); not a store download.
-            dest = self.config.downloads / "local" / path.name
-            tmp = copy_temp(dest, path)
-            os.replace(tmp, dest)
-            fsync_dir(dest.parent)
-            size, sha256 = sha256_file(dest)
-            record = Download(
-                "module",
-                name,
-                version,
-                str(dest.relative_to(self.config.root)),
-                size,
-                sha256,
-                summary.unpacked_size,
-            )
-            created = self._add_install(record)
+                raw_manifest = summary.files.get(MANIFEST)
+                manifest = tomllib.loads(raw_manifest.decode()) if raw_manifest is not None else {}
+            except FormatError as exc:
+                raise RequestError({"error": f"{path.name}: {exc}"}) from exc
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                raise RequestError({"error": f"{path.name}: {MANIFEST}: {exc}"}) from exc
+            for key, expected in (("name", name), ("version", version), ("platform", platform)):
+                if key in manifest and str(manifest[key]) != expected:
+                    said = f"{MANIFEST} says {key} {manifest[key]!r}"
+                    raise RequestError({"error": f"{said} but the file name says {expected!r}"})
+            if self.index.platform and platform != self.index.platform:
+                raise RequestError(
+                    {"error": f"{path.name} is for platform {platform}, this device is {self.index.platform}"}
+                )
+            with self._request_lock:
+                if busy := self._busy("module", name):
+                    raise RequestError({"error": busy})
+                # The copy the checks read is the one installed (the caller may change its file).
+                dest = self.config.local_copies / path.name
+                os.replace(copy, dest)
+                fsync_dir(dest.parent)
+                size, sha256 = sha256_file(dest)
+                record = Download(
+                    "module",
+                    name,
+                    version,
+                    str(dest.relative_to(self.config.root)),
+                    size,
+                    sha256,
+                    summary.unpacked_size,
+                )
+                created = self._add_install(record)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                copy.unlink()
         self._wake["install"].set()
         return {"module_name": name, "version": version, "task_id": created["task_id"]}
+
+    def _inbox_parts(self, filename: str) -> list[str] | None:
+        """The path's components below the inbox, judged from the text alone (no file system
+        access, so no answer depends on what exists outside the inbox); None when outside."""
+        if "\x00" in filename:
+            return None
+        raw = filename.split("/")
+        if ".." in raw:
+            return None
+        parts = [p for p in raw if p not in ("", ".")]
+        assert self.config.inbox is not None
+        for inbox in dict.fromkeys((str(self.config.inbox), os.path.realpath(self.config.inbox))):
+            prefix = [p for p in inbox.split("/") if p]
+            if len(parts) > len(prefix) and parts[: len(prefix)] == prefix:
+                return parts[len(prefix) :]
+        return None
+
+    def _copy_from_inbox(self, filename: str, parts: list[str]) -> Path:
+        """Open ``parts`` below the inbox without following links, check the file, copy it
+        (0600) from the open descriptor into the agent's folder; returns the copy."""
+        assert self.config.inbox is not None
+        missing = f"{filename} does not exist in the inbox or is not a regular file"
+        nofollow = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        fds = []
+        try:
+            fds.append(os.open(self.config.inbox, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+            for part in parts[:-1]:
+                fds.append(os.open(part, nofollow | os.O_DIRECTORY, dir_fd=fds[-1]))
+            # O_NONBLOCK: a FIFO put there must not hang the request
+            fd = os.open(parts[-1], nofollow | os.O_NONBLOCK, dir_fd=fds[-1])
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise RequestError({"error": f"{filename}: links in the inbox are not followed"}) from exc
+            if exc.errno == errno.EACCES:
+                raise RequestError({"error": f"{filename} cannot be read by the agent"}) from exc
+            raise RequestError({"error": missing}) from exc
+        finally:
+            for opened in fds:
+                os.close(opened)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise RequestError({"error": missing})
+            if info.st_uid != os.geteuid():
+                raise RequestError(
+                    {
+                        "error": f"{filename} belongs to uid {info.st_uid}; only files owned by the "
+                        f"agent's own user (uid {os.geteuid()}) are installed"
+                    }
+                )
+            if info.st_nlink != 1:
+                raise RequestError({"error": f"{filename} has other hard links; copy it into the inbox"})
+            os.set_blocking(fd, True)
+            return self._private_copy(fd)
+        finally:
+            os.close(fd)
+
+    def _private_copy(self, source_fd: int) -> Path:
+        out_fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=self.config.local_copies)  # 0600
+        try:
+            with os.fdopen(out_fd, "wb") as out:
+                while block := os.read(source_fd, 1 << 20):
+                    out.write(block)
+                out.flush()
+                os.fsync(out.fileno())
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return Path(tmp)
 
     # -- runners ----------------------------------------------------------------------------
 
@@ -378,6 +474,7 @@ class Agent:
             retries=self.config.retries,
             retry_delay=self.config.retry_delay,
             timeout=self.config.timeout,
+            origins=self.config.origins,
         )
         return dest
 
@@ -442,7 +539,7 @@ class Agent:
             say("release already active (the agent restarted after the switch)")
         if self.config.health_check:
             self._health_check(task, release)
-        if task.file and task.file.startswith("downloads/local/"):
+        if task.file and (self.config.root / task.file).parent == self.config.local_copies:
             with contextlib.suppress(FileNotFoundError):
                 (self.config.root / task.file).unlink()
         self._prune_downloads(task.module, say)

@@ -4,24 +4,38 @@ Every member passes the same check the builder applies (``member_problem``: no a
 no ``..``, no links out of the archive, no device files), and the agent adds what only the
 unpacking side can enforce: the real path of every parent folder stays inside the staging folder
 (so a link made by an earlier member cannot be followed out), files are created with
-``O_EXCL | O_NOFOLLOW``, set-id bits are dropped, and the bytes written are counted against a
-limit so a gzip bomb stops at the limit instead of filling the disk.
+``O_EXCL | O_NOFOLLOW``, and the bytes written are counted against a limit so a gzip bomb stops
+at the limit instead of filling the disk.
+
+Modes: a file keeps the archive's permission bits minus set-uid, set-gid, sticky and
+group/other write (``mode & 0o755``), further narrowed by the agent's umask; nothing is ever
+added, so a 0600 file stays 0600. A folder gets the same, plus ``u+rwx`` (the agent itself must
+fill and later delete it); folders the archive does not list are 0755.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
-import shutil
 import tarfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from builder.tarsafe import member_problem
 
 BLOCK = 1 << 20
+KEPT_BITS = 0o755  # no set-id, no sticky, no group/other write
+
+
+def file_mode(archive_mode: int) -> int:
+    return archive_mode & KEPT_BITS
+
+
+def folder_mode(archive_mode: int) -> int:
+    return (archive_mode & KEPT_BITS) | 0o700
 
 
 class UnsafeArchiveError(Exception):
@@ -67,7 +81,7 @@ def safe_unpack(
                             f"entry {member.name!r} would be written outside the module folder"
                         )
                     if member.isdir():
-                        _make_dir(target, member.name)
+                        _make_dir(target, member.name, folder_mode(member.mode))
                         continue
                     os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
                     if os.path.lexists(target):
@@ -83,7 +97,7 @@ def safe_unpack(
                         continue
                     if written + max(member.size, 0) > max_bytes:
                         raise UnsafeArchiveError(f"archive expands past the limit of {max_bytes} bytes")
-                    mode = 0o755 if member.mode & 0o111 else 0o644
+                    mode = file_mode(member.mode)
                     if member.islnk():
                         source = os.path.realpath(os.path.join(root, *member.linkname.split("/")))
                         if not _inside(source, root) or not os.path.isfile(source):
@@ -93,21 +107,24 @@ def safe_unpack(
                         written += os.path.getsize(source)
                         if written > max_bytes:
                             raise UnsafeArchiveError(f"archive expands past the limit of {max_bytes} bytes")
-                        shutil.copyfile(source, target, follow_symlinks=False)
-                        os.chmod(target, mode)
+                        with open(source, "rb") as original:
+                            _write_file(target, mode, iter(lambda: original.read(BLOCK), b""))
                     else:
                         stream = tar.extractfile(member)
-                        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-                        with os.fdopen(fd, "wb") as out:
+
+                        def blocks(stream: IO[bytes] | None = stream) -> Iterator[bytes]:
+                            nonlocal written
                             while stream is not None and (block := stream.read(BLOCK)):
                                 written += len(block)
                                 if written > max_bytes:
                                     raise UnsafeArchiveError(
                                         f"archive expands past the limit of {max_bytes} bytes"
                                     )
-                                out.write(block)
+                                yield block
                                 if progress:
                                     progress(len(block))
+
+                        _write_file(target, mode, blocks())
                     files += 1
             while gz.read(BLOCK):  # the gzip trailer's CRC and length are checked here
                 pass
@@ -121,24 +138,43 @@ def safe_unpack(
     return Unpacked(files, written)
 
 
-def _make_dir(target: str, name: str) -> None:
+def _write_file(target: str, mode: int, blocks: Iterable[bytes]) -> None:
+    """Create ``target`` (never through a link) with ``mode`` (the umask applies), write and
+    fsync it through the same descriptor: the file may be unreadable to the agent afterwards."""
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    with os.fdopen(fd, "wb") as out:
+        for block in blocks:
+            out.write(block)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _make_dir(target: str, name: str, mode: int) -> None:
     if os.path.islink(target) or (os.path.lexists(target) and not os.path.isdir(target)):
         raise UnsafeArchiveError(f"entry {name!r} replaces a file or link with a folder")
-    os.makedirs(target, mode=0o755, exist_ok=True)
+    if os.path.isdir(target):  # made earlier for a member inside it: now it gets its own mode
+        os.chmod(target, mode & ~_umask())
+    else:
+        os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+        os.mkdir(target, mode)  # the umask applies
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (other threads create files meanwhile)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
 
 
 def _sync_tree(dest: Path) -> None:
-    """fsync every file and folder, so the rename that activates them publishes durable bytes."""
-    for dirpath, _dirs, names in os.walk(dest):
-        for name in names:
-            path = os.path.join(dirpath, name)
-            if os.path.islink(path):
-                continue
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+    """fsync every folder (files were fsynced as they were written), so the rename that
+    activates them publishes durable bytes."""
+    for dirpath, _dirs, _names in os.walk(dest):
         fd = os.open(dirpath, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(fd)

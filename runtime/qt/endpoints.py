@@ -27,6 +27,7 @@ from runtime.qt.services import QtServices, qt
 from runtime.qt.session import QtSession
 from runtime.qt.signing import CACHE_FOLDER, signed_package
 from runtime.ratelimit import LoginThrottledError
+from runtime.security import is_cross_site
 from runtime.services import client_address
 from runtime.signing import LinkError
 
@@ -36,6 +37,13 @@ PACKAGE_TYPE = "application/octet-stream"
 DOWNLOAD_SUFFIX = ".appkg"
 MAX_HELLO_VERSION = 256
 log = logging.getLogger("runtime.qt.endpoints")
+
+
+def cross_site_refused() -> Response:
+    """/login, /logout and /upload change who is logged in or what the store holds, and Neptune
+    sends the first two as GET: a browser made to send one by another site is refused (it says
+    so with Origin or Sec-Fetch-Site; Qt clients send neither)."""
+    return JSONResponse({"status": "failed", "error": "cross-site request refused"}, status_code=403)
 
 
 def reply(q: QtServices, session: QtSession, body: Any, status: int = 200) -> Response:
@@ -93,6 +101,8 @@ def _int_or(value: str | None, default: int) -> int:
 
 
 async def login(request: Request) -> Response:
+    if is_cross_site(request):
+        return cross_site_refused()
     q = qt(request)
     p = await _get_or_form(request)
     session = q.sessions.load(request)
@@ -113,6 +123,8 @@ async def login(request: Request) -> Response:
 
 
 async def logout(request: Request) -> Response:
+    if is_cross_site(request):
+        return cross_site_refused()
     q = qt(request)
     session = q.sessions.load(request)
     return reply(q, session, {"status": "ok" if q.sessions.logout(session) else "failed"})
@@ -267,23 +279,9 @@ async def _get_or_form(request: Request) -> dict[str, str]:
 async def upload(request: Request) -> Response:
     from runtime.qt.upload import handle_upload
 
+    if is_cross_site(request):  # a browser's cached Basic credentials must not upload for a page
+        return cross_site_refused()
     return await handle_upload(request, qt(request))
-
-
-# -- never log passwords: Neptune sends them in the /login query string -------------------------
-
-PASSWORD_IN_QUERY = re.compile(r"((?:^|[?&])password=)[^&]*")
-
-
-class RedactPasswords(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "password=" in args[2]:
-            record.args = (*args[:2], PASSWORD_IN_QUERY.sub(r"\1***", args[2]), *args[3:])
-        return True
-
-
-logging.getLogger("uvicorn.access").addFilter(RedactPasswords())
 
 
 def routes() -> list[BaseRoute]:

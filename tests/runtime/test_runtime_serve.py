@@ -223,7 +223,7 @@ def test_secret_key_is_generated_once_and_private(store: ServedStore) -> None:
 
 
 def test_serve_builds_a_missing_site_and_uses_the_secret_from_the_environment(tmp_path: Path) -> None:
-    with serve_store(tmp_path, env={"DEPOT_SECRET_KEY": "from-the-environment"}) as served:
+    with serve_store(tmp_path, env={"DEPOT_SECRET_KEY": "from-the-environment-" + "k" * 32}) as served:
         assert (served.site / "routes.json").exists()
         assert httpx.get(served.url + "/device/index.json").status_code == 200
         assert not (served.data / "secret.key").exists()

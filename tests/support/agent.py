@@ -66,12 +66,25 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30, what: str = "con
 
 
 class AgentProcess:
-    """A real `depot agent` subprocess that can be SIGKILLed and started again on the same root."""
+    """A real `depot agent` subprocess that can be SIGKILLed and started again on the same root.
+
+    Unless ``extra`` names an ``--inbox`` (or ``tmp_inbox`` is false), the test's ``tmp`` folder
+    is the agent's inbox, so the module files tests write there can be given to
+    install_local_file."""
 
     def __init__(
-        self, tmp: Path, store: str, root: Path, *extra: str, env: dict[str, str] | None = None
+        self,
+        tmp: Path,
+        store: str,
+        root: Path,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        tmp_inbox: bool = True,
     ) -> None:
-        self.tmp, self.store, self.root, self.extra = tmp, store, root, list(extra)
+        extra_list = list(extra)
+        if tmp_inbox and "--inbox" not in extra_list:
+            extra_list += ["--inbox", str(tmp)]
+        self.tmp, self.store, self.root, self.extra = tmp, store, root, extra_list
         self.env = env or {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -90,7 +103,11 @@ class AgentProcess:
         )
         out.close()
         if wait_path:
-            wait_until_up(self.url + wait_path, self.process)
+            try:
+                wait_until_up(self.url + wait_path, self.process)
+            except BaseException:  # do not leave an agent running behind a failed test
+                self.stop()
+                raise
         return self
 
     def kill(self) -> None:
@@ -114,7 +131,20 @@ class AgentProcess:
         return httpx.get(self.url + "/app_store" + path, headers=headers, timeout=10, **kwargs)
 
     def post(self, path: str, body: Any = None) -> httpx.Response:
+        """A POST as the robot's UI sends it: a JSON body with ``Content-Type: application/json``."""
         return httpx.post(self.url + "/app_store" + path, json=body, headers=self.headers, timeout=10)
+
+    def raw(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Any request, headers and body exactly as given (for what a hostile client sends)."""
+        headers = {**self.headers, **kwargs.pop("headers", {})}
+        return httpx.request(method, self.url + "/app_store" + path, headers=headers, timeout=10, **kwargs)
+
+    def vm_hwm(self) -> int:
+        """The agent process's peak resident memory in bytes (VmHWM of /proc/<pid>/status)."""
+        assert self.process is not None
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))
+        return int(kib) * 1024
 
     def packages(self, firmware: bool = False) -> dict[str, dict]:
         response = self.get("/firmware/packages" if firmware else "/packages")
@@ -140,9 +170,14 @@ class AgentProcess:
 
 @contextlib.contextmanager
 def agent_process(
-    tmp: Path, store: str, root: Path, *extra: str, env: dict[str, str] | None = None
+    tmp: Path,
+    store: str,
+    root: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    tmp_inbox: bool = True,
 ) -> Iterator[AgentProcess]:
-    agent = AgentProcess(tmp, store, root, *extra, env=env).start()
+    agent = AgentProcess(tmp, store, root, *extra, env=env, tmp_inbox=tmp_inbox).start()
     try:
         yield agent
     finally:
@@ -269,3 +304,89 @@ def installed_tree(root: Path, name: str) -> dict[str, bytes]:
             p = Path(dirpath) / f
             out[str(p.relative_to(current))] = p.read_bytes()
     return out
+
+
+class ScriptedServer:
+    """An HTTP server on ``host`` (127.0.0.1, or 127.0.0.2 for "another host") that answers each
+    path from ``routes`` (path → (status, headers, body); 404 otherwise) and records the path of
+    every request it gets, so a test can assert that nothing was ever fetched from it."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.routes: dict[str, tuple[int, dict[str, str | None], bytes]] = {}
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.requests.append(self.path)
+                status, headers, body = server.routes.get(self.path, (404, {}, b"not here"))
+                self.send_response(status)
+                for key, value in {"Content-Length": str(len(body)), **headers}.items():
+                    if value is not None:  # None: leave the header out (a body ended by closing)
+                        self.send_header(key, value)
+                self.end_headers()
+                with contextlib.suppress(OSError):  # the agent may hang up past its cap
+                    self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer((host, 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://{host}:{self.httpd.server_address[1]}/"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def serve(self, path: str, body: bytes, status: int = 200, **headers: str | None) -> None:
+        """Answer ``path`` with ``body``; header names are given with ``_`` for ``-``."""
+        self.routes[path] = (status, {k.replace("_", "-"): v for k, v in headers.items()}, body)
+
+    def redirect(self, path: str, location: str, status: int = 302) -> None:
+        self.routes[path] = (status, {"Location": location}, b"")
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def device_index(
+    modules: dict[str, bytes], url_of: Callable[[str], str] | None = None, version: str = "1.0"
+) -> tuple[bytes, bytes]:
+    """A hand-written device index for modules ``name → tarball`` (one version each): the
+    entry ``device/index.json`` and the platform index ``device/pi64/index.json``, both as bytes
+    with correct sizes and checksums. ``url_of(name)`` gives each module's URL (default: relative
+    ``../../files/<name>.<version>.pi64.tar.gz``, resolved against the platform index)."""
+    import hashlib
+    import json
+
+    entries = []
+    for name, data in modules.items():
+        file = f"{name}.{version}.{PLATFORM}.tar.gz"
+        entries.append(
+            {
+                "name": name,
+                "latest_version": version,
+                "optional": False,
+                "versions": [
+                    {
+                        "version": version,
+                        "filename": file,
+                        "url": url_of(name) if url_of else f"../../files/{file}",
+                        "size": len(data),
+                        "sha256": hashlib.sha256(data).hexdigest(),
+                    }
+                ],
+            }
+        )
+    platform = json.dumps({"schema": 1, "platform": PLATFORM, "modules": entries, "firmware": []}).encode()
+    entry = {
+        "schema": 1,
+        "platforms": [
+            {
+                "name": PLATFORM,
+                "url": f"{PLATFORM}/index.json",
+                "size": len(platform),
+                "sha256": hashlib.sha256(platform).hexdigest(),
+            }
+        ],
+    }
+    return json.dumps(entry).encode(), platform

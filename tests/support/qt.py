@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tests.support.serving import ServedStore, copy_demo_repo, depot_command, serve_store
 
-SECRET = "qt-test-secret-key"
+SECRET = "qt-test-secret-key-of-32-bytes-or-more"
 DEVICE = "00-11-22-33-44-55"
 NEPTUNE_ARCH = "x86_64-little_endian-lp64-linux"
 USER, USER_PASSWORD = "t", "t-password"

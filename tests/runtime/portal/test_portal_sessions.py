@@ -22,7 +22,7 @@ NEW_PASSWORD = "a brand new password"
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[ServedStore]:
-    with serve_store(tmp_path, env={"DEPOT_SECRET_KEY": "portal-session-test"}) as served:
+    with serve_store(tmp_path, env={"DEPOT_SECRET_KEY": "portal-session-test-key-of-32-bytes"}) as served:
         yield served
 
 
