@@ -1,21 +1,73 @@
 """Streaming uploads: bounded memory, size limit, hashed on the way, visible only when complete.
 
-The body goes to a temporary file in the destination's folder (so the final rename cannot cross
-file systems). Only :func:`commit` makes it visible, after the caller has verified it; any
-failure, including the client hanging up, removes the temporary file.
+The body goes to a temporary file in the data folder (``<data>/incoming/<dialect>/``), never in
+repo/: a process killed mid-upload must not leave half a package among the packages, nor in a
+backup of repo/. Only :func:`commit` or :func:`place` makes it visible, after the caller has
+verified it; any failure, including the client hanging up, removes the temporary file, and what
+a killed process left is swept by age (:func:`sweep_stale`) at start and before each upload.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.atomic import TEMP_PREFIX, fsync_dir
+from builder.atomic import TEMP_PREFIX, copy_temp, fsync_dir
+
+INCOMING = "incoming"
+STALE_AFTER = 3600.0  # seconds: older temp files belong to no upload still running (uploads time out)
+
+
+def incoming_folder(data: Path, dialect: str) -> Path:
+    """Where a dialect's uploads are spooled before they are verified."""
+    folder = data / INCOMING / dialect
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def sweep_stale(folder: Path, max_age: float = STALE_AFTER, now: float | None = None) -> int:
+    """Delete temporary files older than ``max_age`` in ``folder`` (not below it): what killed
+    uploads left. Younger ones may belong to an upload another process is receiving."""
+    if not folder.is_dir():
+        return 0
+    cutoff = (time.time() if now is None else now) - max_age
+    removed = 0
+    for entry in os.scandir(folder):
+        if entry.name.startswith(TEMP_PREFIX) and entry.is_file(follow_symlinks=False):
+            with contextlib.suppress(FileNotFoundError):
+                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
+
+
+def place(source: Path, target: Path) -> Path:
+    """Move a verified file from the data folder to ``target`` in one step that readers see
+    whole: a rename when both are on one file system, else a copy to a temporary name beside the
+    target (fsynced) and a rename. ``source`` is gone afterwards."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(source, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        tmp = copy_temp(target, source)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+        source.unlink()
+    fsync_dir(target.parent)
+    return target
 
 
 class UploadTooLargeError(Exception):

@@ -5,5 +5,13 @@ store team's commands are in :mod:`runtime.portal.cli`.
 """
 
 from runtime.portal.endpoints import routes
+from runtime.services import Services
+from runtime.uploads import sweep_stale
 
-__all__ = ["routes"]
+__all__ = ["routes", "startup"]
+
+
+def startup(svc: Services) -> bool:
+    """Sweep the APKs killed uploads left half-received in the data folder."""
+    sweep_stale(svc.config.data / "portal" / "incoming")
+    return False

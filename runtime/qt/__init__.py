@@ -5,5 +5,15 @@ the session-filtered app list, purchase, download and the staff upload (docs/qt.
 """
 
 from runtime.qt.endpoints import routes
+from runtime.services import Services
+from runtime.uploads import incoming_folder, sweep_stale
 
-__all__ = ["routes"]
+__all__ = ["routes", "startup"]
+
+
+def startup(svc: Services) -> bool:
+    """Sweep what killed uploads left: spooled packages in the data folder, and temporary files
+    in repo/apps/ (a copy across file systems, or an older Depot that spooled there)."""
+    sweep_stale(incoming_folder(svc.config.data, "qt"))
+    sweep_stale(svc.config.repo / "apps")
+    return False

@@ -22,7 +22,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from builder.atomic import TEMP_PREFIX, fsync_dir
+from builder.atomic import TEMP_PREFIX
 from builder.errors import FormatError
 from builder.qt.package import (
     PackageError,
@@ -36,6 +36,7 @@ from runtime.logins import password_login
 from runtime.qt.services import QtServices
 from runtime.ratelimit import LoginThrottledError
 from runtime.services import client_address, services
+from runtime.uploads import incoming_folder, place, sweep_stale
 
 UNAUTHORIZED = {"WWW-Authenticate": 'Basic realm=""'}
 
@@ -137,7 +138,9 @@ async def _checked_upload(request: Request, q: Any, fields: dict[str, Any]) -> R
 
     apps = q.config.repo / "apps"
     apps.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=apps)
+    incoming = incoming_folder(q.config.data, "qt")  # spooled in the data folder, never in repo/
+    sweep_stale(incoming)
+    fd, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=incoming)
     temp = Path(temp_name)
     try:
         await run_in_threadpool(_spool, package, fd)
@@ -167,8 +170,7 @@ async def _checked_upload(request: Request, q: Any, fields: dict[str, Any]) -> R
             "updated": datetime.datetime.now(datetime.UTC).date().isoformat(),
         }
         write_sidecar(target, meta, kind="qt-app")  # exactly the keys the reader accepts
-        os.replace(temp, target)
-        fsync_dir(target.parent)
+        place(temp, target)
     except OSError as exc:
         return status(f"could not store the package: {exc.strerror or exc}")
     finally:
