@@ -20,14 +20,23 @@ from runtime.dialects import load_dialects
 from runtime.errors import HANDLERS
 from runtime.rebuild import Rebuilder
 from runtime.security import SecurityHeaders
-from runtime.services import Services
+from runtime.services import Services, services
 from runtime.static import StaticSite, site_exists
 from runtime.storage import Storage
+from runtime.uploads import RESERVE, free_bytes
 
 log = logging.getLogger("runtime")
 
 
 async def health(request: Request) -> Response:
+    """``{"status": "ok"}``, or 503 ``out_of_space`` with the free bytes when a disk the store
+    writes to has less than the reserve uploads keep (a load balancer then sends traffic to
+    another node)."""
+    config = services(request).config
+    folders = {"data": config.data, "repo": config.repo, "site": config.site}
+    free = {name: free_bytes(folder) for name, folder in folders.items() if folder.exists()}
+    if any(value < RESERVE for value in free.values()):
+        return JSONResponse({"status": "out_of_space", "free_bytes": free}, status_code=503)
     return JSONResponse({"status": "ok"})
 
 

@@ -6,13 +6,16 @@ is the default shape, ``{"detail": "..."}``, and the last line of defence for bu
 
 from __future__ import annotations
 
+import errno
 import logging
+import sqlite3
+from collections.abc import Callable
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from builder.errors import SettingsError
+from builder.errors import DepotError, SettingsError
 from runtime.accesslog import redact_path
 
 log = logging.getLogger("runtime")
@@ -48,6 +51,54 @@ async def settings_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": SETTINGS_UNUSABLE}, status_code=503)
 
 
+# -- errors in each dialect's own shape ----------------------------------------------------------
+
+ErrorShape = Callable[[int, str, str], object]  # (status, stable code, message) → the JSON body
+SHAPES: list[tuple[tuple[str, ...], ErrorShape]] = []
+
+
+def register_error_shape(prefixes: tuple[str, ...], shape: ErrorShape) -> None:
+    """A dialect names the URL prefixes it answers and how its errors look; the runtime's own
+    failures (a full disk, say) are then answered in that shape on those URLs."""
+    SHAPES.append((prefixes, shape))
+
+
+def shaped(
+    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> Response:
+    path = request.url.path
+    shape = next((s for prefixes, s in SHAPES if path.startswith(prefixes)), None)
+    body = shape(status, code, message) if shape is not None else {"detail": message}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+# -- a full disk ----------------------------------------------------------------------------------
+
+OUT_OF_SPACE = "The store is out of disk space; nothing was stored. Try again later."
+DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+        return True
+    if isinstance(exc, sqlite3.OperationalError):
+        return "database or disk is full" in str(exc) or getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL"
+    return isinstance(exc, InsufficientStorageError)
+
+
+class InsufficientStorageError(DepotError):
+    """An upload declared more bytes than the disk can take (checked before any byte is kept)."""
+
+
+async def storage_error(request: Request, exc: Exception) -> Response:
+    """A full disk is the store's condition, not a bug: 507 in the dialect's shape, one log line.
+    Nothing half-written stays (every write is temp → fsync → rename, and SQLite rolls back)."""
+    if not is_disk_full(exc):
+        return await unexpected_error(request, exc)
+    log.error("%s %s: out of disk space: %s", request.method, redact_path(request.url.path), exc)
+    return shaped(request, 507, "insufficient_storage", OUT_OF_SPACE)
+
+
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, redact_path(request.url.path))
     return JSONResponse({"detail": "internal server error"}, status_code=500)
@@ -57,5 +108,8 @@ HANDLERS = {
     ApiError: api_error,
     HTTPException: http_error,
     SettingsError: settings_error,
+    InsufficientStorageError: storage_error,
+    OSError: storage_error,
+    sqlite3.OperationalError: storage_error,
     Exception: unexpected_error,
 }

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -20,9 +21,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.atomic import TEMP_PREFIX, copy_temp, fsync_dir
+from runtime.errors import InsufficientStorageError
 
 INCOMING = "incoming"
 STALE_AFTER = 3600.0  # seconds: older temp files belong to no upload still running (uploads time out)
+
+
+RESERVE = 64 * 1024**2  # bytes kept free on the data folder's disk for the database and builds
+
+
+def free_bytes(path: Path) -> int:
+    return shutil.disk_usage(path).free
+
+
+def check_room(folder: Path, needed: int) -> None:
+    """Refuse an upload that declares more bytes than the disk can take, before any is kept."""
+    if needed + RESERVE > free_bytes(folder):
+        raise InsufficientStorageError(f"{needed} bytes do not fit on the disk of {folder}")
 
 
 def incoming_folder(data: Path, dialect: str) -> Path:

@@ -4,11 +4,16 @@
 store team's commands are in :mod:`runtime.portal.cli`.
 """
 
+from runtime.errors import register_error_shape
 from runtime.portal.endpoints import routes
 from runtime.services import Services
 from runtime.uploads import sweep_stale
 
 __all__ = ["routes", "startup"]
+
+register_error_shape(
+    ("/portal/api/",), lambda status, code, message: {"error": {"code": code, "message": message}}
+)
 
 
 def startup(svc: Services) -> bool:

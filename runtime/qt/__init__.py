@@ -4,11 +4,18 @@
 the session-filtered app list, purchase, download and the staff upload (docs/qt.md).
 """
 
+from runtime.errors import register_error_shape
 from runtime.qt.endpoints import routes
 from runtime.services import Services
 from runtime.uploads import incoming_folder, sweep_stale
 
 __all__ = ["routes", "startup"]
+
+# Qt's error shape on Qt's URLs (the reference answers logical errors as {"status": ...}).
+register_error_shape(
+    ("/hello", "/login", "/logout", "/app/", "/category/", "/upload"),
+    lambda status, code, message: {"status": "failed", "error": message},
+)
 
 
 def startup(svc: Services) -> bool:

@@ -36,7 +36,7 @@ from runtime.logins import password_login
 from runtime.qt.services import QtServices
 from runtime.ratelimit import LoginThrottledError
 from runtime.services import client_address, services
-from runtime.uploads import incoming_folder, place, sweep_stale
+from runtime.uploads import check_room, incoming_folder, place, sweep_stale
 
 UNAUTHORIZED = {"WWW-Authenticate": 'Basic realm=""'}
 
@@ -103,6 +103,7 @@ async def handle_upload(request: Request, q: QtServices) -> Response:
             length = "0"  # no body at all
         if not length.isdigit() or int(length) > limit:
             return status(f"package too large: the limit is {limit} bytes", 413)
+        check_room(q.config.data, int(length) * 2)  # spooled by the form parser, then copied
         try:
             form = await request.form(max_files=2, max_fields=20)
         except Exception:  # a malformed multipart body is the client's error

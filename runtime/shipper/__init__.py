@@ -6,11 +6,15 @@ token check, the chunked upload, enable/disable, download counters and counted d
 """
 
 from runtime.accounts import Accounts
+from runtime.errors import register_error_shape
 from runtime.services import Services
 from runtime.shipper.endpoints import routes
 from runtime.shipper.upload import ChunkedUploads, recover_completed
 
 __all__ = ["routes", "startup"]
+
+# DRF's shape on shipper's URLs
+register_error_shape(("/api/", "/download_check/"), lambda status, code, message: {"detail": message})
 
 
 def startup(svc: Services) -> bool:

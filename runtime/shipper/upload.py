@@ -56,6 +56,7 @@ from runtime.errors import ApiError
 from runtime.services import services
 from runtime.shipper.builds import find_by_stem, write_checksum
 from runtime.shipper.common import NO_STORE, authenticate, body_fields, may_maintain, rebuild
+from runtime.uploads import check_room
 
 MAX_BYTES = 5_000_000_000
 EXPIRATION = 86400.0  # an incomplete upload expires a day after it started
@@ -260,6 +261,7 @@ async def put_chunk(request: Request) -> Response:
                 raise _detail(400, "Offsets do not match", expected_offset=0, provided_offset=start)
             await run_in_threadpool(cleanup_expired, ups)
             _check_quota(ups, user, total)
+            check_room(ups.folder, total)
             row = {
                 "id": str(uuid.uuid4()),
                 "user_id": user.id,
