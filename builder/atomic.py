@@ -60,16 +60,19 @@ def copy_temp(target: Path, source: Path, sync: bool = True, expected_sha256: st
     temporary file removed) when they are not the ones expected: a file replaced between
     being checked and being copied must not land under a name that vouches for other bytes."""
 
-    def copy(out: BinaryIO) -> None:
-        digest = hashlib.sha256()
-        with source.open("rb") as src:
+    # Opened first: a source that is gone raises (an OSError naming it) before any temporary
+    # file or folder exists beside the target.
+    with source.open("rb") as src:
+
+        def copy(out: BinaryIO) -> None:
+            digest = hashlib.sha256()
             while block := src.read(1 << 20):
                 digest.update(block)
                 out.write(block)
-        if expected_sha256 is not None and digest.hexdigest() != expected_sha256:
-            raise ContentChangedError(f"{source} changed while it was being published")
+            if expected_sha256 is not None and digest.hexdigest() != expected_sha256:
+                raise ContentChangedError(f"{source} changed while it was being published")
 
-    return _temp_beside(target, copy, sync)
+        return _temp_beside(target, copy, sync)
 
 
 def atomic_write(target: Path, data: bytes) -> None:

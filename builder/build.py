@@ -3,6 +3,10 @@
 The build keeps its state beside site/ (``.<site>.depot/``), never inside it, so that site/
 stays a pure function of repo/: the scan cache, the output manifest, the last build report and
 the single-writer lock live there.
+
+A package file that vanishes or changes between the scan and the publish does not stop the
+build (see :func:`_publish_holding`): that file is published as the last build left it (or not
+at all when that is gone too), everything else as scanned, and the next build reads it again.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import fcntl
 import gc
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
@@ -26,14 +31,16 @@ import jinja2
 from builder import fastpath
 from builder.atomic import atomic_write, remove_stale_temps
 from builder.errors import BuildError
-from builder.model import Catalog
-from builder.publish import ENTRY, InputChangedError, Output, Publisher
+from builder.model import Catalog, Record
+from builder.publish import ENTRY, InputChangedError, Output, Publisher, PublishReport
 from builder.registry import renderers
 from builder.render import RenderContext, fingerprint, json_bytes
-from builder.scan import Progress, Scanner, walk_repo_stats
+from builder.scan import Progress, Scanner, ScanResult, walk_repo_stats
 from builder.settings import load_settings
 
 ROUTES_FILE = "routes.json"
+
+log = logging.getLogger("builder.build")
 
 
 class ForeignSiteError(BuildError):
@@ -56,6 +63,10 @@ class BuildResult:
     outputs: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     recovered: bool = False
+    # Package files that vanished or changed while this build published (relpath → what was
+    # published instead); the next build reads them again. Not "skipped": they are not bad.
+    changed: dict[str, str] = field(default_factory=dict)
+    retained: int = 0  # old content-named indexes kept for readers of older entries
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +79,8 @@ class BuildResult:
             "inputs_cached": self.files_cached,
             "recovered_from_interrupted_build": self.recovered,
             "skipped": self.skipped,
+            "changed_during_build": self.changed,
+            "files_retained": self.retained,
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
             "written": self.written,
             "deleted": self.deleted,
@@ -150,10 +163,15 @@ def route_table(outputs: list[Output]) -> Output:
 
 
 def render_outputs(
-    catalog: Catalog, repo: Path, published: Callable[[str, str], tuple[int, str] | None] | None = None
+    catalog: Catalog,
+    repo: Path,
+    published: Callable[[str, str], tuple[int, str] | None] | None = None,
+    history: Callable[[list[Output]], list[Output]] | None = None,
 ) -> list[Output]:
     """Every file of the site for ``catalog``, the route table last (nothing rendered yet).
-    ``published`` is Publisher.known, for renderers that state other files' digests."""
+    ``published`` is Publisher.known, for renderers that state other files' digests;
+    ``history`` is Publisher.history, the retained files of earlier builds still kept (they
+    join the route table, so they are still served)."""
     env, template_digest = template_environment()
     extras: dict[str, Any] = {"repo": repo}
     if published is not None:
@@ -162,8 +180,17 @@ def render_outputs(
     outputs: list[Output] = []
     for render in renderers():
         outputs.extend(render(catalog, ctx))
+    if history is not None:
+        outputs.extend(history(outputs))
     outputs.append(route_table(outputs))
     return outputs
+
+
+def retained_history(site: Path) -> set[str]:
+    """The files of ``site`` kept as history (old pinned platform indexes that older entries
+    name, see docs/device-index.md): not outputs of the current repo/, so a clean build has
+    none. They and their rows of routes.json are all that an incremental site has more."""
+    return Publisher(site.resolve(), state_dir_for(site) / "manifest.json").retained()
 
 
 def build(
@@ -232,12 +259,13 @@ def _build_locked(repo: Path, site: Path, progress: Progress | None) -> BuildRes
     inputs = fastpath.inputs_digest(repo, site, template_digest(), stats)
     publisher = Publisher(site, state / "manifest.json")
     last = None if result.recovered else fastpath.load(state)
-    if last is not None and last["digest"] == inputs and publisher.manifest:
+    if last is not None and last["digest"] == inputs and publisher.manifest and not publisher.history_due():
         t1 = time.perf_counter()
         if fastpath.site_intact(site, publisher.manifest):
             # Nothing the build reads changed and site/ is as the last build left it.
             result.skipped, result.files_cached = last["skipped"], last["inputs"]
-            result.outputs = result.unchanged = len(publisher.manifest)
+            result.retained = len(publisher.retained())
+            result.outputs = result.unchanged = len(publisher.manifest) - result.retained
             t2 = time.perf_counter()
             result.timings.update(scan=t1 - t0, plan=0.0, publish=t2 - t1, total=t2 - t0)
             atomic_write(state / "report.json", json_bytes(result.to_dict()))
@@ -252,8 +280,7 @@ def _build_locked(repo: Path, site: Path, progress: Progress | None) -> BuildRes
     result.timings["scan"] = t1 - t0
 
     catalog = Catalog(settings=settings, records=scan.records)
-    outputs = render_outputs(catalog, repo, publisher.known)
-    result.outputs = len(outputs)
+    outputs = render_outputs(catalog, repo, publisher.known, publisher.history)
     t2 = time.perf_counter()
     result.timings["plan"] = t2 - t1
 
@@ -261,18 +288,17 @@ def _build_locked(repo: Path, site: Path, progress: Progress | None) -> BuildRes
         refuse_foreign_site(site)
     if not dirty_marker.exists():
         atomic_write(dirty_marker, b"a build started and has not finished\n")
-    try:
-        report = publisher.publish(outputs, full_sweep=result.recovered)
-    except InputChangedError as exc:  # the dirty marker stays: the next build sweeps and repairs
-        raise BuildError(str(exc)) from exc
+    report, outputs = _publish_holding(catalog, repo, stats, scan, scanner, publisher, outputs, result)
+    result.outputs = sum(1 for o in outputs if o.retired is None)
     t3 = time.perf_counter()
     result.timings["publish"] = t3 - t2
 
     publisher.save()
     scanner.save_cache()
     # Only now, and before the marker goes: a build killed before this leaves the marker. A file
-    # that could not be read is tried again next time, so no fast path then.
-    digest = None if scan.unreadable else inputs
+    # that could not be read, or that changed while it was published, is tried again next time,
+    # so no fast path then.
+    digest = None if scan.unreadable or result.changed else inputs
     atomic_write(
         state / fastpath.INPUTS_FILE,
         fastpath.record(digest, scan.skipped, scan.files_read + scan.files_cached),
@@ -280,6 +306,94 @@ def _build_locked(repo: Path, site: Path, progress: Progress | None) -> BuildRes
     dirty_marker.unlink()
     result.written, result.unchanged = report.written, report.unchanged
     result.deleted, result.bytes_written = report.deleted, report.bytes_written
+    result.retained = report.retained
     result.timings["total"] = time.perf_counter() - t0
     atomic_write(state / "report.json", json_bytes(result.to_dict()))
     return result
+
+
+# What a package file that vanished or changed while the build published it becomes.
+_AS_BEFORE = "the version the last build published stays until the next build"
+_LEFT_OUT = "not published until the next build"
+
+
+def _publish_holding(
+    catalog: Catalog,
+    repo: Path,
+    stats: dict[str, list[int] | None],
+    scan: ScanResult,
+    scanner: Scanner,
+    publisher: Publisher,
+    outputs: list[Output],
+    result: BuildResult,
+) -> tuple[PublishReport, list[Output]]:
+    """Publish ``outputs``; when package files vanish or change under the build (a maintainer's
+    rm or cp, an upload replacing a file), hold them and publish again. Returns the report and
+    the outputs finally published.
+
+    A held file is published as the last finished build left it (its records from the scan
+    cache before this scan, when every package file they name is still intact in site/), else
+    left out; held a second time, it is left out. Each attempt stops before any index that
+    could name the missing bytes, and the plan is made again from the catalog without them, so
+    every index of site/ always names files that are there. Each attempt holds at least one
+    more file or escalates one, so this ends; a failure no changed input explains (a bug in a
+    renderer) is raised as it is. The held files are reported in ``result.changed``, dropped
+    from the scan cache and keep the fast path off, so the next build reads them again."""
+    held: dict[str, list[Record]] = {}
+    while True:
+        try:
+            return publisher.publish(outputs, full_sweep=result.recovered), outputs
+        except InputChangedError as exc:
+            changed = _changed_inputs(exc, repo, stats, scan)
+            progress = False
+            for relpath, what in sorted(changed.items()):
+                if relpath in held and not held[relpath]:
+                    continue  # already left out: it has no outputs left to fail
+                before = [] if relpath in held else scanner.previous(relpath)
+                blobs = [b for r in before if r.public_download and (b := getattr(r, "blob", None))]
+                if not all(publisher.intact(b.site_path, b.sha256) for b in blobs):
+                    before = []
+                held[relpath] = before
+                result.changed[relpath] = f"{what} during the build; {_AS_BEFORE if before else _LEFT_OUT}"
+                log.warning("warning: %s %s", relpath, result.changed[relpath])
+                progress = True
+            if not progress:
+                if exc.errors:
+                    raise next(iter(exc.errors.values())) from None  # a bug, not a race
+                raise BuildError(str(exc)) from exc
+            scanner.forget(held)
+            records = [r for relpath, rs in scan.by_file.items() for r in held.get(relpath, rs)]
+            catalog = Catalog(settings=catalog.settings, records=records)
+            outputs = render_outputs(catalog, repo, publisher.known, publisher.history)
+
+
+def _changed_inputs(
+    exc: InputChangedError, repo: Path, stats: dict[str, list[int] | None], scan: ScanResult
+) -> dict[str, str]:
+    """The package files behind a publish that InputChangedError stopped: relpath → what
+    happened to them."""
+    changed: dict[str, str] = {}
+    for source, what in exc.changed.items():
+        relpath = _relpath(repo, source)
+        if relpath in scan.by_file:
+            changed[relpath] = what
+    if exc.errors:
+        # An output that reads repo/ while it is published (an app's icon, out of its package)
+        # failed: a package file that changed since the walk is behind it, if any is.
+        now = walk_repo_stats(repo)
+        for relpath in scan.by_file:
+            if now.get(relpath) != stats.get(relpath):
+                changed.setdefault(relpath, "changed" if relpath in now else "vanished")
+        for error in exc.errors.values():
+            filename = getattr(error, "filename", None)
+            relpath = _relpath(repo, Path(filename)) if isinstance(filename, str) else None
+            if relpath in scan.by_file:
+                changed.setdefault(relpath, "vanished" if isinstance(error, FileNotFoundError) else "changed")
+    return changed
+
+
+def _relpath(repo: Path, path: Path) -> str | None:
+    try:
+        return path.relative_to(repo).as_posix()
+    except ValueError:
+        return None

@@ -10,6 +10,13 @@ Files are published in tiers: leaves (package files, assets) first, then pages a
 the indexes that point at them, then the route table. Within a tier every file is written to a
 temporary name, made durable, then renamed, so a reader never sees a half-written file nor an
 index that points at a file not yet there. Files no output claims any more go last.
+
+A package file that vanishes or changes between the scan and its copy does not stop the build:
+the rest of its tier is published, nothing of a later tier is, and InputChangedError names the
+file, so the build can plan again without it (``build.py``). An output marked ``retain`` (a
+content-named index that older indexes name) is not deleted when it stops being an output: it
+stays, with its route, for RETAIN_GENERATIONS newer generations and RETAIN_SECONDS, like apt's
+by-hash files, so a reader that fetched the previous entry still finds what it names.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,9 +39,39 @@ BATCH_SYNC_THRESHOLD = 32
 
 LEAF, PAGE, INDEX, ENTRY = 0, 1, 2, 3
 
+# How long an old content-named index (Output.retain) stays after a newer one replaced it. It is
+# deleted once BOTH hold: RETAIN_GENERATIONS newer generations of the retained files were
+# published (so the entries of the current and the three previous generations always resolve,
+# however fast builds follow each other) and RETAIN_SECONDS have passed since it stopped being
+# current (so a reader with an older entry has that long, however many builds run meanwhile).
+# A device fetches the entry and then the platform index in two requests a second apart, and a
+# cache revalidates the entry (no-cache); an hour also covers a slow link that retries, a
+# CDN rule that caches JSON for minutes, and a mirror that syncs every few minutes. Longer
+# costs disk: one platform index per generation per changed platform, so a store rebuilt
+# every 10 s for a whole hour keeps 360 old copies of each platform index it changed.
+RETAIN_GENERATIONS = 3
+RETAIN_SECONDS = 3600.0
+
+# Keys of a manifest entry for a retained file (it is not an output of the current build).
+_HISTORY_KEYS = ("since", "later")
+
+
+def wall_clock() -> float:
+    """Seconds since the epoch, when a retained file stopped being current (tests move it)."""
+    return time.time()
+
 
 class InputChangedError(Exception):
-    """A package file in repo/ changed between the scan and its copy into site/."""
+    """Package files in repo/ vanished or changed between the scan and their copy into site/
+    (``changed``: source file → what happened), or outputs that read repo/ while publishing
+    failed (``errors``: site path → exception). The tier's other files were published, no file
+    of a later tier was, and nothing was deleted: the build plans again without those inputs."""
+
+    def __init__(self, changed: dict[Path, str], errors: dict[str, Exception]) -> None:
+        self.changed, self.errors = changed, errors
+        parts = [f"{source} {why} during the build" for source, why in sorted(changed.items())]
+        parts += [f"{path} failed: {type(exc).__name__}: {exc}" for path, exc in sorted(errors.items())]
+        super().__init__("; ".join(parts) + "; nothing that points at it was published")
 
 
 @dataclass
@@ -49,6 +87,12 @@ class Output:
     url: str | None = None  # the public URL, when it is not "/" + path
     query: dict[str, str] | None = None  # for dialect URLs that carry a query string
     status: int | None = None  # HTTP status to answer with, when not 200 (static error bodies)
+    # Named by its content, and named by other files (device/index.json names the pinned platform
+    # indexes): kept, with its route, for a while after no output claims it (RETAIN_*).
+    retain: bool = False
+    # Set by Publisher.history on such a file of an earlier build that is still kept: (when it
+    # stopped being current, how many newer generations were published since). Never rendered.
+    retired: tuple[float, int] | None = None
 
     @property
     def public_url(self) -> str:
@@ -61,6 +105,7 @@ class PublishReport:
     unchanged: int = 0
     deleted: list[str] = field(default_factory=list)
     bytes_written: int = 0
+    retained: int = 0  # old retained files still kept (Output.retired)
 
 
 class Publisher:
@@ -71,6 +116,10 @@ class Publisher:
         self._store = EntryStore(manifest_file, {"site": str(site.resolve())})
         self.manifest: dict[str, dict[str, Any]] = self._store.load()
         self._saved = self.manifest  # what the manifest files hold: save() skips an equal one
+        # What the last finished build left, for the retention plan: after a publish stopped by
+        # InputChangedError, self.manifest also holds that attempt's leaves, so each attempt of
+        # one build plans its history from the same state.
+        self._loaded = self.manifest
 
     def known(self, path: str, fp: str) -> tuple[int, str] | None:
         """Size and SHA-256 of ``path`` as last published from fingerprint ``fp``: an output
@@ -79,6 +128,62 @@ class Publisher:
         if entry is None or entry["fp"] != fp:
             return None
         return entry["size"], entry["sha256"]
+
+    def intact(self, path: str, sha256: str) -> bool:
+        """``path`` is published with these bytes and nobody touched it since."""
+        entry = self.manifest.get(path)
+        return (
+            entry is not None
+            and entry["sha256"] == sha256
+            and _stat(self.site / path) == (entry["size"], entry["mtime_ns"])
+        )
+
+    def history(self, outputs: list[Output], now: float | None = None) -> list[Output]:
+        """The retained files of earlier builds that this build keeps (``retired`` outputs, to
+        publish and route with ``outputs``): every file of an output marked ``retain`` that
+        ``outputs`` no longer claims, until RETAIN_GENERATIONS newer generations were
+        published and RETAIN_SECONDS passed. A generation is a build whose set of retained
+        outputs differs from the last one's. A file found damaged or missing is not kept."""
+        now = wall_clock() if now is None else now
+        wanted = {o.path for o in outputs}
+        current = {o.path for o in outputs if o.retain}
+        was_current = {p for p, e in self._loaded.items() if e.get("retain") and "since" not in e}
+        newer = 1 if current != was_current else 0
+        kept = []
+        for path, entry in sorted(self._loaded.items()):
+            if not entry.get("retain") or path in wanted:
+                continue
+            if "since" in entry:
+                since, later = float(entry["since"]), int(entry["later"]) + newer
+            else:  # current until this build
+                since, later = now, 0
+            if later >= RETAIN_GENERATIONS and now - since >= RETAIN_SECONDS:
+                continue
+            if _stat(self.site / path) != (entry["size"], entry["mtime_ns"]):
+                continue
+            kept.append(
+                Output(
+                    path=path,
+                    fingerprint=entry["fp"],
+                    media_type=entry["type"],
+                    tier=PAGE,
+                    url=entry.get("url"),
+                    retired=(since, later),
+                )
+            )
+        return kept
+
+    def history_due(self, now: float | None = None) -> bool:
+        """A retained file may be deleted now: the no-change fast path must not skip that."""
+        now = wall_clock() if now is None else now
+        return any(
+            "since" in e and e["later"] >= RETAIN_GENERATIONS and now - e["since"] >= RETAIN_SECONDS
+            for e in self.manifest.values()
+        )
+
+    def retained(self) -> set[str]:
+        """The files of site/ kept as history: no output of the last build claims them."""
+        return {p for p, e in self.manifest.items() if "since" in e}
 
     def publish(self, outputs: Iterable[Output], full_sweep: bool = False) -> PublishReport:
         """Bring site/ to exactly ``outputs``. ``full_sweep`` also hunts files the manifest
@@ -94,11 +199,19 @@ class Publisher:
             by_tier.setdefault(out.tier, []).append(out)
         new_manifest: dict[str, dict[str, Any]] = {}
         for tier in sorted(by_tier):
-            self._publish_tier(by_tier[tier], new_manifest, report)
-        stale = set(self.manifest) - wanted
+            try:
+                self._publish_tier(by_tier[tier], new_manifest, report)
+            except InputChangedError:
+                # What this attempt published stays known, so a second attempt neither copies it
+                # again nor leaves it behind when no output claims it any more.
+                self.manifest = {**self.manifest, **new_manifest}
+                raise
+        # A retained file found damaged has no entry: it goes with the stale ones.
+        kept = set(new_manifest)
+        stale = set(self.manifest) - kept
         sweep = full_sweep or not self.manifest
         if sweep:
-            stale |= self._files_on_disk() - wanted
+            stale |= self._files_on_disk() - kept
         for path in sorted(stale):
             with contextlib.suppress(FileNotFoundError):
                 (self.site / path).unlink()
@@ -123,11 +236,19 @@ class Publisher:
         pending: list[tuple[Path, Path]] = []
         written: list[str] = []
         root = str(self.site)
+        changed: dict[Path, str] = {}
+        errors: dict[str, Exception] = {}
         for out in sorted(outputs, key=lambda o: o.path):
             old = self.manifest.get(out.path)
             st = _stat(f"{root}/{out.path}")  # a str, not a Path: this runs for every file
+            if out.retired is not None:
+                if old is not None and st == (old["size"], old["mtime_ns"]):
+                    since, later = out.retired
+                    manifest[out.path] = {**old, "since": since, "later": later}
+                    report.retained += 1
+                continue
             if old and old["fp"] == out.fingerprint and st == (old["size"], old["mtime_ns"]):
-                manifest[out.path] = old
+                manifest[out.path] = _current(old, out) if out.retain or "since" in old else old
                 report.unchanged += 1
                 continue
             target = self.site / out.path
@@ -138,20 +259,28 @@ class Publisher:
                 else:
                     try:
                         tmp = copy_temp(target, out.source, sync=not batch, expected_sha256=sha)
-                    except ContentChangedError as exc:
-                        raise InputChangedError(
-                            f"{out.source} changed during the build; nothing that points at it was "
-                            "published, run the build again"
-                        ) from exc
+                    except ContentChangedError:
+                        changed[out.source] = "changed"
+                        continue
+                    except OSError as exc:
+                        if exc.filename != str(out.source):
+                            raise  # not the package file: site/ itself (a full disk, say)
+                        gone = isinstance(exc, FileNotFoundError)
+                        changed[out.source] = "vanished" if gone else f"cannot be read ({exc.strerror})"
+                        continue
             else:
                 assert out.render is not None, out.path
-                data = out.render()
+                try:
+                    data = out.render()
+                except Exception as exc:  # the build tells an input that changed from a bug
+                    errors[out.path] = exc
+                    continue
                 size, sha = len(data), hashlib.sha256(data).hexdigest()
                 if st is not None and st[0] == size and sha256_file(target)[1] == sha:
                     tmp = None
                 else:
                     tmp = write_temp(target, data, sync=not batch)
-            manifest[out.path] = {"fp": out.fingerprint, "sha256": sha, "size": size}
+            manifest[out.path] = _current({"fp": out.fingerprint, "sha256": sha, "size": size}, out)
             if tmp is None:
                 report.unchanged += 1
                 assert st is not None
@@ -177,6 +306,10 @@ class Publisher:
             st = _stat(f"{root}/{path}")
             assert st is not None
             entry["size"], entry["mtime_ns"] = st
+        if changed or errors:
+            # A copy that failed after making its folder leaves it empty: no clean build has it.
+            self._prune_empty_dirs({str(Path(o.path).parent) for o in outputs if o.source in changed})
+            raise InputChangedError(changed, errors)
 
     def _files_on_disk(self) -> set[str]:
         found: set[str] = set()
@@ -203,6 +336,18 @@ class Publisher:
                 except OSError:
                     break
                 d = d.parent
+
+
+def _current(entry: dict[str, Any], out: Output) -> dict[str, Any]:
+    """The manifest entry of an output of this build: no history keys, and what a retained
+    file needs once it is no longer an output (its media type and URL, for the route table)."""
+    entry = {k: v for k, v in entry.items() if k not in _HISTORY_KEYS and k not in ("retain", "type", "url")}
+    if out.retain:
+        assert not out.query and not out.status, f"{out.path}: a retained file has a plain route"
+        entry.update(retain=True, type=out.media_type)
+        if out.url is not None:
+            entry["url"] = out.url
+    return entry
 
 
 def old_size_sha(out: Output) -> tuple[int, str]:

@@ -8,6 +8,7 @@ a no-change rebuild of ten thousand packages is ten thousand ``stat`` calls.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,12 @@ class ScanResult:
     files_read: int = 0
     files_cached: int = 0
     unreadable: int = 0  # files that could not be read (an OSError): tried again next build
+    by_file: dict[str, list[Record]] = field(default_factory=dict)  # relpath → its records
+
+
+def _records(entry: dict[str, Any]) -> list[Record]:
+    digests = entry.get("digests") or [None] * len(entry["records"])
+    return [record_from_dict(r, d) for r, d in zip(entry["records"], digests, strict=True)]
 
 
 def _stat_key(path: Path | str) -> list[int] | None:
@@ -111,6 +118,7 @@ class Scanner:
         self._cache: dict[str, Any] = self._load_cache()
         self._cache_changed = True
         self._stats: dict[str, list[int] | None] = {}
+        self._previous: dict[str, Any] = self._cache  # the entries before the last scan()
 
     def _load_cache(self) -> dict[str, Any]:
         if self.cache_file is None:
@@ -192,16 +200,29 @@ class Scanner:
             entry = new_cache[relpath]
             if entry["error"]:
                 result.skipped[relpath] = entry["error"]
-            digests = entry.get("digests") or [None] * len(entry["records"])
-            result.records.extend(
-                record_from_dict(r, d) for r, d in zip(entry["records"], digests, strict=True)
-            )
+            records = _records(entry)
+            if records:
+                result.by_file[relpath] = records
+                result.records.extend(records)
         kept = {k: v for k, v in new_cache.items() if v["key"] is not None}
         result.unreadable = len(new_cache) - len(kept)
         # Nothing read and nothing gone: the cache file on disk is still exact, leave it be.
         self._cache_changed = bool(to_read) or kept.keys() != self._cache.keys()
-        self._cache = kept
+        self._previous, self._cache = self._cache, kept
         return result
+
+    def previous(self, relpath: str) -> list[Record]:
+        """The records the cache held for ``relpath`` before the last scan: what the last build
+        that finished published from it (none when it had none, or could not read it)."""
+        entry = self._previous.get(relpath)
+        return _records(entry) if entry is not None else []
+
+    def forget(self, relpaths: Iterable[str]) -> None:
+        """Drop these files from the cache, so the next scan reads them again whatever their
+        stat says: the build could not publish what it read from them."""
+        for relpath in relpaths:
+            if self._cache.pop(relpath, None) is not None:
+                self._cache_changed = True
 
     def _read_in_processes(
         self, to_read: list[tuple[str, Reader, list[Any]]], settings: StoreSettings, progress: Progress | None

@@ -4,7 +4,10 @@ The build itself takes the builder's file lock (shared with ``depot build`` and 
 and with other runtime processes); the asyncio lock only keeps one process from queueing
 several threads on it. A build that cannot run (a broken depot.toml, say) is logged, not
 raised: the caller has already stored the upload in repo/, so it answers success and the next
-build that can run publishes it; a 500 would only make the client retry into a duplicate.
+build that can run publishes it; a 500 would only make the client retry into a duplicate. The
+same holds for a build that fails otherwise (an OSError such as a full disk, or a bug): it is
+logged with its traceback and rebuild() still returns. A package file that vanishes or changes
+under the build is no failure at all: the build holds it (``BuildResult.changed``).
 """
 
 from __future__ import annotations
@@ -34,4 +37,7 @@ class Rebuilder:
             except (BuildError, SettingsError) as exc:
                 # The messages name files and TOML positions, never values from depot.toml.
                 log.error("the catalog was not rebuilt: %s: %s", type(exc).__name__, exc)
+                return None
+            except Exception:  # an OSError, or a bug: the upload is stored, so never a 500 here
+                log.exception("the catalog was not rebuilt: the build failed")
                 return None

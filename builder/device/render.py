@@ -11,10 +11,12 @@ Layout (schema in docs/device-index.md)::
 
 The entry names the platform index by a name derived from its inputs' fingerprint, so a reader
 that holds an entry (old or new) always finds the very bytes the entry states: the new platform
-file is published before the entry that names it, and the old one is removed only after the
-new entry replaced the old. Rewriting one mutable file that the entry checks by SHA-256 would
-leave, between the two renames (or after a build killed there), an entry whose stated SHA-256
-does not match the file it names.
+file is published before the entry that names it, and the old one stays (``retain``) for three
+newer generations and an hour after the new entry replaced the old (builder.publish.RETAIN_*),
+so a reader that fetched the previous entry just before a build still finds what it names.
+Rewriting one mutable file that the entry checks by SHA-256 would leave, between the two
+renames (or after a build killed there), an entry whose stated SHA-256 does not match the file
+it names.
 
 Download URLs are relative to the index that names them, so the same tree works from any host,
 mirror, sub-path or CDN.
@@ -104,7 +106,7 @@ def render(catalog: Catalog, ctx: RenderContext) -> Iterable[Output]:
         )
         platforms.append((platform, fp, body))
         pinned = pinned_index_path(platform, fp)
-        yield Output(path=pinned, fingerprint=fp, media_type=JSON, tier=PAGE, render=body)
+        yield Output(path=pinned, fingerprint=fp, media_type=JSON, tier=PAGE, render=body, retain=True)
         yield Output(path=path, fingerprint=fp, media_type=JSON, tier=PAGE, render=body)
 
     published = ctx.extras.get("published")

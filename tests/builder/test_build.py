@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.build import BuildBusyError, build, build_lock, state_dir_for
+from builder.build import BuildBusyError, build, build_lock, retained_history, state_dir_for
 from tests.support.repos import (
     add_firmware,
     add_module,
@@ -204,7 +204,9 @@ def test_removing_the_last_module_of_a_platform_removes_its_index(tmp_path: Path
     result = build(repo, site)
 
     assert "riscv" not in device_entries(site)
-    assert not (site / "device" / "riscv").exists()
+    # Only the old pinned index stays, for readers of the previous entry (retained history).
+    left = {p.relative_to(site).as_posix() for p in (site / "device" / "riscv").iterdir()}
+    assert left == retained_history(site) and len(left) == 1
     assert "device/riscv/index.json" in result.deleted
     assert_site_usable(site)
     assert_same_tree(site_tree(site), site_tree(_clean(repo, tmp_path)))

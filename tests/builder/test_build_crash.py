@@ -70,8 +70,9 @@ def kill_build_after(repo: Path, site: Path, delay: float, wait_for_publish: boo
 
 
 def assert_old_or_new(site: Path, old: dict[str, bytes], new: dict[str, bytes]) -> None:
-    """Every file a reader can see is whole: the old build's bytes or the new build's."""
-    for rel, data in site_tree(site).items():
+    """Every file a reader can see is whole: the old build's bytes or the new build's (both
+    trees with the retained history, ``site_tree(..., history=True)``)."""
+    for rel, data in site_tree(site, history=True).items():
         if rel.endswith("/") or Path(rel).name.startswith(TEMP_PREFIX):
             continue
         candidates = [t[rel] for t in (old, new) if rel in t]
@@ -139,11 +140,20 @@ def test_a_build_killed_while_publishing_new_content_leaves_old_or_new(
     rng = random.Random(99)
     change_big_repo(repo, rng)
     new = clean_build(repo, tmp_path / "clean")
+    # What the uninterrupted build leaves, retained history included (a clean build has none).
+    state, saved = state_dir_for(site), tmp_path / "saved"
+    shutil.copytree(site, saved / "site")
+    shutil.copytree(state, saved / "state")
+    build(repo, site)
+    new_with_history = site_tree(site, history=True)
+    for live, copy in ((site, saved / "site"), (state, saved / "state")):
+        shutil.rmtree(live)
+        shutil.copytree(copy, live)
 
     for delay, aimed in [(0.0, False), (0.05, False), (0.15, False), (0.0, True), (0.01, True), (0.03, True)]:
         kill_build_after(repo, site, delay, wait_for_publish=aimed)
         assert_site_usable(site)
-        assert_old_or_new(site, old, new)
+        assert_old_or_new(site, old, new_with_history)
 
     build(repo, site)
     assert_same_tree(site_tree(site), new)
@@ -266,6 +276,11 @@ def test_a_build_killed_at_every_step_leaves_a_usable_site(scenario: str, scratc
             if saved.exists():
                 shutil.copytree(saved, live)
 
+    # What the uninterrupted build leaves, retained history included (a clean build has none).
+    restore()
+    build(repo, site)
+    new_with_history = site_tree(site, history=True)
+
     crashing = CrashingBuilds(repo, site, tmp_path / "warm")
     try:
         restore()
@@ -283,7 +298,7 @@ def test_a_build_killed_at_every_step_leaves_a_usable_site(scenario: str, scratc
             try:
                 assert_site_usable(site)
                 if (site / "device" / "index.json").exists():
-                    assert_old_or_new(site, old, new)
+                    assert_old_or_new(site, old, new_with_history)
                 interrupted = (state / "build-in-progress").exists()
                 result = build(repo, site)
                 assert result.recovered == interrupted

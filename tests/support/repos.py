@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from builder.build import build, state_dir_for
+from builder.build import build, retained_history, state_dir_for
 from builder.device.module import pack_module
 from tests.support.paths import DEMO_REPO, PROJECT
 
@@ -87,9 +87,14 @@ def bump_mtime(path: Path) -> None:
 # -- sites --------------------------------------------------------------------------------------
 
 
-def site_tree(site: Path) -> dict[str, bytes]:
+def site_tree(site: Path, history: bool = False) -> dict[str, bytes]:
     """Every file of ``site`` (relative POSIX path → bytes); folders appear as ``"dir/"`` keys so
-    that an empty folder left behind is a difference too."""
+    that an empty folder left behind is a difference too.
+
+    Without ``history``, the retained history is left out: the old pinned platform indexes the
+    build keeps for readers of older entries (``builder.build.retained_history``), their rows
+    of routes.json and folders that hold nothing else. A clean build has none, so what remains is
+    what "incremental equals clean" compares."""
     tree: dict[str, bytes] = {}
     for dirpath, dirnames, filenames in os.walk(site):
         rel = os.path.relpath(dirpath, site).replace(os.sep, "/")
@@ -98,7 +103,26 @@ def site_tree(site: Path) -> dict[str, bytes]:
             tree[prefix + d + "/"] = b""
         for f in filenames:
             tree[prefix + f] = (Path(dirpath) / f).read_bytes()
-    return tree
+    return tree if history else without_history(tree, retained_history(site))
+
+
+def without_history(tree: dict[str, bytes], retained: set[str]) -> dict[str, bytes]:
+    """``tree`` less the retained files, their routes and the folders only they filled."""
+    if not retained:
+        return tree
+    out = {k: v for k, v in tree.items() if k not in retained}
+    files = [k for k in out if not k.endswith("/")]
+    for rel in retained:
+        parts = rel.split("/")[:-1]
+        for i in range(len(parts), 0, -1):
+            folder = "/".join(parts[:i]) + "/"
+            if folder in out and not any(f.startswith(folder) for f in files):
+                del out[folder]
+    if "routes.json" in out:
+        rows = [r for r in json.loads(out["routes.json"])["routes"] if r["file"] not in retained]
+        table = json.dumps(rows, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        out["routes.json"] = f'{{"routes":{table},"schema":1}}\n'.encode()
+    return out
 
 
 def site_stats(site: Path) -> dict[str, tuple[bytes, int, int]]:
