@@ -12,6 +12,7 @@ at all when that is gone too), everything else as scanned, and the next build re
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import gc
 import hashlib
@@ -30,7 +31,7 @@ import jinja2
 
 from builder import fastpath
 from builder.atomic import atomic_write, remove_stale_temps
-from builder.errors import BuildError
+from builder.errors import BuildError, DiskFullError
 from builder.model import Catalog, Record
 from builder.publish import ENTRY, InputChangedError, Output, Publisher, PublishReport
 from builder.registry import renderers
@@ -202,10 +203,16 @@ def build(
     on_wait: Callable[[], None] | None = None,
 ) -> BuildResult:
     """Publish ``repo`` into ``site``. Raises SettingsError when depot.toml is unusable,
-    BuildBusyError when another build runs and ``wait`` is False."""
+    BuildBusyError when another build runs and ``wait`` is False, DiskFullError when the disk
+    of site/ (or of its build state) is full; the old site stays as it was."""
     repo, site = repo.resolve(), site.resolve()
-    with build_lock(site, wait=wait, on_wait=on_wait), _fewer_gc_passes():
-        return _build_locked(repo, site, progress)
+    try:
+        with build_lock(site, wait=wait, on_wait=on_wait), _fewer_gc_passes():
+            return _build_locked(repo, site, progress)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(f"no space left for {site}: free some, then build again") from exc
+        raise
 
 
 @contextlib.contextmanager

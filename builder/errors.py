@@ -26,3 +26,7 @@ class SettingsError(DepotError, ValueError):
 
 class BuildError(DepotError):
     """The build cannot run (no repo/, a foreign site/ folder, another build holds the lock)."""
+
+
+class DiskFullError(BuildError):
+    """The disk the build writes to is full; the site is left as it was (exit status 1)."""

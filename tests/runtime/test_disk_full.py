@@ -130,3 +130,34 @@ def test_a_full_disk_is_answered_in_each_dialects_shape_and_recovers(tmp_path: P
             )
             assert again.status_code == 200
             assert c.get("/app/list").status_code == 200
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_depot_build_on_a_full_disk_says_so_in_one_line_and_keeps_the_site(tmp_path: Path) -> None:
+    from tests.support.repos import add_module
+
+    repo = tmp_path / "repo"
+    shutil.copytree(DEMO_REPO, repo)
+    with small_disk(tmp_path / "disk", 16) as disk:
+        site = disk / "site"
+        first = subprocess.run(
+            depot_command("build", "--repo", str(repo), "--site", str(site)), capture_output=True
+        )
+        assert first.returncode == 0, first.stderr
+        before = {p: p.read_bytes() for p in site.rglob("*") if p.is_file()}
+        add_module(repo, "bigger", "1.0", "pi64", payload=os.urandom(4 << 20))
+        filler = fill(disk)
+        full = subprocess.run(
+            depot_command("build", "--repo", str(repo), "--site", str(site)), capture_output=True, text=True
+        )
+        assert full.returncode == 1
+        errors = [line for line in full.stderr.splitlines() if line.strip()]
+        assert errors[-1].startswith("Error: no space left") and "Traceback" not in full.stderr
+        assert {
+            p: p.read_bytes() for p in site.rglob("*") if p.is_file() and not p.name.startswith(".tmp-")
+        } == before
+        filler.unlink()
+        again = subprocess.run(
+            depot_command("build", "--repo", str(repo), "--site", str(site)), capture_output=True
+        )
+        assert again.returncode == 0, again.stderr
