@@ -10,6 +10,8 @@ from pathlib import Path
 from builder.webpolicy import SECURITY_HEADERS
 
 IMMUTABLE_PREFIXES = ("files/", "assets/")
+# The only URLs that take large bodies: Qt's staff upload, shipper's chunks, the portal's APKs.
+UPLOAD_PREFIXES = ("/upload", "/api/v1/maintainers/chunked_upload/", "/portal/api/uploads/")
 
 
 # Every location that proxies passes the client's own Host, port included, and how it reached
@@ -66,7 +68,9 @@ def nginx_config(
         f"    listen {listen};",
         f"    server_name {server_name};",
         f"    root {site};",
-        "    client_max_body_size 5g;",
+        "    # Bodies are small everywhere but where uploads go (below): nginx refuses the rest",
+        "    # before they reach the runtime, whoever sends them.",
+        "    client_max_body_size 1m;",
         *_security_headers("    "),
         "    gzip on;",
         "    gzip_types application/json text/css text/javascript;",
@@ -122,8 +126,18 @@ def nginx_config(
         "",
         "    location / {",
         *_proxy("        "),
-        "        proxy_request_buffering off;",
         "    }",
+        *(
+            line
+            for prefix in UPLOAD_PREFIXES
+            for line in (
+                f"    location ^~ {prefix} {{",
+                *_proxy("        "),
+                "        client_max_body_size 5g;",
+                "        proxy_request_buffering off;  # streamed to the runtime, which caps and hashes it",
+                "    }",
+            )
+        ),
         "    location @depot {",
         *_proxy("        "),
         "    }",

@@ -44,6 +44,8 @@ HEADER = "--PACKAGE-HEADER--"
 FOOTER = "--PACKAGE-FOOTER--"
 INFO_TYPES = ["am-application", "am-package"]
 METADATA_LIMIT = 1 << 20  # header, info.yaml and footers are small YAML files
+ICON_LIMIT = 2 << 20  # an app icon (Qt AM shows it at launcher size); read whole, so capped
+YAML_EVENT_LIMIT = 20_000  # parse events (nodes) in one metadata file
 SNIFF_BYTES = 1 << 16  # enough of a file's start to read its ELF, Mach-O or PE header
 FORBIDDEN_ID_CHARS = '<>:"/\\|?*'
 # purchaseIds derived from the variant key are stable without any stored state
@@ -92,10 +94,25 @@ def default_purchase_id(key: str) -> str:
     return str(uuid.uuid5(PURCHASE_NAMESPACE, key))
 
 
+def _check_yaml(contents: bytes, what: str) -> None:
+    """Refuse YAML whose size of structure is not its size of text: anchors and aliases (one
+    alias may stand for a whole tree, so nested ones grow exponentially as soon as anything
+    walks the result) and more nodes than any package's metadata has."""
+    try:
+        for count, event in enumerate(yaml.parse(contents, Loader=yaml.SafeLoader)):
+            if count > YAML_EVENT_LIMIT:
+                raise PackageError(f"Could not parse {what}: more than {YAML_EVENT_LIMIT} YAML nodes")
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise PackageError(f"Could not parse {what}: YAML anchors and aliases are not allowed")
+    except yaml.YAMLError as exc:
+        raise PackageError(f"Could not parse {what}: {exc}") from exc
+
+
 def _yaml_docs(contents: bytes, what: str) -> list[Any]:
+    _check_yaml(contents, what)
     try:
         return list(yaml.safe_load_all(contents))
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, RecursionError) as exc:
         raise PackageError(f"Could not parse {what}: {exc}") from exc
 
 
@@ -141,10 +158,10 @@ class _Scan:
         self.formats: set[str] = set()
 
 
-def _read_small(tar: tarfile.TarFile, entry: tarfile.TarInfo) -> bytes:
+def _read_small(tar: tarfile.TarFile, entry: tarfile.TarInfo, cap: int) -> bytes:
     handle = tar.extractfile(entry)
     assert handle is not None
-    return handle.read()
+    return handle.read(cap)
 
 
 def _entry(tar: tarfile.TarFile, entry: tarfile.TarInfo, s: _Scan) -> None:
@@ -166,9 +183,10 @@ def _entry(tar: tarfile.TarFile, entry: tarfile.TarInfo, s: _Scan) -> None:
     if entry.isfile():
         try:
             if small:
-                if entry.size > METADATA_LIMIT and name != "icon.png":
-                    raise PackageError(f"Could not extract file {name}: larger than {METADATA_LIMIT} bytes")
-                contents = _read_small(tar, entry)
+                cap = ICON_LIMIT if name == "icon.png" else METADATA_LIMIT
+                if entry.size > cap:
+                    raise PackageError(f"Could not extract file {name}: larger than {cap} bytes")
+                contents = _read_small(tar, entry, cap)
                 head = contents[:SNIFF_BYTES]
             else:
                 handle = tar.extractfile(entry)

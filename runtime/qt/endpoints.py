@@ -21,6 +21,8 @@ from starlette.routing import BaseRoute, Route
 from builder.qt.arch import normalize_client_arch
 from builder.qt.tags import TagError, TagList
 from runtime.accounts import Accounts
+from runtime.bodies import SMALL_BODY, BodyTooLargeError, read_body
+from runtime.errors import ApiError
 from runtime.files import file_response
 from runtime.logins import password_login
 from runtime.qt.services import QtServices, qt
@@ -269,9 +271,19 @@ def _refuse(status: int, message: str) -> Response:
 
 
 async def _get_or_form(request: Request) -> dict[str, str]:
-    """The reference reads POST parameters for POST and the query string otherwise."""
+    """The reference reads POST parameters for POST and the query string otherwise. A POST body
+    is a few fields: it is read under a cap before it is parsed (an anonymous /hello could make
+    the server spool a 200 MiB multipart part), with no file parts and at most 50 fields."""
     if request.method == "POST":
-        form = await request.form()
+        try:
+            await read_body(request, SMALL_BODY)
+            form = await request.form(max_files=0, max_fields=50, max_part_size=SMALL_BODY)
+        except BodyTooLargeError as exc:
+            raise ApiError(
+                413, {"status": "failed", "error": f"the request body is larger than {exc.limit} bytes"}
+            ) from exc
+        except Exception as exc:  # python-multipart's and Starlette's parse errors: the client's
+            raise ApiError(400, {"status": "failed", "error": "malformed form data"}) from exc
         return {k: v for k, v in form.items() if isinstance(v, str)}
     return params(request)
 

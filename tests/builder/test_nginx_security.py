@@ -111,3 +111,18 @@ def test_a_hostile_description_is_harmless_through_nginx(stack: tuple[ServedStor
         assert "<strong>music</strong>" in answer.text and 'href="https://www.qt.io/"' in answer.text
         assert [bad for bad in BAD if bad in answer.text.lower()] == []
         assert_browser_policy(answer)
+
+
+def test_nginx_takes_large_bodies_only_where_uploads_go(stack: tuple[ServedStore, str]) -> None:
+    _store, front = stack
+    big = b"x" * (2 << 20)
+    refused = httpx.post(
+        front + "/hello", content=big, headers={"content-type": "application/x-www-form-urlencoded"}
+    )
+    assert refused.status_code == 413  # nginx's own answer: the runtime never sees the body
+    login = httpx.post(front + "/portal/api/login", content=big, headers={"content-type": "application/json"})
+    assert login.status_code == 413
+    upload = httpx.post(front + "/upload", content=big, headers={"content-type": "application/octet-stream"})
+    assert upload.status_code != 413 or upload.headers.get("server", "").startswith(
+        "uvicorn"
+    )  # reached Depot

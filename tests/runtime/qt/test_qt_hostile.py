@@ -149,3 +149,26 @@ def test_another_site_cannot_upload_with_a_browsers_cached_credentials(store: Se
     )
     assert (response.status_code, response.json()) == (403, REFUSED)
     assert sorted(p.name for p in (store.repo / "apps").iterdir()) == before
+
+
+def test_anonymous_post_bodies_are_capped(store: ServedStore) -> None:
+    """A 200 MiB multipart part to /hello was spooled to disk, 150 fields of 1 MiB cost +151 MiB:
+    a POST to the Qt endpoints is read under a cap first."""
+
+    def stream():
+        for _ in range(256):  # 16 MiB without a Content-Length
+            yield b"x" * 65536
+
+    boundary = "b0undary"
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="platform"\r\n\r\n'.encode()
+    with httpx.Client(base_url=store.url, timeout=30) as c:
+        streamed = c.post(
+            "/hello",
+            content=(part for chunks in ([head], stream()) for part in chunks),
+            headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+        )
+        assert streamed.status_code == 413 and streamed.json()["status"] == "failed"
+        fields = {f"f{i}": "x" * 1024 for i in range(150)}
+        many = c.post("/hello", data=fields)
+        assert many.status_code in (400, 413) and many.json()["status"] == "failed"
+        assert c.post("/hello", data={"platform": "NEPTUNE3", "version": "2"}).json()["status"] == "ok"
