@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import resource
-import signal
 import socket
 import sqlite3
 import stat
@@ -29,6 +28,7 @@ from tests.support.serving import (
     free_port,
     point_base_url_at,
     serve_store,
+    stop,
     wait_until_up,
 )
 
@@ -245,12 +245,7 @@ def served_with_open_file_limit(tmp: Path, env: dict[str, str], nofile: int | No
         wait_until_up(url + "/healthz", process)
         yield url
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 @contextmanager
