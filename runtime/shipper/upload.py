@@ -189,6 +189,20 @@ def _chunk_size(chunk: UploadFile) -> int:
     return chunk.file.tell()
 
 
+def _new_upload(user: User, filename: str, total: int) -> dict[str, Any]:
+    """The row of an upload that has just begun (drf-chunked-upload's fields)."""
+    return {
+        "id": str(uuid.uuid4()),
+        "user_id": user.id,
+        "filename": filename,
+        "offset": 0,
+        "total": total,
+        "created_at": time.time(),
+        "status": INCOMPLETE,
+        "completed_at": None,
+    }
+
+
 def _check_quota(ups: ChunkedUploads, user: User, total: int) -> None:
     """Only maintainers start uploads, and each account has a bounded number of unfinished ones
     and bytes on the data folder's disk (a token holder cannot fill it with open uploads)."""
@@ -262,16 +276,7 @@ async def put_chunk(request: Request) -> Response:
             await run_in_threadpool(cleanup_expired, ups)
             _check_quota(ups, user, total)
             check_room(ups.folder, total)
-            row = {
-                "id": str(uuid.uuid4()),
-                "user_id": user.id,
-                "filename": filename,
-                "offset": 0,
-                "total": total,
-                "created_at": time.time(),
-                "status": INCOMPLETE,
-                "completed_at": None,
-            }
+            row = _new_upload(user, filename, total)
             ups.table.insert(row)
         else:
             row = _get_row(ups, user, pk)
@@ -526,16 +531,7 @@ async def single_request_upload(request: Request) -> Response:
         size = _chunk_size(chunk)
         if size > MAX_BYTES:
             raise _detail(400, f"Size of file exceeds the limit ({MAX_BYTES} bytes)")
-        row = {
-            "id": str(uuid.uuid4()),
-            "user_id": user.id,
-            "filename": filename,
-            "offset": 0,
-            "total": size,
-            "created_at": time.time(),
-            "status": INCOMPLETE,
-            "completed_at": None,
-        }
+        row = _new_upload(user, filename, size)
         ups = uploads(request)
         ups.table.insert(row)
         try:
