@@ -20,7 +20,7 @@ async def limited_login(
     """``authenticate()`` under the failed-login limits; raises LoginThrottledError while locked."""
     limits = svc.config.limits
     rates = LoginRates(limits.login_account, limits.login_address, limits.login_account_global)
-    return await guarded_login(svc.storage.db, account, address, rates, authenticate)
+    return await guarded_login(lambda: svc.storage.db, account, address, rates, authenticate)
 
 
 async def password_login(svc: Services, name: str, password: str, address: str | None) -> User | None:

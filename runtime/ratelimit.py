@@ -133,7 +133,7 @@ class LoginRates:
 
 
 async def guarded_login(
-    db: sqlite_utils.Database,
+    database: sqlite_utils.Database | Callable[[], sqlite_utils.Database],
     account: str,
     address: str | None,
     rates: LoginRates,
@@ -151,29 +151,43 @@ async def guarded_login(
     logged in from in the last 90 days. Refuses (LoginThrottledError) while a limit is used up,
     even for the right password; otherwise runs ``authenticate`` in a worker thread, counts a
     failure (None), and after a success forgets the pair's failures and remembers the address."""
-    limiter = RateLimiter(db)
     at = time.time() if now is None else now
     name = account.lower()
-    known = address is not None and _known(db, name, address, at)
-    keys = [(f"login-pair:{name}:{address}", rates.pair), (f"login-address:{address}", rates.address)]
-    if not known:
-        keys.append((f"login-account:{name}", rates.account))
-    for key, rate in keys:
-        wait = limiter.blocked(key, rate, at)
-        if wait is not None:
-            raise LoginThrottledError(wait)
-    user = await run_in_threadpool(authenticate)
-    if user is None:
+
+    def connection() -> sqlite_utils.Database:
+        """The calling thread's connection (``database`` may be Storage's per-thread getter)."""
+        return database if isinstance(database, sqlite_utils.Database) else database()
+
+    def limits() -> list[tuple[str, Rate | None]]:
+        db = connection()
+        known = address is not None and _known(db, name, address, at)
+        keys = [(f"login-pair:{name}:{address}", rates.pair), (f"login-address:{address}", rates.address)]
+        if not known:
+            keys.append((f"login-account:{name}", rates.account))
         for key, rate in keys:
-            limiter.hit(key, rate, at)
-        return None
-    limiter.reset(keys[0][0])
-    if address is not None:
-        db.execute(
-            "INSERT INTO login_known (account, address, last) VALUES (?, ?, ?) "
-            "ON CONFLICT(account, address) DO UPDATE SET last = excluded.last",
-            [name, address, at],
-        )
+            wait = RateLimiter(db).blocked(key, rate, at)
+            if wait is not None:
+                raise LoginThrottledError(wait)
+        return keys
+
+    def failed(keys: list[tuple[str, Rate | None]]) -> None:
+        for key, rate in keys:
+            RateLimiter(connection()).hit(key, rate, at)
+
+    def succeeded(keys: list[tuple[str, Rate | None]]) -> None:
+        db = connection()
+        RateLimiter(db).reset(keys[0][0])
+        if address is not None:
+            db.execute(
+                "INSERT INTO login_known (account, address, last) VALUES (?, ?, ?) "
+                "ON CONFLICT(account, address) DO UPDATE SET last = excluded.last",
+                [name, address, at],
+            )
+
+    # every database step in a worker thread: none of it runs on the event loop
+    keys = await run_in_threadpool(limits)
+    user = await run_in_threadpool(authenticate)
+    await run_in_threadpool(failed if user is None else succeeded, keys)
     return user
 
 

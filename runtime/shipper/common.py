@@ -69,15 +69,16 @@ def throttle_error(seconds: int) -> ApiError:
     return ApiError(429, {"detail": throttled_detail(seconds)}, headers={"Retry-After": str(seconds)})
 
 
-def throttle(request: Request, user: User | None = None) -> None:
-    """Count this request against the caller's rate (per user, else per address)."""
+async def throttle(request: Request, user: User | None = None) -> None:
+    """Count this request against the caller's rate (per user, else per address); the database
+    work runs in a worker thread, never on the event loop."""
     svc = services(request)
     limits = svc.config.limits
     if user is not None:
         key, rate = f"shipper:user:{user.id}", limits.shipper_user
     else:
         key, rate = f"shipper:anon:{client_address(request)}", limits.shipper_anon
-    wait = RateLimiter(svc.storage.db).hit(key, rate)
+    wait = await run_in_threadpool(lambda: RateLimiter(svc.storage.db).hit(key, rate))
     if wait is not None:
         raise throttle_error(wait)
 
@@ -86,8 +87,9 @@ def _unauthorized(detail: str) -> ApiError:
     return ApiError(401, {"detail": detail}, headers={"WWW-Authenticate": "Token"})
 
 
-def authenticate(request: Request) -> User:
-    """The user of ``Authorization: Token <key>``, or a 401 with DRF's body; then throttled."""
+async def authenticate(request: Request) -> User:
+    """The user of ``Authorization: Token <key>``, or a 401 with DRF's body; then throttled.
+    The lookups run in a worker thread, never on the event loop."""
     parts = request.headers.get("authorization", "").split()
     if not parts or parts[0].lower() != "token":
         raise _unauthorized("Authentication credentials were not provided.")
@@ -95,15 +97,19 @@ def authenticate(request: Request) -> User:
         raise _unauthorized("Invalid token header. No credentials provided.")
     if len(parts) > 2:
         raise _unauthorized("Invalid token header. Token string should not contain spaces.")
-    db = services(request).storage.db
-    lifetime = timedelta(days=services(request).config.ota_token_days)
-    token = Tokens(db).verify(parts[1], TOKEN_PURPOSE, renew=lifetime)
-    if token is None:
+    svc = services(request)
+    lifetime = timedelta(days=svc.config.ota_token_days)
+
+    def lookup() -> tuple[bool, User | None]:
+        token = Tokens(svc.storage.db).verify(parts[1], TOKEN_PURPOSE, renew=lifetime)
+        return token is not None, Accounts(svc.storage.db).by_id(token.user_id) if token else None
+
+    found, user = await run_in_threadpool(lookup)
+    if not found:
         raise _unauthorized("Invalid token.")
-    user = Accounts(db).by_id(token.user_id)
     if user is None:
         raise _unauthorized("User inactive or deleted.")
-    throttle(request, user)
+    await throttle(request, user)
     return user
 
 

@@ -168,7 +168,7 @@ def _find_build(request: Request, fields: dict, v2: bool) -> tuple[str, Path]:
 
 
 async def counter_v2(request: Request) -> Response:
-    throttle(request)
+    await throttle(request)
     fields = await body_fields(request)
     if client_address(request) is None:
         raise _error(400, "invalid_ip", "Your IP address is invalid!")
@@ -186,7 +186,7 @@ async def counter_v2(request: Request) -> Response:
 
 async def counter_v1(request: Request) -> Response:
     """Removed upstream in shipper 2.24.0; kept for old clients (no download_type)."""
-    throttle(request)
+    await throttle(request)
     fields = await body_fields(request)
     if client_address(request) is None:
         raise _error(400, "invalid_ip", "Your IP address is invalid!")
@@ -196,7 +196,7 @@ async def counter_v1(request: Request) -> Response:
 
 
 async def count(request: Request) -> Response:
-    throttle(request)
+    await throttle(request)
     period = request.path_params["period"]
     db = services(request).storage.db
     if period == "all":
@@ -299,17 +299,17 @@ def _maintainers(request: Request, with_active: bool) -> dict:
 
 
 async def maintainers_all(request: Request) -> Response:
-    throttle(request)
+    await throttle(request)
     return JSONResponse(_maintainers(request, True))
 
 
 async def maintainers_active(request: Request) -> Response:
-    throttle(request)
+    await throttle(request)
     return JSONResponse(_maintainers(request, False))
 
 
 async def login(request: Request) -> Response:
-    throttle(request)
+    await throttle(request)
     fields = await body_fields(request)
     username, password = fields.get("username"), fields.get("password")
     if username is None or password is None:
@@ -329,17 +329,17 @@ async def login(request: Request) -> Response:
 
 
 async def token_check(request: Request) -> Response:
-    user = authenticate(request)
+    user = await authenticate(request)
     return JSONResponse({"username": html.escape(user.name)}, headers=NO_STORE)
 
 
 async def regex_pattern(request: Request) -> Response:
-    authenticate(request)
+    await authenticate(request)
     return JSONResponse({"pattern": pattern_of(services(request).settings())})
 
 
 async def duplicate_check(request: Request) -> Response:
-    authenticate(request)
+    await authenticate(request)
     fields = await body_fields(request)
     file_name = fields.get("file_name")
     if file_name is None:
@@ -351,7 +351,7 @@ async def duplicate_check(request: Request) -> Response:
 
 
 async def enabled_status_modify(request: Request) -> Response:
-    user = authenticate(request)
+    user = await authenticate(request)
     fields = await body_fields(request)
     build_id, enable = fields.get("build_id"), fields.get("enable")
     if build_id in (None, "") or enable in (None, ""):

@@ -243,7 +243,7 @@ def _validate_filename(filename: Any) -> str:
 
 
 async def put_chunk(request: Request) -> Response:
-    user = authenticate(request)
+    user = await authenticate(request)
     pk = request.path_params.get("pk")
     limit = MAX_BYTES + BLOCK  # a chunk can never be larger than the whole upload
     if int(request.headers.get("content-length") or 0) > limit:
@@ -312,7 +312,7 @@ def _append(
 
 
 async def list_uploads(request: Request) -> Response:
-    user = authenticate(request)
+    user = await authenticate(request)
     ups = uploads(request)
     await run_in_threadpool(cleanup_expired, ups)
     rows = ups.table.rows_where("user_id = ?", [user.id], order_by="created_at")
@@ -320,14 +320,14 @@ async def list_uploads(request: Request) -> Response:
 
 
 async def get_upload(request: Request) -> Response:
-    user = authenticate(request)
+    user = await authenticate(request)
     return JSONResponse(
         serialize(request, _get_row(uploads(request), user, request.path_params["pk"])), headers=NO_STORE
     )
 
 
 async def complete(request: Request) -> Response:
-    user = authenticate(request)
+    user = await authenticate(request)
     ups = uploads(request)
     row = _get_row(ups, user, request.path_params["pk"])
     fields = await _fields(request)
@@ -519,7 +519,7 @@ def _link_into_place(part: Path, target: Path) -> None:
 async def single_request_upload(request: Request) -> Response:
     """``POST …/chunked_upload/`` with the whole ``file``, ``filename`` and ``sha256`` at once (a
     library feature shippy does not use): one chunk, then completion."""
-    user = authenticate(request)
+    user = await authenticate(request)
     async with request.form(max_files=1, max_fields=20) as form:
         chunk = form.get("file")
         if not isinstance(chunk, UploadFile):
