@@ -7,7 +7,6 @@ to one package); the interactive ones (token management) take the portal session
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import timedelta
 from typing import Any
@@ -19,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from runtime.accounts import Accounts, User, on_password_change
+from runtime.bodies import SMALL_BODY, BodyFormatError, BodyTooLargeError, loads_json, read_body
 from runtime.errors import ApiError
 from runtime.logins import password_login
 from runtime.portal import upload as portal_upload
@@ -99,12 +99,13 @@ def caller(request: Request) -> tuple[User, Token | None]:
 async def _json_body(request: Request) -> dict[str, Any]:
     if not request.headers.get("content-type", "").startswith("application/json"):
         raise error(415, "unsupported_media_type", "Send a JSON body (Content-Type: application/json).")
-    body = await request.body()
-    if len(body) > 64 * 1024:
-        raise error(413, "body_too_large", "The JSON body is too large.")
+    try:  # read under the cap as it arrives: a 200 MiB login was buffered whole before this check
+        body = await read_body(request, SMALL_BODY)
+    except BodyTooLargeError as exc:
+        raise error(413, "body_too_large", "The JSON body is too large.") from exc
     try:
-        data = json.loads(body or b"{}")
-    except ValueError as exc:
+        data = loads_json(body or b"{}")
+    except BodyFormatError as exc:
         raise error(400, "invalid_json", f"The body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise error(400, "invalid_json", "The body must be a JSON object.")
