@@ -18,6 +18,7 @@ AGENT_FLOOR = (
     "builder.atomic",
     "builder.errors",
     "builder.hashing",
+    "builder.jsonsafe",
     "builder.names",
     "builder.tarsafe",
     "builder.versions",

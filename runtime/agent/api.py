@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hmac
 import ipaddress
-import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -26,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
+from builder.jsonsafe import JsonError, loads_json
 from runtime.agent.config import host_name
 from runtime.agent.state import TERMINAL, Task
 from runtime.agent.tasks import Agent, RequestError
@@ -39,10 +39,21 @@ def agent(request: Request) -> Agent:
     return request.app.state.agent
 
 
+MAX_BODY = 64 * 1024  # a request names packages or a file: a few hundred bytes
+
+
 async def _json_body(request: Request) -> Any:
+    """The JSON body, read under a cap and parsed with bounded nesting; None when it is not
+    usable (the endpoint answers 400 with what it expected)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
     try:
-        return json.loads(await request.body() or b"null")
-    except ValueError:
+        return loads_json(b"".join(chunks) or b"null")
+    except JsonError:
         return None
 
 

@@ -17,8 +17,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from builder.jsonsafe import JsonError, loads_json
 from runtime.accounts import Accounts, User, on_password_change
-from runtime.bodies import SMALL_BODY, BodyFormatError, BodyTooLargeError, loads_json, read_body
+from runtime.bodies import SMALL_BODY, BodyTooLargeError, read_body
 from runtime.errors import ApiError
 from runtime.logins import password_login
 from runtime.portal import upload as portal_upload
@@ -105,7 +106,7 @@ async def _json_body(request: Request) -> dict[str, Any]:
         raise error(413, "body_too_large", "The JSON body is too large.") from exc
     try:
         data = loads_json(body or b"{}")
-    except BodyFormatError as exc:
+    except JsonError as exc:
         raise error(400, "invalid_json", f"The body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise error(400, "invalid_json", "The body must be a JSON object.")

@@ -10,8 +10,9 @@ import sqlite_utils
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from builder.jsonsafe import JsonError, loads_json
 from runtime.accounts import Accounts, User, on_password_change
-from runtime.bodies import SMALL_BODY, BodyFormatError, BodyTooLargeError, loads_json, read_body
+from runtime.bodies import SMALL_BODY, BodyTooLargeError, read_body
 from runtime.errors import ApiError
 from runtime.ratelimit import RateLimiter, throttled_detail
 from runtime.services import client_address, services
@@ -127,7 +128,7 @@ async def body_fields(request: Request) -> dict[str, Any]:
             return {}
         try:
             data = loads_json(raw)
-        except BodyFormatError as exc:
+        except JsonError as exc:
             raise ApiError(400, {"detail": f"JSON parse error - {exc}"}) from exc
         if not isinstance(data, dict):
             raise ApiError(400, {"detail": "Invalid data. Expected a dictionary."})

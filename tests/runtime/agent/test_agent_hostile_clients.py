@@ -313,3 +313,14 @@ def test_installed_files_keep_the_archive_modes(store: ScriptedServer, tmp_path:
         assert got == expected
         assert stat.S_IMODE((current / "private").stat().st_mode) == 0o750 & ~umask
         assert stat.S_IMODE((current / "sticky").stat().st_mode) == 0o755 & ~umask
+
+
+def test_a_deep_or_large_json_body_is_a_400_not_a_crash(store: ScriptedServer, tmp_path: Path) -> None:
+    with agent_process(tmp_path, store.url, tmp_path / "root") as agent:
+        json_type = {"content-type": "application/json"}
+        deep = agent.raw("POST", "/services/download_packages", content=b"[" * 30_000 + b"]" * 30_000,
+                         headers=json_type)  # fmt: skip
+        assert deep.status_code == 400 and "packages" in deep.json()["error"]
+        large = agent.raw("POST", "/services/download_packages", content=b" " * (1 << 20), headers=json_type)
+        assert large.status_code == 400
+        assert agent.get("/jobs/download/tasks").json() == []

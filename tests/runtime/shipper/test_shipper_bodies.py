@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from runtime.bodies import nesting_depth
+from builder.jsonsafe import nesting_depth
 from tests.support.serving import ServedStore
 from tests.support.shipper import served_fixtures
 
