@@ -9,8 +9,8 @@ verify; :func:`inspect_apk` is the one inspection shared with the portal's uploa
 
 from __future__ import annotations
 
+import logging
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,24 +18,22 @@ from builder.errors import FormatError
 from builder.formats import Source
 from builder.hashing import sha256_file
 from builder.model import AndroidVersion, Blob, Record, StoreSettings
+from builder.portal.errors import MALFORMED, SIGNATURE_INVALID, UNSIGNED, ApkError, ApkFormatError
 from builder.portal.manifest import AxmlError, ManifestInfo, parse_manifest
-from builder.portal.signature import ApkFormatError, SignatureReport, verify_apk
+from builder.portal.signature import SignatureReport, SignerCert, Verdict, Verifier
+from builder.portal.zipfmt import ApkZip
 from builder.settings import COUNTRY as COUNTRY  # re-exported: the release targets' forms
 from builder.settings import VEHICLE_CONTEXT as VEHICLE_CONTEXT
 from builder.sidecars import SIDECAR_SUFFIX
 
+__all__ = ["ApkError", "ApkInfo", "ApkReader", "inspect_apk", "read_manifest"]
+
+log = logging.getLogger("builder.portal.apk")
 FOLDER = "android/"
+MANIFEST_NAME = "AndroidManifest.xml"
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 ABI_ENTRY = re.compile(r"^lib/([^/]+)/[^/]+\.so$")
 PACKAGE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)+$")
-
-
-class ApkError(ValueError):
-    """An APK the store cannot take. ``code`` is stable and machine-readable."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True)
@@ -45,52 +43,85 @@ class ApkInfo:
     signature: SignatureReport
 
 
-def read_manifest(path: Path) -> tuple[ManifestInfo, tuple[str, ...]]:
-    """Manifest facts and native ABIs; ApkError("apk_malformed") for anything unreadable."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            try:
-                info = zf.getinfo("AndroidManifest.xml")
-            except KeyError:
-                raise ApkError("apk_malformed", "Missing AndroidManifest.xml") from None
-            if info.file_size > MAX_MANIFEST_BYTES:
-                raise ApkError("apk_malformed", "AndroidManifest.xml is implausibly large")
-            data = zf.read(info)
-            abis = sorted({m[1] for n in zf.namelist() if (m := ABI_ENTRY.match(n))})
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError) as exc:
-        raise ApkError("apk_malformed", f"Malformed APK: not a ZIP archive ({exc})") from exc
-    except (OSError, ValueError) as exc:
-        if isinstance(exc, ApkError):
-            raise
-        raise ApkError("apk_malformed", f"Malformed APK: {exc}") from exc
+def _malformed(exc: ApkFormatError) -> ApkFormatError:
+    message = str(exc)
+    return exc if message.startswith("Malformed APK") else ApkFormatError(f"Malformed APK: {message}")
+
+
+def _manifest(apk: ApkZip) -> tuple[ManifestInfo, tuple[str, ...]]:
+    entry = apk.find(MANIFEST_NAME)
+    if entry is None:
+        raise ApkFormatError(f"Missing {MANIFEST_NAME}")
+    data = apk.read(entry, MAX_MANIFEST_BYTES, MANIFEST_NAME)
     try:
         manifest = parse_manifest(data)
     except AxmlError as exc:
-        raise ApkError("apk_malformed", f"AndroidManifest.xml is not valid binary XML: {exc}") from exc
+        raise ApkError(MALFORMED, f"{MANIFEST_NAME} is not valid binary XML: {exc}") from exc
     if not PACKAGE_NAME.match(manifest.package):
-        raise ApkError("apk_malformed", f"invalid package name {manifest.package!r}")
+        raise ApkError(MALFORMED, f"invalid package name {manifest.package!r}")
     if manifest.version_code <= 0:
-        raise ApkError("apk_malformed", "versionCode must be a positive number")
+        raise ApkError(MALFORMED, "versionCode must be a positive number")
+    abis = sorted({m[1] for e in apk.entries if (m := ABI_ENTRY.match(e.name))})
     return manifest, tuple(abis)
 
 
-def inspect_apk(path: Path) -> ApkInfo:
-    """Parse and verify an APK. Raises ApkError with ``apk_malformed``, ``apk_unsigned`` or
-    ``apk_signature_invalid``; a returned ApkInfo has a verified signature."""
+def read_manifest(path: Path) -> tuple[ManifestInfo, tuple[str, ...]]:
+    """Manifest facts and native ABIs; ApkError("apk_malformed") for anything unreadable."""
     try:
-        signature = verify_apk(path)
+        with ApkZip.open(path) as apk:
+            return _manifest(apk)
     except ApkFormatError as exc:
-        raise ApkError("apk_malformed", f"Malformed APK: {exc}") from exc
+        raise _malformed(exc) from exc
     except OSError as exc:
-        raise ApkError("apk_malformed", f"cannot read the APK: {exc.strerror or exc}") from exc
-    manifest, abis = read_manifest(path)
-    if not signature.signed:
-        raise ApkError("apk_unsigned", "The APK is not signed (no JAR signature, no APK Signing Block).")
-    if not signature.verified:
-        raise ApkError(
-            "apk_signature_invalid", "The APK signature does not verify: " + "; ".join(signature.errors)
-        )
-    return ApkInfo(manifest, abis, signature)
+        raise ApkFormatError(f"cannot read the APK: {exc.strerror or exc}") from exc
+
+
+def _report_beside(verifier: Verifier, verdict: Verdict) -> SignatureReport:
+    """The per-scheme report next to apksigner's verdict; where a scheme apksigner does not
+    look at cannot even be read, the report says what the verdict says."""
+    try:
+        return verifier.report()
+    except ApkError:
+        report = SignatureReport(verified_schemes=dict(verdict.schemes))
+        report.present = {
+            "v1": verifier.has_v1,
+            "v2": verifier.scheme_value(2) is not None,
+            "v3": verifier.scheme_value(3) is not None,
+        }
+        return report
+
+
+def inspect_apk(path: Path) -> ApkInfo:
+    """Parse and verify an APK; a returned ApkInfo has a verified signature. Raises ApkError
+    (``apk_malformed``, ``apk_unsigned``, ``apk_signature_invalid``, ``apk_limit_exceeded``)
+    and nothing else for bad input.
+
+    The verdict is apksigner's: the signature must verify on every Android version from the
+    manifest's minSdkVersion up, as ``apksigner verify`` checks by default. The portal, the
+    build and ``depot check`` all use it; a store that accepted what a device of the APK's own
+    minSdk would refuse would publish an app that cannot be installed there."""
+    try:
+        with ApkZip.open(path) as apk:
+            manifest, abis = _manifest(apk)
+            verifier = Verifier(apk)
+            if not (verifier.has_v1 or verifier.scheme_value(2) or verifier.scheme_value(3)):
+                raise ApkError(UNSIGNED, "The APK is not signed (no JAR signature, no APK Signing Block).")
+            min_sdk = manifest.signature_min_sdk
+            verdict = verifier.verdict(min_sdk, manifest.signature_target_sdk, manifest.target_sandbox)
+            errors = list(verdict.errors)
+            if not errors:
+                report = _report_beside(verifier, verdict)
+                report.signers = [SignerCert.from_der(c) for c in verdict.signers]
+            else:
+                report = SignatureReport()
+            report.verdict = verdict
+    except ApkFormatError as exc:
+        raise _malformed(exc) from exc
+    except OSError as exc:
+        raise ApkFormatError(f"cannot read the APK: {exc.strerror or exc}") from exc
+    if errors:
+        raise ApkError(SIGNATURE_INVALID, "The APK signature does not verify: " + "; ".join(errors))
+    return ApkInfo(manifest, abis, report)
 
 
 def apk_filename(package: str, version_code: int) -> str:
@@ -115,10 +146,7 @@ class ApkReader:
         sidecar = source.sidecar("apk")  # types, the status and the targets' forms: builder.settings
         if sidecar["status"] != "live":
             return []
-        try:
-            info = inspect_apk(source.path)
-        except ApkError as exc:
-            raise FormatError(str(exc)) from exc
+        info = inspect_file(source.path)
         m = info.manifest
         if not info.signature.covers_min_sdk(m.min_sdk):
             raise FormatError(
@@ -141,3 +169,15 @@ class ApkReader:
                 released=sidecar["released"],
             )
         ]
+
+
+def inspect_file(path: Path) -> ApkInfo:
+    """:func:`inspect_apk` as the build and ``depot check`` use it: a bug in the reader ends as
+    a FormatError with a log entry, so one bad file never stops a build."""
+    try:
+        return inspect_apk(path)
+    except ApkError:
+        raise
+    except Exception as exc:  # a bug, not the file's fault: say so, skip the file, keep building
+        log.exception("the APK reader failed on %s", path)
+        raise FormatError(f"the APK could not be read ({type(exc).__name__}: {exc})") from exc

@@ -33,6 +33,11 @@ ATTR_VERSION_CODE = 0x0101021B
 ATTR_VERSION_NAME = 0x0101021C
 ATTR_TARGET_SDK = 0x01010270
 ATTR_VERSION_CODE_MAJOR = 0x01010576
+ATTR_TARGET_SANDBOX = 0x0101054C
+
+# apksig's codename rule: the API level of a preview codename from its first letter
+CODENAME_LEVELS = {"C": 2, "D": 3, "E": 4, "F": 7, "G": 8, "H": 10, "I": 13, "J": 15, "K": 18, "L": 20,
+                   "M": 22, "N": 23, "O": 25}
 
 PERMISSION_ELEMENTS = {"uses-permission", "uses-permission-sdk-23", "uses-permission-sdk-m"}
 
@@ -87,6 +92,11 @@ class ManifestInfo:
     target_sdk: int | None
     debuggable: bool
     permissions: tuple[str, ...] = field(default=())
+    # What apksigner verifies the signature for (apksig's reading of the same manifest, which
+    # differs in details from the catalog's min_sdk/target_sdk: see :func:`signature_sdks`).
+    signature_min_sdk: int = 1
+    signature_target_sdk: int = 1
+    target_sandbox: int = 1
 
 
 def _u16(data: bytes, offset: int) -> int:
@@ -216,6 +226,67 @@ def _int(attr: Attribute | None, what: str, default: int | None = None) -> int |
     raise AxmlError(f"{what} is not a number")
 
 
+def _by_id(element: Element, resource_id: int) -> Attribute | None:
+    return next((a for a in element.attributes if a.resource_id == resource_id), None)
+
+
+def codename_level(codename: str) -> int:
+    """apksig's API level for a preview codename (its first letter); AxmlError when unknown."""
+    first = codename[:1]
+    if not ("A" <= first <= "Z"):
+        raise AxmlError(f"unsupported codename {codename!r} in minSdkVersion")
+    if first in CODENAME_LEVELS:
+        return CODENAME_LEVELS[first]
+    older = [c for c in CODENAME_LEVELS if c < first]
+    if not older:
+        return 1
+    newest = max(older)
+    return CODENAME_LEVELS[newest] + (ord(first) - ord(newest))
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 32) if value & 0x80000000 else value
+
+
+def signature_sdks(elements: list[Element]) -> tuple[int, int, int]:
+    """(minSdk, targetSdk, targetSandboxVersion) as apksig reads them for verification: minSdk
+    is the largest android:minSdkVersion of the <uses-sdk> children of <manifest> (1 without
+    any), a codename counts by its first letter; targetSdk is the first <uses-sdk> integer
+    android:targetSdkVersion, else minSdk; the sandbox version is <manifest>'s integer value, else 1.
+    Attributes count by resource id only. AxmlError for a minSdkVersion apksig cannot read."""
+    min_sdk = 1
+    for e in elements:
+        if e.name != "uses-sdk" or e.depth != 1:
+            continue
+        value = 1
+        a = _by_id(e, ATTR_MIN_SDK)
+        if a is not None:
+            if a.type in (TYPE_INT_DEC, TYPE_INT_HEX):
+                value = _signed(a.data)
+            elif a.type == TYPE_STRING and a.string is not None:
+                value = codename_level(a.string)
+            else:
+                raise AxmlError("minSdkVersion has a value type apksigner cannot read")
+        min_sdk = max(min_sdk, value)
+    target = min_sdk
+    for e in elements:
+        if e.name == "uses-sdk":
+            a = _by_id(e, ATTR_TARGET_SDK)
+            if a is not None:
+                if a.type in (TYPE_INT_DEC, TYPE_INT_HEX):
+                    target = _signed(a.data)
+                break
+    sandbox = 1
+    for e in elements:
+        if e.name == "manifest":
+            a = _by_id(e, ATTR_TARGET_SANDBOX)
+            if a is not None:
+                if a.type in (TYPE_INT_DEC, TYPE_INT_HEX):
+                    sandbox = _signed(a.data)
+                break
+    return min_sdk, target, sandbox
+
+
 def parse_manifest(data: bytes) -> ManifestInfo:
     """The store-relevant facts of a compiled AndroidManifest.xml."""
     elements = parse_elements(data)
@@ -243,6 +314,7 @@ def parse_manifest(data: bytes) -> ManifestInfo:
             perm = e.attr(ATTR_NAME, "name")
             if perm is not None and perm.string:
                 permissions.append(perm.string)
+    signature_min, signature_target, sandbox = signature_sdks(elements)
     return ManifestInfo(
         package=package.string,
         version_code=(major << 32) | (code & 0xFFFFFFFF),
@@ -251,4 +323,7 @@ def parse_manifest(data: bytes) -> ManifestInfo:
         target_sdk=target,
         debuggable=debuggable,
         permissions=tuple(sorted(set(permissions))),
+        signature_min_sdk=signature_min,
+        signature_target_sdk=signature_target,
+        target_sandbox=sandbox,
     )

@@ -1,8 +1,13 @@
-"""``POST /portal/api/uploads/ci``: stream, inspect, decide, store: in that order.
+"""``POST /portal/api/uploads/ci``: authorise, stream, inspect, decide, store: in that order.
 
-The APK streams to a temporary file (bounded memory, size limit, SHA-256 on the way). It is
-parsed and its signatures verified before anything is recorded (422 otherwise). The decision
-(scope 403, ownership 403, retry replay, versionCode 409) and the writes happen in one
+The CI token is authenticated (endpoints) and its account checked before one byte of the body
+is read; a body whose Content-Length is over the limit is refused (413) unread. The APK streams
+to a temporary file (bounded memory, size limit, SHA-256 on the way). Its manifest is read (at
+most 4 MiB, see :mod:`builder.portal.apk`) and the token's scope compared with the package name
+(403) before the expensive part: every entry's digest and the v2/v3 content digests, all of it
+bounded by the reader's caps. Any APK the reader cannot take is 422 with the reader's stable
+code, never a 500. All of that happens before anything is recorded. The decision
+(ownership 403, retry replay, versionCode 409; the scope once more) and the writes happen in one
 ``BEGIN IMMEDIATE`` transaction, so two uploads of one package cannot both pass the versionCode
 check. The file is renamed into ``<data>/portal/apks/<version id>.apk`` inside that transaction
 and removed again if it rolls back: a refused or cut-off upload leaves nothing behind.
@@ -20,10 +25,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 
 from builder.errors import SettingsError
-from builder.portal.apk import ApkError, ApkInfo, inspect_apk
+from builder.portal.apk import ApkError, ApkInfo, inspect_apk, read_manifest
+from runtime.accounts import Accounts
 from runtime.clock import now_iso
+from runtime.errors import ApiError
 from runtime.portal.errors import error
-from runtime.portal.multipart import MultipartError, file_part
+from runtime.portal.multipart import MAX_OTHER_PARTS, MultipartError, file_part
 from runtime.portal.review import stored_apk
 from runtime.portal.store import app_by_package, new_id, one, transaction
 from runtime.portal.validation import load_policy
@@ -55,6 +62,13 @@ async def handle_upload(request: Request, svc: Any, token: Token) -> tuple[dict[
             503, "settings_unusable", "The store's settings cannot be used right now; try again later."
         ) from exc
     limit = min(svc.config.max_upload_bytes, policy.upload_limit_bytes)
+    # Authorised before the body is read: the token is live (endpoints.bearer_token) and so is
+    # its account; a declared body over the limit is refused without reading it.
+    if await run_in_threadpool(Accounts(svc.storage.db).by_id, token.user_id) is None:
+        raise _error(401, "token_invalid", "The account of this token no longer exists.")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit + MAX_OTHER_PARTS:
+        raise _error(413, "upload_too_large", f"The APK exceeds the upload limit of {limit} bytes.")
     incoming = svc.config.data / "portal" / "incoming"
     try:
         received = await receive_to_temp(file_part(request, "apk", limit), incoming, limit)
@@ -79,12 +93,39 @@ async def handle_upload(request: Request, svc: Any, token: Token) -> tuple[dict[
                 received_sha256=received.sha256,
             )
         try:
-            info = await run_in_threadpool(inspect_apk, received.path)
+            info = await run_in_threadpool(_inspect, received, token)
         except ApkError as exc:
             raise _error(422, exc.code, str(exc)) from exc
+        except ApiError:  # the token's scope (403)
+            raise
+        except Exception as exc:  # a reader bug must not become a 500 for the client
+            log.exception("the APK reader failed on an upload")
+            raise _error(422, "apk_malformed", "The APK could not be read.") from exc
         return await run_in_threadpool(_accept, svc, token, received, info, key)
     finally:
         received.discard()  # a no-op once the file was committed under its final name
+
+
+def _inspect(received: ReceivedFile, token: Token) -> ApkInfo:
+    """Read the manifest, check the token's scope, then verify everything (ApkError on bad input).
+
+    The scope is a package name, and the package name is only known from the APK's binary
+    AndroidManifest.xml: it cannot be compared before the body has arrived and that one entry is
+    read. It is compared right after, before the signature checks, which read every entry; so a
+    token scoped to another package costs at most the bounded manifest read."""
+    manifest, _ = read_manifest(received.path)
+    _check_scope(token, manifest.package)
+    return inspect_apk(received.path)
+
+
+def _check_scope(token: Token, package: str) -> None:
+    if token.scope and token.scope != package:
+        raise _error(
+            403,
+            "token_scope",
+            f"This CI token may only upload {token.scope}, not {package}.",
+            package=package,
+        )
 
 
 def _accept(
@@ -92,13 +133,7 @@ def _accept(
 ) -> tuple[dict[str, Any], int, str | None]:
     db = svc.storage.db
     m = info.manifest
-    if token.scope and token.scope != m.package:
-        raise _error(
-            403,
-            "token_scope",
-            f"This CI token may only upload {token.scope}, not {m.package}.",
-            package=m.package,
-        )
+    _check_scope(token, m.package)
     target = None
     try:
         with transaction(db):
@@ -173,6 +208,7 @@ def _accept(
                 "permissions": list(m.permissions),
                 "abis": list(info.abis),
                 "signer_subject": signer.subject,
+                "signer_subject_attributes": [list(a) for a in signer.subject_attributes],
                 "signer_sha1": signer.sha1,
                 "schemes": info.signature.verified_schemes,
             }

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from builder.errors import SettingsError
 from builder.model import PortalSettings
@@ -36,6 +39,15 @@ from runtime.portal.store import new_id, one, rows, transaction, version
 log = logging.getLogger("runtime.portal.endpoints")
 
 DEBUG_DN = "CN=Android Debug, O=Android, C=US"
+# The debug certificate's subject as name attributes: compared as a multiset, so the order in
+# which a certificate encodes them (C, O, CN as the SDK writes them, or CN first) does not matter.
+DEBUG_SUBJECT = Counter(
+    {
+        (NameOID.COMMON_NAME.dotted_string, "Android Debug"): 1,
+        (NameOID.ORGANIZATION_NAME.dotted_string, "Android"): 1,
+        (NameOID.COUNTRY_NAME.dotted_string, "US"): 1,
+    }
+)
 DEFAULT_MAX_APK_BYTES = PortalSettings.max_apk_bytes
 STALE_RUN = timedelta(seconds=60)  # a run still "running" after this was cut off by a restart
 
@@ -71,12 +83,29 @@ def load_policy(repo: Path) -> Policy:
     return Policy.of(load_settings(repo).portal)
 
 
+def subject_attributes(facts: dict[str, Any]) -> Counter[tuple[str, str]]:
+    """The signer's subject as a multiset of (OID, value). Versions uploaded before the
+    attributes were recorded have only the RFC 2253 string; it is parsed back with cryptography."""
+    recorded = facts.get("signer_subject_attributes")
+    if isinstance(recorded, list):
+        return Counter((str(oid), str(value)) for oid, value in recorded)
+    subject = str(facts.get("signer_subject", ""))
+    try:
+        name = x509.Name.from_rfc4514_string(subject.replace(", ", ","))
+    except ValueError:
+        return Counter()
+    return Counter((a.oid.dotted_string, str(a.value)) for a in name)
+
+
+def is_debug_subject(facts: dict[str, Any]) -> bool:
+    return subject_attributes(facts) == DEBUG_SUBJECT
+
+
 def compute_findings(row: dict[str, Any], policy: Policy) -> list[tuple[str, str, str]]:
     """(code, severity, message) for one version; ``row`` is portal_store.version()."""
     facts = json.loads(row["facts"])
     out: list[tuple[str, str, str]] = []
-    subject = facts.get("signer_subject", "")
-    if subject == DEBUG_DN:
+    if is_debug_subject(facts):
         out.append(
             (
                 "debug_certificate",

@@ -165,7 +165,7 @@ def debug_key() -> SigningKey:
 def politedroid_key() -> SigningKey:
     """The signer of the com.politedroid counterparts: a key of that package alone, so that an
     APK built with the default :func:`release_key` for the same package is a signer change."""
-    return make_key("Polite Droid Maintainer", "Polite Droid", "US")
+    return make_key("Polite Droid Maintainer", "Polite Droid", "US", rsa_key=True)  # minSdk 3: RSA
 
 
 @cache
@@ -178,12 +178,28 @@ def _b64sha256(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
+def _b64sha1(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha1(data).digest()).decode()
+
+
+# The first API levels where Android's JAR verifier takes SHA-256 digests and signed attributes
+# (apksig's V1SchemeVerifier): an APK for older devices is signed SHA-1, without attributes.
+SHA256_DIGESTS_SINCE, SIGNED_ATTRIBUTES_SINCE = 18, 19
+
+
 def sign_v1(
-    files: dict[str, bytes], key: SigningKey, alias: str = "CERT", also_signed: Sequence[str] = ()
+    files: dict[str, bytes],
+    key: SigningKey,
+    alias: str = "CERT",
+    also_signed: Sequence[str] = (),
+    legacy: bool = False,
 ) -> dict[str, bytes]:
     """``files`` plus META-INF/MANIFEST.MF, <alias>.SF and the PKCS#7 block. ``also_signed``
     ("v2", "v3") sets the .SF's ``X-Android-APK-Signed``, which tells a verifier that
-    stripping those signatures is an attack."""
+    stripping those signatures is an attack. ``legacy`` signs as apksigner does for a minSdk
+    below 18: SHA-1 digests, SHA1withRSA and no signed attributes (the key must be RSA)."""
+    if legacy:
+        return _sign_v1_legacy(files, key, alias, also_signed)
     sections = {n: f"Name: {n}\r\nSHA-256-Digest: {_b64sha256(d)}\r\n\r\n".encode() for n, d in files.items()}
     manifest = b"Manifest-Version: 1.0\r\nCreated-By: depot-tests\r\n\r\n" + b"".join(sections.values())
     sf = (
@@ -216,6 +232,29 @@ def sign_v1(
     }
 
 
+def _sign_v1_legacy(
+    files: dict[str, bytes], key: SigningKey, alias: str, also_signed: Sequence[str]
+) -> dict[str, bytes]:
+    from tests.support.apk_mutants import pkcs7_sign  # SHA-1 PKCS#7, which cryptography won't write
+
+    sections = {n: f"Name: {n}\r\nSHA1-Digest: {_b64sha1(d)}\r\n\r\n".encode() for n, d in files.items()}
+    manifest = b"Manifest-Version: 1.0\r\nCreated-By: depot-tests\r\n\r\n" + b"".join(sections.values())
+    schemes = ", ".join(s.removeprefix("v") for s in also_signed)
+    signed = f"X-Android-APK-Signed: {schemes}\r\n" if also_signed else ""
+    sf = (
+        f"Signature-Version: 1.0\r\nCreated-By: depot-tests\r\n{signed}"
+        f"SHA1-Digest-Manifest: {_b64sha1(manifest)}\r\n\r\n".encode()
+        + b"".join(f"Name: {n}\r\nSHA1-Digest: {_b64sha1(s)}\r\n\r\n".encode() for n, s in sections.items())
+    )
+    assert isinstance(key.key, rsa.RSAPrivateKey), "devices before API 18 verify RSA JAR signatures only"
+    return {
+        **files,
+        "META-INF/MANIFEST.MF": manifest,
+        f"META-INF/{alias}.SF": sf,
+        f"META-INF/{alias}.RSA": pkcs7_sign(sf, key, "sha1"),
+    }
+
+
 def zip_apk(files: dict[str, bytes]) -> bytes:
     """The ZIP of an APK: native libraries (``lib/``) stored uncompressed, as the build tools
     store them, everything else deflated."""
@@ -245,7 +284,9 @@ def build_apk(
         **(extra_files or {}),
     }
     if "v1" in schemes:
-        files = sign_v1(files, key, also_signed=[s for s in schemes if s != "v1"])
+        min_sdk = manifest.get("min_sdk", 21)
+        legacy = min_sdk is None or int(min_sdk) < SIGNED_ATTRIBUTES_SINCE  # type: ignore[call-overload]
+        files = sign_v1(files, key, also_signed=[s for s in schemes if s != "v1"], legacy=legacy)
     data = zip_apk(files)
     block_schemes = [s for s in schemes if s in ("v2", "v3")]
     if block_schemes:

@@ -161,14 +161,15 @@ def test_debuggable_and_permission_policy_findings(client: httpx.Client, bob, tm
     assert run["status"] == "failed"
 
 
-def test_v2_only_apk_below_api_24_gets_min_sdk_scheme_mismatch(client: httpx.Client, alice) -> None:
+def test_v2_only_apk_below_api_24_is_refused_as_apksigner_refuses_it(client: httpx.Client, alice) -> None:
+    """minSdk 23 devices verify only v1 signatures: apksigner's verdict on a v2-only APK is
+    "DOES NOT VERIFY" (Missing META-INF/MANIFEST.MF), and so is the portal's."""
     response = upload(client, alice[1], fixture_like("v2-only-with-rsa-pkcs1-sha256-2048.apk"))
-    assert response.status_code == 201, response.text
-    run = wait_validation(client, alice[1], response.json()["version"]["id"])
-    assert run["status"] == "failed"
-    [finding] = run["findings"]
-    assert (finding["code"], finding["severity"]) == ("min_sdk_scheme_mismatch", "blocking")
-    assert "23" in finding["message"]
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "apk_signature_invalid"
+    assert "MANIFEST.MF" in response.json()["error"]["message"]
+    accepted = upload(client, alice[1], fixture_like("golden-aligned-v1v2-out.apk"))  # v1 + v2, minSdk 23
+    assert accepted.status_code == 201, accepted.text
 
 
 def test_version_code_must_increase(client: httpx.Client, store: ServedStore, alice) -> None:
@@ -382,8 +383,8 @@ REAL_UPLOADS = [
     ("golden-aligned-v1v2-out-tampered.apk", 422, "apk_signature_invalid"),
     ("v2-only-with-rsa-pkcs1-sha256-2048-sig-does-not-verify.apk", 422, "apk_signature_invalid"),
     ("Test-debug.apk", 201, "debug_certificate"),
-    ("v2-only-with-rsa-pkcs1-sha256-2048.apk", 201, "min_sdk_scheme_mismatch"),
-    ("golden-aligned-v1v2v3-out.apk", 409, "version_code_not_incremented"),
+    ("v2-only-with-rsa-pkcs1-sha256-2048.apk", 422, "apk_signature_invalid"),  # minSdk 23 needs v1
+    ("golden-aligned-v1v2v3-out.apk", 201, ""),
     ("com.politedroid_4.apk", 201, ""),
 ]
 # size and SHA-256 as ../shared/fixtures/README.md states them
