@@ -10,6 +10,7 @@ IndexError or a huge allocation.
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass, field
 
@@ -213,13 +214,17 @@ def _element(
     return Element(string(name_idx) or "", depth, tuple(attrs))
 
 
+ASCII_NUMBER = re.compile(r"[0-9]{1,19}")  # what Android parses: a decimal of at most 64 bits
+
+
 def _int(attr: Attribute | None, what: str, default: int | None = None) -> int | None:
     if attr is None:
         return default
     if attr.type in (TYPE_INT_DEC, TYPE_INT_HEX):
         return attr.data
-    if attr.string is not None and attr.string.strip().isdigit():
-        return int(attr.string.strip())
+    text = attr.string.strip() if attr.string is not None else ""
+    if ASCII_NUMBER.fullmatch(text):  # str.isdigit() takes "²" and int() refuses it, or 5,000 digits
+        return int(text)
     if what in ("minSdkVersion", "targetSdkVersion") and attr.string:
         # A preview codename ("Tiramisu") means "the newest platform": no shipped device has it.
         return 10_000

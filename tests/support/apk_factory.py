@@ -44,7 +44,7 @@ TYPE_STRING, TYPE_INT_DEC, TYPE_INT_BOOLEAN = 0x03, 0x10, 0x12
 
 def compile_manifest(
     package: str,
-    version_code: int,
+    version_code: int | str,
     version_name: str = "1.0",
     min_sdk: int | None = 21,
     debuggable: bool = False,
@@ -75,12 +75,14 @@ def compile_manifest(
     def end(name: str) -> bytes:
         return struct.pack("<HHIIIII", 0x0103, 16, 24, 1, 0xFFFFFFFF, 0xFFFFFFFF, s(name))
 
+    # a string versionCode is what a hostile build tool can write (aapt writes an integer)
+    code_kind = TYPE_STRING if isinstance(version_code, str) else TYPE_INT_DEC
     nodes = [
         struct.pack("<HHIIIII", 0x0100, 16, 24, 1, 0xFFFFFFFF, s("android"), s(ANDROID_NS)),
         start(
             "manifest",
             [
-                attr("versionCode", TYPE_INT_DEC, version_code),
+                attr("versionCode", code_kind, version_code),
                 attr("versionName", TYPE_STRING, version_name),
                 attr("package", TYPE_STRING, package, android=False),
             ],

@@ -21,7 +21,7 @@ from builder.portal import jarmanifest
 from builder.portal.apk import ApkError, inspect_apk
 from builder.portal.errors import ApkFormatError, ApkLimitError
 from builder.portal.zipfmt import ApkZip
-from tests.support.apk_factory import compile_manifest
+from tests.support.apk_factory import build_apk, compile_manifest
 from tests.support.apk_mutants import Entry, jar_sign, seeded_key, view, write_zip
 
 MAX_PEAK = 20 * 1024 * 1024
@@ -137,3 +137,14 @@ def test_one_archive_inflates_at_most_its_budget() -> None:
     with pytest.raises(ApkLimitError):
         apk.read(apk.entries[1], 1 << 20)
     assert zlib.crc32(content)  # the data itself was fine
+
+
+@pytest.mark.parametrize("code", ["²", "1" * 5000, "١٢٣", "12a"])
+def test_a_version_code_no_android_parser_reads_is_an_apk_error(code: str, tmp_path: Path) -> None:
+    """"²".isdigit() is True and int() refuses it; 5,000 digits pass isdigit() and int() refuses
+    them too: both were a 500 at upload."""
+    path = tmp_path / "odd.apk"
+    path.write_bytes(build_apk(version_code=code))  # type: ignore[arg-type]
+    with pytest.raises(ApkError) as refused:
+        inspect_apk(path)
+    assert refused.value.code == "apk_malformed" and "versionCode" in str(refused.value)
