@@ -13,6 +13,7 @@ from typing import Any
 
 import sqlite_utils
 from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -179,8 +180,8 @@ def token_view(token: Token) -> dict[str, Any]:
 
 
 async def list_tokens(request: Request) -> Response:
-    user = session_user(request)
-    tokens = Tokens(services(request).storage.db).list(user.id, "ci")
+    user = await run_in_threadpool(session_user, request)
+    tokens = await run_in_threadpool(lambda: Tokens(services(request).storage.db).list(user.id, "ci"))
     return JSONResponse({"tokens": [token_view(t) for t in tokens]})
 
 
@@ -201,7 +202,7 @@ def create_ci_token(
 
 
 async def post_token(request: Request) -> Response:
-    user = session_user(request)
+    user = await run_in_threadpool(session_user, request)
     data = await _json_body(request)
     name, app, days = data.get("name", ""), data.get("app"), data.get("expires_days")
     if not isinstance(name, str) or (app is not None and not isinstance(app, str)):
@@ -209,21 +210,26 @@ async def post_token(request: Request) -> Response:
     if days is not None and (not isinstance(days, int) or isinstance(days, bool)):
         raise error(400, "invalid_request", "expires_days must be a whole number.")
     try:
-        token, raw = create_ci_token(services(request).storage.db, user, name, app, days)
+        token, raw = await run_in_threadpool(
+            lambda: create_ci_token(services(request).storage.db, user, name, app, days)
+        )
     except ValueError as exc:
         raise error(400, "invalid_request", str(exc)) from exc
     return JSONResponse({"token": token_view(token), "secret": raw}, status_code=201)
 
 
 async def delete_token(request: Request) -> Response:
-    user = session_user(request)
+    user = await run_in_threadpool(session_user, request)
     try:
         token_id = int(request.path_params["token_id"])
     except ValueError:
         raise error(404, "token_not_found", "No such CI token.") from None
-    tokens = Tokens(services(request).storage.db)
-    token = tokens.get(token_id)
-    if token is None or token.purpose != "ci" or not tokens.revoke(token_id, user_id=user.id):
+    def revoke() -> bool:
+        tokens = Tokens(services(request).storage.db)
+        token = tokens.get(token_id)
+        return token is not None and token.purpose == "ci" and tokens.revoke(token_id, user_id=user.id)
+
+    if not await run_in_threadpool(revoke):
         raise error(404, "token_not_found", "No such CI token.")
     return Response(status_code=204)
 
@@ -232,7 +238,7 @@ async def delete_token(request: Request) -> Response:
 
 
 async def upload(request: Request) -> Response:
-    token = bearer_token(request)
+    token = await run_in_threadpool(bearer_token, request)
     svc = services(request)
     body, status, run_id = await portal_upload.handle_upload(request, svc, token)
     task = BackgroundTask(_validate, svc, run_id) if run_id else None
@@ -257,18 +263,27 @@ def _readable_version(request: Request) -> dict[str, Any]:
     return version(db, row["id"]) or row
 
 
+# The database work of these runs in a worker thread, never on the event loop; each thread
+# uses its own connection (services(request).storage.db resolves in the thread that asks).
+
+
 async def get_version(request: Request) -> Response:
-    row = _readable_version(request)
-    return JSONResponse(version_summary(services(request).storage.db, row))
+    def read() -> dict[str, Any]:
+        return version_summary(services(request).storage.db, _readable_version(request))
+
+    return JSONResponse(await run_in_threadpool(read))
 
 
 async def get_validation(request: Request) -> Response:
-    row = _readable_version(request)
-    return JSONResponse({"runs": runs_with_findings(services(request).storage.db, row["id"])})
+    def read() -> dict[str, Any]:
+        row = _readable_version(request)
+        return {"runs": runs_with_findings(services(request).storage.db, row["id"])}
+
+    return JSONResponse(await run_in_threadpool(read))
 
 
 async def get_release(request: Request) -> Response:
-    return JSONResponse(release_view(_readable_version(request)))
+    return JSONResponse(release_view(await run_in_threadpool(_readable_version, request)))
 
 
 async def not_found(request: Request) -> Response:
