@@ -129,11 +129,15 @@ class SigningKey:
 def make_key(
     common_name: str, org: str | None = None, country: str | None = None, rsa_key: bool = False
 ) -> SigningKey:
-    key = rsa.generate_private_key(65537, 2048) if rsa_key else ec.generate_private_key(ec.SECP256R1())
     attrs = [x509.NameAttribute(NameOID.COUNTRY_NAME, country)] if country else []
     attrs += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org)] if org else []
     attrs += [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
-    name = x509.Name(attrs)
+    return key_with_name(x509.Name(attrs), rsa_key)
+
+
+def key_with_name(name: x509.Name, rsa_key: bool = False) -> SigningKey:
+    """A fresh key and a self-signed certificate for ``name``, attributes in the order given."""
+    key = rsa.generate_private_key(65537, 2048) if rsa_key else ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
     cert = (
         x509.CertificateBuilder()

@@ -3,19 +3,17 @@ order a certificate encodes them in does not hide it (CN first instead of C, O, 
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Iterator
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from builder.portal.signature import SignerCert
 from runtime.portal.validation import Policy, compute_findings
-from tests.support.apk_factory import SigningKey, build_apk
+from tests.support.apk_factory import SigningKey, build_apk, key_with_name
 from tests.support.portal_client import add_user, make_token, portal_store, upload, wait_validation
 from tests.support.serving import ServedStore
 
@@ -25,20 +23,7 @@ C = x509.NameAttribute(NameOID.COUNTRY_NAME, "US")
 
 
 def key_with_subject(*attributes: x509.NameAttribute) -> SigningKey:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name(list(attributes))
-    start = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + dt.timedelta(days=3650))
-        .sign(key, hashes.SHA256())
-    )
-    return SigningKey(key, cert)
+    return key_with_name(x509.Name(list(attributes)))
 
 
 def facts_of(key: SigningKey) -> dict[str, object]:
