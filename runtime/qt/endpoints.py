@@ -120,7 +120,7 @@ async def login(request: Request) -> Response:
         return response
     if user is None:
         return reply(q, session, {"status": "authentication-failed"})
-    q.sessions.login(session, user)
+    await run_in_threadpool(q.sessions.login, session, user)  # database work off the event loop
     return reply(q, session, {"status": "ok"})
 
 
@@ -129,7 +129,8 @@ async def logout(request: Request) -> Response:
         return cross_site_refused()
     q = qt(request)
     session = q.sessions.load(request)
-    return reply(q, session, {"status": "ok" if q.sessions.logout(session) else "failed"})
+    ended = await run_in_threadpool(q.sessions.logout, session)
+    return reply(q, session, {"status": "ok" if ended else "failed"})
 
 
 async def app_list(request: Request) -> Response:
@@ -206,7 +207,7 @@ async def purchase(request: Request) -> Response:
     settings = q.settings()
     p = await _get_or_form(request)
     session = q.sessions.load(request)
-    user = q.sessions.user(session)
+    user = await run_in_threadpool(q.sessions.user, session)
     if user is None:
         return q.sessions.save(session, Response("no login", status_code=403, media_type="text/html"))
     device_id = p.get("device_id", "")
@@ -244,7 +245,8 @@ async def download(request: Request) -> Response:
     variant = q.catalog.variant(str(grant.get("v", "")))
     if variant is None:
         return _refuse(404, "the app is no longer in the store")
-    if Accounts(q.svc.storage.db).by_id(int(grant.get("u", 0))) is None:
+    user_id = int(grant.get("u", 0))
+    if await run_in_threadpool(lambda: Accounts(q.svc.storage.db).by_id(user_id)) is None:
         return _refuse(403, "invalid download link")
     apps = (q.config.repo / "apps").resolve()
     package = (q.config.repo / variant["file"]).resolve()

@@ -77,7 +77,7 @@ def _existing_purchase_id(package: Path) -> str:
 
 
 async def handle_upload(request: Request, q: QtServices) -> Response:
-    user = q.sessions.user(q.sessions.load(request))
+    user = await run_in_threadpool(q.sessions.user, q.sessions.load(request))
     if user is None:
         try:
             user = await _basic_user(request)
