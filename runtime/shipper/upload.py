@@ -41,7 +41,7 @@ from builder.atomic import TEMP_PREFIX, fsync_dir
 from builder.errors import FormatError
 from builder.formats import Source
 from builder.hashing import sha256_file
-from builder.model import StoreSettings
+from builder.model import OtaBuild, StoreSettings
 from builder.shipper.ota import (
     SAFE_NAME,
     X86_CODENAMES,
@@ -398,7 +398,11 @@ def _finish(ups: ChunkedUploads, user: User, row: dict[str, Any], sha256: str | 
 def published_answer(repo: Path, settings: StoreSettings, filename: str) -> dict[str, Any]:
     """The completion answer for a build that is in repo/ already."""
     relpath = f"builds/{parse_build_name(filename, settings).codename}/{filename}"
-    build = read_build(Source(repo, relpath, settings))
+    return _uploaded(settings, read_build(Source(repo, relpath, settings)))
+
+
+def _uploaded(settings: StoreSettings, build: OtaBuild) -> dict[str, Any]:
+    """shipper's completion answer, naming the device as ``str(Device)`` does."""
     device = next((d for d in settings.ota_devices if d.codename == build.codename), None)
     parts = (device.manufacturer, device.name) if device else ()
     label = " ".join(p for p in (*parts, f"({build.codename})") if p)
@@ -480,8 +484,7 @@ def publish(
     target = repo / relpath
     _link_into_place(part, target)
     write_checksum(target, sha256)
-    label = " ".join(p for p in (device.manufacturer, device.name, f"({device.codename})") if p)
-    return {"message": f"Build has been uploaded for device {label}!", "build_id": build.build_id}
+    return _uploaded(settings, build)
 
 
 def _link_into_place(part: Path, target: Path) -> None:
