@@ -25,7 +25,7 @@ from builder.publish import INDEX, LEAF, PAGE, Output
 from builder.render import RenderContext, fingerprint, site_relpath
 from builder.tarsafe import read_member
 from builder.versions import version_key
-from builder.web.sanitize import clean_html
+from builder.webpolicy import clean_html
 
 HTML = "text/html; charset=utf-8"
 CSS = "text/css; charset=utf-8"
