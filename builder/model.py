@@ -104,6 +104,35 @@ class Blob:
 
 
 @dataclass(frozen=True)
+class Rollout:
+    """Who is offered one module or firmware version (the sidecar's rollout keys): the device
+    decides from its own id, so the same rule reaches every device through the static index."""
+
+    share: float = 1.0
+    groups: tuple[str, ...] = ()
+    paused: bool = False
+    paused_reason: str = ""
+    max_failure_rate: float | None = None
+    min_devices: int = 10
+
+    @property
+    def staged(self) -> bool:
+        """Anything but "every device, now": the index states the rule only then."""
+        return self.share < 1.0 or bool(self.groups) or self.paused
+
+    @classmethod
+    def from_sidecar(cls, values: dict[str, Any]) -> Rollout:
+        return cls(
+            share=float(values.get("rollout", 1.0)),
+            groups=tuple(values.get("groups", ())),
+            paused=bool(values.get("paused", False)),
+            paused_reason=str(values.get("paused_reason", "")),
+            max_failure_rate=values.get("max_failure_rate"),
+            min_devices=int(values.get("min_devices", 10)),
+        )
+
+
+@dataclass(frozen=True)
 class Module(Record):
     """One version of a device module (``<name>.<version>.<platform>.tar.gz``)."""
 
@@ -116,6 +145,7 @@ class Module(Record):
     optional: bool = False
     unpacked_size: int = 0
     file_count: int = 0
+    rollout: Rollout = field(default_factory=Rollout)
 
 
 @dataclass(frozen=True)
@@ -128,6 +158,7 @@ class Firmware(Record):
     platform: str
     blob: Blob
     description: str = ""
+    rollout: Rollout = field(default_factory=Rollout)
 
 
 # -- Qt deployment server ----------------------------------------------------------------------
@@ -214,6 +245,8 @@ def record_from_dict(data: dict[str, Any], digest: str | None = None) -> Record:
         value = data[name]
         if name == "blob":
             value = Blob(**value)
+        elif name == "rollout":
+            value = Rollout(**{**value, "groups": tuple(value["groups"])})
         elif isinstance(value, list):
             value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
         kwargs[name] = value

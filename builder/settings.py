@@ -64,6 +64,7 @@ BOOLEAN = "boolean"
 INTEGER = "integer"
 STRINGS = "list of strings"
 TABLES = "list of tables"
+SHARE = "share"  # a number from 0 to 1: a rollout's share of devices, a failure rate
 
 Check = Callable[[Any], str | None]
 
@@ -73,7 +74,7 @@ class Option:
     """One declared key: a table's key, a key of each entry of a list of tables, or a sidecar key."""
 
     key: str
-    type: str  # STRING, BOOLEAN, INTEGER, STRINGS or TABLES
+    type: str  # STRING, BOOLEAN, INTEGER, SHARE, STRINGS or TABLES
     default: Any
     help: str
     field: str = ""  # the StoreSettings (or nested settings) field it fills; "" = the key
@@ -102,6 +103,7 @@ class Option:
             STRING: "a string",
             BOOLEAN: "true or false",
             INTEGER: "an integer",
+            SHARE: "a number from 0 to 1",
             STRINGS: "a list of strings",
             TABLES: "a list of tables",
         }[self.type]
@@ -452,6 +454,24 @@ TABLES_OF_SETTINGS: tuple[Table, ...] = (STORE, DEVICE, QT, OTA, PORTAL)
 
 # -- sidecars --------------------------------------------------------------------------------------
 
+# A staged rollout of one module or firmware version (docs/device-index.md, "Rollouts"). The
+# device decides from its id whether it is in the share, so the index states the rule, not a list.
+GROUP = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+ROLLOUT_OPTIONS: tuple[Option, ...] = (
+    Option("rollout", SHARE, 1.0, "the share of devices offered this version (0 stops the rollout)"),
+    Option("groups", STRINGS, (), "only devices in one of these groups are offered it; [] = every device",
+           pattern=GROUP),
+    Option("paused", BOOLEAN, False, "a paused rollout is offered to no device that has not started it"),
+    Option("paused_reason", STRING, "", "why it was paused; the runtime writes it when it pauses one"),
+    Option(
+        "max_failure_rate",
+        SHARE,
+        None,
+        "the share of failed installs among reporting devices that pauses the rollout; unset = never",
+    ),
+    Option("min_devices", INTEGER, 10, "the failure rate counts once this many devices reported", minimum=1),
+)
+
 SIDECARS: dict[str, SidecarKind] = {
     k.kind: k
     for k in (
@@ -461,12 +481,13 @@ SIDECARS: dict[str, SidecarKind] = {
             (
                 Option("description", STRING, "", "what the module does"),
                 Option("optional", BOOLEAN, False, "published in the device index for the device's UI"),
+                *ROLLOUT_OPTIONS,
             ),
         ),
         SidecarKind(
             "firmware",
             "a firmware image (firmware/*.bin.toml)",
-            (Option("description", STRING, "", "what the image is for"),),
+            (Option("description", STRING, "", "what the image is for"), *ROLLOUT_OPTIONS),
         ),
         SidecarKind(
             "qt-app",
@@ -564,6 +585,11 @@ def _value(option: Option, value: Any, label: str, problems: list[str]) -> Any:
         if option.minimum is not None and value < option.minimum:
             problems.append(bad)
             return _INVALID
+    elif kind == SHARE:
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
+            problems.append(bad)
+            return _INVALID
+        value = float(value)
     elif kind == STRINGS:
         if not isinstance(value, list):
             problems.append(bad)

@@ -11,7 +11,7 @@ import re
 from builder.errors import FormatError
 from builder.formats import Source
 from builder.hashing import sha256_file
-from builder.model import Blob, Firmware, Record, StoreSettings
+from builder.model import Blob, Firmware, Record, Rollout, StoreSettings
 from builder.sidecars import SIDECAR_SUFFIX
 
 FILENAME = re.compile(
@@ -40,12 +40,14 @@ class FirmwareReader:
         size, sha256 = sha256_file(source.path)
         if size == 0:
             raise FormatError("empty firmware image")
+        sidecar = source.sidecar("firmware")
         return [
             Firmware(
                 name=match["name"],
                 version=match["version"],
                 platform=match["platform"],
                 blob=Blob(source.relpath, size, sha256),
-                description=source.sidecar("firmware")["description"],
+                description=sidecar["description"],
+                rollout=Rollout.from_sidecar(sidecar),
             )
         ]

@@ -24,7 +24,7 @@ from typing import Any
 
 from builder.errors import FormatError
 from builder.formats import Source
-from builder.model import Blob, Module, Record, StoreSettings
+from builder.model import Blob, Module, Record, Rollout, StoreSettings
 from builder.names import MANIFEST, parse_module_filename
 from builder.sidecars import SIDECAR_SUFFIX
 from builder.tarsafe import inspect_tarball
@@ -58,7 +58,8 @@ class ModuleReader:
                     raise FormatError(
                         f"{MANIFEST} says {key} {manifest[key]!r} but the file name says {expected!r}"
                     )
-        extra = {**manifest, **source.sidecar("module", defaults=False)}
+        sidecar = source.sidecar("module", defaults=False)
+        extra = {**manifest, **sidecar}
         return [
             Module(
                 name=name,
@@ -69,6 +70,7 @@ class ModuleReader:
                 optional=_optional(extra),
                 unpacked_size=summary.unpacked_size,
                 file_count=summary.file_count,
+                rollout=Rollout.from_sidecar(sidecar),
             )
         ]
 

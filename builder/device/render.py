@@ -51,6 +51,10 @@ def _version_entry(index_path: str, item: Module | Firmware) -> dict[str, Any]:
     }
     if isinstance(item, Module):
         entry["unpacked_size"] = item.unpacked_size
+    if item.rollout.staged:
+        # Only a staged version states its rule: an index without rollouts keeps its bytes.
+        rollout = item.rollout
+        entry["rollout"] = {"share": rollout.share, "groups": list(rollout.groups), "paused": rollout.paused}
     return entry
 
 
