@@ -417,7 +417,7 @@ OTA = Table(
             "romtype",
             STRING,
             "",
-            "the release type (romtype) of feed entries whose device sets none; \"\" = the file name's "
+            'the release type (romtype) of feed entries whose device sets none; "" = the file name\'s '
             "romtype group, else OFFICIAL",
             field="ota_romtype",
         ),
@@ -459,8 +459,13 @@ TABLES_OF_SETTINGS: tuple[Table, ...] = (STORE, DEVICE, QT, OTA, PORTAL)
 GROUP = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 ROLLOUT_OPTIONS: tuple[Option, ...] = (
     Option("rollout", SHARE, 1.0, "the share of devices offered this version (0 stops the rollout)"),
-    Option("groups", STRINGS, (), "only devices in one of these groups are offered it; [] = every device",
-           pattern=GROUP),
+    Option(
+        "groups",
+        STRINGS,
+        (),
+        "only devices in one of these groups are offered it; [] = every device",
+        pattern=GROUP,
+    ),
     Option("paused", BOOLEAN, False, "a paused rollout is offered to no device that has not started it"),
     Option("paused_reason", STRING, "", "why it was paused; the runtime writes it when it pauses one"),
     Option(

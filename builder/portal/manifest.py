@@ -37,8 +37,21 @@ ATTR_VERSION_CODE_MAJOR = 0x01010576
 ATTR_TARGET_SANDBOX = 0x0101054C
 
 # apksig's codename rule: the API level of a preview codename from its first letter
-CODENAME_LEVELS = {"C": 2, "D": 3, "E": 4, "F": 7, "G": 8, "H": 10, "I": 13, "J": 15, "K": 18, "L": 20,
-                   "M": 22, "N": 23, "O": 25}
+CODENAME_LEVELS = {
+    "C": 2,
+    "D": 3,
+    "E": 4,
+    "F": 7,
+    "G": 8,
+    "H": 10,
+    "I": 13,
+    "J": 15,
+    "K": 18,
+    "L": 20,
+    "M": 22,
+    "N": 23,
+    "O": 25,
+}
 
 PERMISSION_ELEMENTS = {"uses-permission", "uses-permission-sdk-23", "uses-permission-sdk-m"}
 
