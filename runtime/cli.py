@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from builder.cli import DepotGroup, Store, add_commands, run_build, store_options, summary
+from runtime.device.cli import register as register_device_commands
 from runtime.portal.cli import register as register_portal_commands
 
 
@@ -78,6 +79,21 @@ def serve_command(store: Store, host: str, port: int) -> None:
     type=click.Path(path_type=Path),
     help="The only folder install_local_file takes files from (default: ROOT/inbox).",
 )
+@click.option(
+    "--trusted-root",
+    default=None,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The store's TUF root.json to start trusting from: only signed metadata is believed.",
+)
+@click.option("--device-id", default=None, help="This device's id for staged rollouts (default: enrolled name).")
+@click.option("--groups", default=None, help="Comma-separated rollout groups until the store names them.")
+@click.option(
+    "--device-token",
+    envvar="DEPOT_DEVICE_TOKEN",
+    default=None,
+    help="The token `depot device add` printed: the agent reports to the store with it.",
+)
+@click.option("--report-to", default=None, metavar="URL", help="The store runtime's URL (default: --store).")
 def agent_command(store: str, root: Path, platform: str | None, host: str, port: int, **options: Any) -> None:
     """Run the device app store: install modules and firmware from a store into ROOT."""
     import uvicorn
@@ -89,6 +105,8 @@ def agent_command(store: str, root: Path, platform: str | None, host: str, port:
     settings = {k: v for k, v in options.items() if v is not None}
     settings["allowed_hosts"] = tuple(settings.get("allowed_hosts", ()))
     settings["mirrors"] = tuple(settings.get("mirrors", ()))
+    if "groups" in settings:
+        settings["groups"] = tuple(g.strip() for g in settings["groups"].split(",") if g.strip())
     try:
         config = AgentConfig(store=store, root=root, platform=platform, **settings)
     except ValueError as exc:
@@ -186,6 +204,7 @@ def token_revoke(store: Store, token_id: int) -> None:
 
 
 register_portal_commands(main)  # depot ci-token ..., depot portal ...
+register_device_commands(main)  # depot device ..., depot rollout ...
 
 
 if __name__ == "__main__":

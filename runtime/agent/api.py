@@ -57,12 +57,21 @@ async def _json_body(request: Request) -> Any:
         return None
 
 
+def _package_list(views: list[dict[str, Any]], error: str | None) -> Response:
+    """The spec's list; when the last refresh was refused, each line has ``store_error`` and
+    the header ``X-Store-Error`` says it too (also when the list is empty)."""
+    headers = {"X-Store-Error": error.encode("ascii", "replace").decode()[:500]} if error else None
+    return JSONResponse(views, headers=headers)
+
+
 async def packages(request: Request) -> Response:
-    return JSONResponse(await run_in_threadpool(agent(request).packages, "module"))
+    the_agent = agent(request)
+    return _package_list(await run_in_threadpool(the_agent.packages, "module"), the_agent.index_error)
 
 
 async def firmware_packages(request: Request) -> Response:
-    return JSONResponse(await run_in_threadpool(agent(request).packages, "firmware"))
+    the_agent = agent(request)
+    return _package_list(await run_in_threadpool(the_agent.packages, "firmware"), the_agent.index_error)
 
 
 async def refresh_store(request: Request) -> Response:

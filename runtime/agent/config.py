@@ -17,6 +17,7 @@ VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
 DEFAULT_MAX_UNPACKED = 2 * 1024**3
 MAX_ENTRY_INDEX = 1024**2  # device/index.json: received and inflated
 MAX_PLATFORM_INDEX = 32 * 1024**2  # a platform index: received and inflated
+DEVICE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")  # a device id, name or group (the store's rule)
 HOST_NAME = re.compile(r"^[a-z0-9_]([a-z0-9_.-]{0,252})$")
 
 
@@ -64,6 +65,14 @@ class AgentConfig:
     inbox: Path | None = None  # the only folder install_local_file takes files from
     max_entry_index: int = MAX_ENTRY_INDEX
     max_platform_index: int = MAX_PLATFORM_INDEX
+    # The store's TUF root this agent starts trusting from; None = the unsigned index (schema 1).
+    trusted_root: Path | None = None
+    # Who this device is for staged rollouts: the enrolled name the store answers wins over
+    # device_id, which wins over a random id the agent makes once (ROOT/device-id).
+    device_id: str | None = None
+    groups: tuple[str, ...] = ()  # until the store says which groups the enrolled device is in
+    device_token: str | None = field(default=None, repr=False)  # sent with every report
+    report_to: str | None = None  # the runtime's base URL for reports; default: the store's
     origins: Origins = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -71,6 +80,18 @@ class AgentConfig:
         if not self.store.endswith("/"):
             self.store += "/"
         self.origins = Origins(self.store, self.mirrors)  # ValueError for a non-http(s) URL
+        if self.trusted_root is not None:
+            self.trusted_root = Path(os.path.abspath(self.trusted_root))
+        if self.device_id is not None and not DEVICE.match(self.device_id):
+            raise ValueError(f"--device-id {self.device_id!r} must match {DEVICE.pattern}")
+        for group in self.groups:
+            if not DEVICE.match(group):
+                raise ValueError(f"--groups: {group!r} must match {DEVICE.pattern}")
+        if self.report_to is None:
+            self.report_to = self.store
+        elif not self.report_to.endswith("/"):
+            self.report_to += "/"
+        Origins(self.report_to)  # ValueError for a non-http(s) URL
         names = []
         for raw in self.allowed_hosts:
             name = host_name(raw)
@@ -88,6 +109,20 @@ class AgentConfig:
     @property
     def index_cache(self) -> Path:
         return self.root / "index.json"
+
+    @property
+    def tuf(self) -> Path:
+        """The store's verified TUF metadata (ngclient's metadata folder)."""
+        return self.root / "tuf"
+
+    @property
+    def device_id_file(self) -> Path:
+        return self.root / "device-id"
+
+    @property
+    def reports_url(self) -> str:
+        assert self.report_to is not None
+        return self.report_to + "device/api/v1/reports"
 
     @property
     def downloads(self) -> Path:

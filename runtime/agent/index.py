@@ -17,7 +17,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
 import httpx
@@ -26,6 +26,11 @@ from builder.atomic import atomic_write
 from builder.versions import version_key
 from runtime.agent.config import AgentConfig, valid_name, valid_version
 from runtime.agent.net import ForeignOriginError, Origins, TooLargeError, open_get, read_capped
+from runtime.agent.rollout import Rule
+from runtime.agent.trust import TargetMismatchError, TrustedStore, TrustError, target_path
+
+if TYPE_CHECKING:
+    from tuf.ngclient import Updater
 
 log = logging.getLogger("runtime.agent")
 ENTRY = "device/index.json"
@@ -45,6 +50,7 @@ class Release:
     size: int
     sha256: str
     unpacked_size: int | None = None
+    rule: Rule | None = None  # the staged rollout it is in, if any (runtime.agent.rollout)
 
 
 @dataclass(frozen=True)
@@ -87,8 +93,9 @@ def _packages(entries: Any, base: str, origins: Origins | None) -> dict[str, Pac
                     size=int(v["size"]),
                     sha256=str(v["sha256"]).lower(),
                     unpacked_size=int(v["unpacked_size"]) if v.get("unpacked_size") is not None else None,
+                    rule=Rule.parse(v.get("rollout")),
                 )
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError, AttributeError):
                 log.warning("index: skipping a malformed version of %s", name)
                 continue
             if not valid_version(release.version) or len(release.sha256) != 64 or release.size < 0:
@@ -140,29 +147,55 @@ def _get(client: httpx.Client, config: AgentConfig, url: str, limits: tuple[int,
         return read_capped(response, inflated, f"{what} {url}", deadline, received_limit=received)
 
 
+def _choose(entry: Any, config: AgentConfig) -> tuple[str, dict[str, Any], int]:
+    """The platform this agent follows, its line of the entry, and the size the line states."""
+    platforms = entry.get("platforms") or []
+    wanted = config.platform or (platforms[0].get("name") if platforms else None)
+    if not isinstance(wanted, str):
+        raise StoreIndexError("the store's device index names no platform")
+    chosen = next((p for p in platforms if p.get("name") == wanted), None)
+    if chosen is None:
+        raise StoreIndexError(f"the store publishes no index for platform {wanted!r}")
+    size = chosen.get("size")
+    if not isinstance(size, int) or size < 0:
+        raise StoreIndexError(f"{ENTRY} states no size for the {wanted} index")
+    if size > config.max_platform_index:
+        raise StoreIndexError(
+            f"{ENTRY} says the {wanted} index is {size} bytes, more than the limit of "
+            f"{config.max_platform_index}"
+        )
+    return wanted, chosen, size
+
+
+def trusted_store(config: AgentConfig) -> TrustedStore | None:
+    """The store's TUF metadata, when this agent was given a trusted root."""
+    if config.trusted_root is None:
+        return None
+    return TrustedStore(config.store, config.tuf, config.trusted_root, config.origins, config.timeout)
+
+
 def fetch_index(config: AgentConfig) -> StoreIndex:
-    """Fetch the entry, pick the platform, fetch and verify its index, cache it; raises StoreIndexError."""
+    """Fetch the entry, pick the platform, fetch and verify its index, cache it; raises
+    StoreIndexError. With a trusted root, through the store's signed metadata only."""
     entry_url = urljoin(config.store, ENTRY)
+    store = trusted_store(config)
+    if store is not None:
+        url, wanted, data, updater = _fetch_signed(config, store, entry_url)
+        index = _signed_releases(parse_platform_index(data, url, wanted, config.origins), config, updater)
+    else:
+        url, wanted, data = _fetch_unsigned(config, entry_url)
+        index = parse_platform_index(data, url, wanted, config.origins)
+    atomic_write(config.index_cache, json.dumps({"url": url, "platform": wanted, "index": data}).encode())
+    return index
+
+
+def _fetch_unsigned(config: AgentConfig, entry_url: str) -> tuple[str, str, Any]:
     try:
         with httpx.Client(timeout=config.timeout, follow_redirects=False) as client:
             cap = config.max_entry_index
             entry = json.loads(_get(client, config, entry_url, (cap, cap), "the device index"))
-            platforms = entry.get("platforms") or []
-            wanted = config.platform or (platforms[0].get("name") if platforms else None)
-            if not isinstance(wanted, str):
-                raise StoreIndexError("the store's device index names no platform")
-            chosen = next((p for p in platforms if p.get("name") == wanted), None)
-            if chosen is None:
-                raise StoreIndexError(f"the store publishes no index for platform {wanted!r}")
+            wanted, chosen, size = _choose(entry, config)
             url = urljoin(entry_url, chosen["url"])
-            size = chosen.get("size")
-            if not isinstance(size, int) or size < 0:
-                raise StoreIndexError(f"{ENTRY} states no size for the {wanted} index")
-            if size > config.max_platform_index:
-                raise StoreIndexError(
-                    f"{ENTRY} says the {wanted} index is {size} bytes, more than the limit of "
-                    f"{config.max_platform_index}"
-                )
             # never inflated past what the entry says: a bigger answer cannot match anyway
             body = _get(client, config, url, (config.max_platform_index, size), "the platform index")
     except (ForeignOriginError, TooLargeError) as exc:
@@ -174,12 +207,69 @@ def fetch_index(config: AgentConfig) -> StoreIndex:
     if len(body) != size or hashlib.sha256(body).hexdigest() != chosen.get("sha256"):
         raise StoreIndexError(f"{url} does not match the size and SHA-256 that {ENTRY} states")
     try:
-        data = json.loads(body)
+        return url, wanted, json.loads(body)
     except ValueError as exc:
         raise StoreIndexError(f"{url} is not JSON: {exc}") from exc
-    index = parse_platform_index(data, url, wanted, config.origins)
-    atomic_write(config.index_cache, json.dumps({"url": url, "platform": wanted, "index": data}).encode())
-    return index
+
+
+def _fetch_signed(config: AgentConfig, store: TrustedStore, entry_url: str) -> tuple[str, str, Any, Updater]:
+    """The entry and the platform index as targets of the verified TUF metadata. The entry has
+    a stable name that every build rewrites: a build published between the metadata and the
+    entry makes their hashes disagree, so that one case is tried once more with fresh metadata."""
+    for attempt in (1, 2):
+        try:
+            updater = store.refresh()
+            entry = json.loads(store.fetch(updater, ENTRY, config.max_entry_index))
+            wanted, chosen, _size = _choose(entry, config)
+            url = urljoin(entry_url, chosen["url"])
+            path = target_path((config.store,), url)
+            if path is None:
+                raise StoreIndexError(f"{ENTRY} names the {wanted} index outside the store: {url[:300]}")
+            data = json.loads(store.fetch(updater, path, config.max_platform_index))
+            return url, wanted, data, updater
+        except TargetMismatchError as exc:
+            if attempt == 2:
+                raise StoreIndexError(str(exc)) from exc
+            log.info("index: %s; the store published meanwhile, trying once more", exc)
+        except TrustError as exc:
+            raise StoreIndexError(str(exc)) from exc
+        except (ValueError, AttributeError, KeyError, TypeError) as exc:
+            raise StoreIndexError(f"the store's device index is malformed: {exc}") from exc
+    raise AssertionError("unreachable")
+
+
+def _signed_releases(index: StoreIndex, config: AgentConfig, updater: Updater) -> StoreIndex:
+    """Only the releases the verified targets metadata names with the same length and SHA-256
+    (the platform index it vouched for says so too, unless the store is broken)."""
+
+    def signed(packages: dict[str, Package]) -> dict[str, Package]:
+        kept: dict[str, Package] = {}
+        for name, package in packages.items():
+            releases = []
+            for release in package.releases:
+                path = target_path((config.store, *config.mirrors), release.url)
+                try:
+                    if path is None:
+                        raise TrustError(f"{release.url[:300]} is not below the store's URL")
+                    expected = TrustedStore.expected(updater, path)
+                except TrustError as exc:
+                    log.warning("index: skipping %s %s: %s", name, release.version, exc)
+                    continue
+                if (expected.length, expected.sha256) != (release.size, release.sha256):
+                    log.warning(
+                        "index: skipping %s %s: the signed metadata states another length or SHA-256",
+                        name,
+                        release.version,
+                    )
+                    continue
+                releases.append(release)
+            if releases:
+                kept[name] = Package(
+                    name, releases[0].version, package.optional, package.description, tuple(releases)
+                )
+        return kept
+
+    return StoreIndex(index.platform, signed(index.modules), signed(index.firmware))
 
 
 def cached_index(config: AgentConfig) -> StoreIndex | None:

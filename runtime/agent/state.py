@@ -1,4 +1,5 @@
-"""The agent's durable state: tasks, their logs and verified downloads, in one SQLite file.
+"""The agent's durable state: tasks, their logs, verified downloads, what the store told it
+about itself (facts) and the reports waiting to be sent (the outbox), in one SQLite file.
 
 Every change is committed before the agent acts on it (WAL, ``synchronous=FULL``), so after a
 power cut the database says what was queued, what was running and what each task logged.
@@ -59,7 +60,19 @@ CREATE TABLE IF NOT EXISTS downloads (
     unpacked_size INTEGER,
     PRIMARY KEY (target, module, version)
 );
+CREATE TABLE IF NOT EXISTS facts (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    report_id TEXT NOT NULL UNIQUE,
+    body TEXT NOT NULL
+);
 """
+# Reports wait here while the store is unreachable; past this many the oldest go (a device
+# offline for months still reports its recent history and its state, which every report has).
+MAX_OUTBOX = 5000
 
 
 def now() -> str:
@@ -265,3 +278,35 @@ class State:
                 "DELETE FROM downloads WHERE target = ? AND module = ? AND version = ?",
                 (target, module, version),
             )
+
+    # -- facts ------------------------------------------------------------------------------
+
+    def fact(self, key: str) -> str | None:
+        row = self._one("SELECT value FROM facts WHERE key = ?", (key,))
+        return row["value"] if row else None
+
+    def set_fact(self, key: str, value: str) -> None:
+        self._run("INSERT OR REPLACE INTO facts (key, value) VALUES (?, ?)", (key, value))
+
+    # -- outbox -----------------------------------------------------------------------------
+
+    def queue_report(self, report_id: str, body: str) -> None:
+        """Keep a report until the store took it; the same report_id is queued once."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO outbox (report_id, body) VALUES (?, ?)", (report_id, body)
+            )
+            self._db.execute(
+                "DELETE FROM outbox WHERE seq <= (SELECT MAX(seq) FROM outbox) - ?", (MAX_OUTBOX,)
+            )
+
+    def next_report(self) -> tuple[int, str, str] | None:
+        row = self._one("SELECT seq, report_id, body FROM outbox ORDER BY seq LIMIT 1")
+        return (row["seq"], row["report_id"], row["body"]) if row else None
+
+    def report_sent(self, seq: int) -> None:
+        self._run("DELETE FROM outbox WHERE seq = ?", (seq,))
+
+    def reports_waiting(self) -> int:
+        row = self._one("SELECT COUNT(*) AS n FROM outbox")
+        return int(row["n"]) if row else 0

@@ -31,9 +31,19 @@ from builder.tarsafe import inspect_tarball
 from builder.versions import version_key
 from runtime.agent.config import AgentConfig, valid_name
 from runtime.agent.download import DownloadError, Wanted, download
-from runtime.agent.index import Package, StoreIndex, StoreIndexError, cached_index, fetch_index
+from runtime.agent.index import (
+    Package,
+    StoreIndex,
+    StoreIndexError,
+    cached_index,
+    fetch_index,
+    trusted_store,
+)
 from runtime.agent.install import FirmwareStore, InstallError, ModuleStore, release_name, release_version
+from runtime.agent.reports import Reporter
+from runtime.agent.rollout import offered
 from runtime.agent.state import FAILED, SUCCEEDED, Download, State, Task
+from runtime.agent.trust import TrustError, target_path
 from runtime.agent.unpack import UnsafeArchiveError, safe_unpack
 from runtime.agent.views import package_list
 
@@ -52,7 +62,9 @@ class RequestError(Exception):
 
 
 class TaskError(Exception):
-    pass
+    def __init__(self, message: str, rolled_back: bool = False) -> None:
+        super().__init__(message)
+        self.rolled_back = rolled_back
 
 
 class Agent:
@@ -70,6 +82,10 @@ class Agent:
         self.firmware = FirmwareStore(config.firmware, config.flasher)
         self.index: StoreIndex = cached_index(config) or StoreIndex.empty(config.platform or "")
         self.index_error: str | None = None
+        self.trust = trusted_store(config)
+        self.reporter = Reporter(config, self.state)
+        self._index_generation = 0  # bumped with every index that replaces self.index
+        self._offers: tuple[int, tuple[str, tuple[str, ...]], dict[str, dict[str, Package]]] | None = None
         self._request_lock = threading.Lock()
         self._wake = {"download": threading.Event(), "install": threading.Event()}
         self._stop = threading.Event()
@@ -80,6 +96,8 @@ class Agent:
     def start(self) -> None:
         self.recover()
         self.refresh()
+        self.reporter.queue(self.reporter.next_start_id(), self._device_state())
+        self.reporter.start()
         for queue, kinds in (("download", DOWNLOAD_KINDS), ("install", INSTALL_KINDS)):
             thread = threading.Thread(
                 target=self._worker, args=(queue, kinds), name=f"agent-{queue}", daemon=True
@@ -89,6 +107,7 @@ class Agent:
 
     def stop(self) -> None:
         self._stop.set()
+        self.reporter.stop()
         for event in self._wake.values():
             event.set()
 
@@ -110,6 +129,7 @@ class Agent:
         """Re-read the store's index; on failure keep the last one that verified."""
         try:
             self.index = fetch_index(self.config)
+            self._index_generation += 1
             self.index_error = None
         except StoreIndexError as exc:
             self.index_error = str(exc)
@@ -129,6 +149,7 @@ class Agent:
 
     def _run(self, task: Task) -> None:
         self.state.start(task.id)
+        rolled_back = False
         try:
             runner: Callable[[Task], None] = {
                 ("download", "module"): self._download,
@@ -140,6 +161,7 @@ class Agent:
         except (TaskError, DownloadError, InstallError, UnsafeArchiveError) as exc:
             self.state.log(task.id, f"error: {exc}")
             self.state.finish(task.id, FAILED, self._screen_text(str(exc)))
+            rolled_back = isinstance(exc, TaskError) and exc.rolled_back
         except OSError as exc:  # the disk: the task fails, the agent keeps serving
             log.exception("task %s failed", task.id)
             self.state.log(task.id, f"error: {type(exc).__name__}: {exc}")
@@ -151,6 +173,62 @@ class Agent:
             self.state.finish(task.id, FAILED, reason)
         else:
             self.state.finish(task.id, SUCCEEDED)
+        self._report(task.id, rolled_back)
+
+    def _report(self, task_id: int, rolled_back: bool) -> None:
+        """Queue the report of a finished task (sent when the store can be reached)."""
+        if not self.reporter.enabled:
+            return
+        task = self.state.task(task_id)
+        assert task is not None
+        event = {
+            "task_id": task.id,
+            "kind": "firmware" if task.target == "firmware" else task.kind,
+            "target": task.target,
+            "name": task.module,
+            "version": task.version,
+            "status": task.status,
+            "reason": task.reason or "",
+            "rolled_back": rolled_back,
+            "finished": task.end_time or "",
+        }
+        self.reporter.queue(f"task-{task.id}", {**self._device_state(), "events": [event]})
+
+    def _device_state(self) -> dict:
+        """What every report says: the installed versions and the versions offered now."""
+        offers = [
+            {"target": target, "name": name, "version": package.latest_version}
+            for target in ("module", "firmware")
+            for name, package in self.offered(target).items()
+        ]
+        return {
+            "installed": {"modules": self.modules.installed(), "firmware": self.firmware.installed()},
+            "offered": offers,
+            "events": [],
+        }
+
+    # -- offers -----------------------------------------------------------------------------
+
+    def offered(self, target: str) -> dict[str, Package]:
+        """The index as this device sees it: each package with only the releases its staged
+        rollouts offer to this device (newest first); packages with none left are not listed."""
+        identity = self.reporter.identity()
+        cached = self._offers
+        if cached is None or cached[0] != self._index_generation or cached[1] != identity:
+            device, groups = identity
+            views: dict[str, dict[str, Package]] = {}
+            for kind, packages in (("module", self.index.modules), ("firmware", self.index.firmware)):
+                views[kind] = {}
+                for name, package in packages.items():
+                    releases = tuple(
+                        r for r in package.releases if offered(r.rule, device, groups, name, r.version)
+                    )
+                    if releases:
+                        views[kind][name] = Package(
+                            name, releases[0].version, package.optional, package.description, releases
+                        )
+            cached = self._offers = (self._index_generation, identity, views)
+        return cached[2][target]
 
     def _screen_text(self, message: str) -> str:
         """A failure as the robot's screen shows it (``failed_reason``): the agent's own folders
@@ -177,8 +255,9 @@ class Agent:
         with self._request_lock:
             errors: dict[str, str] = {}
             plans = []
+            modules = self.offered("module")
             for name in names:
-                package = self.index.modules.get(name)
+                package = modules.get(name)
                 if package is None:
                     errors[name] = f"invalid module {name}, skip..."
                     continue
@@ -296,8 +375,9 @@ class Agent:
         with self._request_lock:
             errors: dict[str, dict[str, str]] = {}
             plans = []
+            firmware = self.offered("firmware")
             for name in names:
-                package = self.index.firmware.get(name)
+                package = firmware.get(name)
                 if package is None:
                     errors[name] = {"error": f"invalid firmware {name}, skip..."}
                     continue
@@ -460,9 +540,36 @@ class Agent:
         suffix = ".tar.gz" if target == "module" else ".bin"
         return self.config.downloads / target / name / f"{name}.{version}{suffix}"
 
+    def _verify_target(self, task: Task) -> None:
+        """With a trusted root: the task's file is fetched only as the store's signed metadata
+        states it now (fresh metadata, the same length and SHA-256 the task was queued with).
+        A refusal fails the task and says why in its log; the installed state stays as it is."""
+        if self.trust is None:
+            return
+        assert task.url
+        self.state.log(task.id, "=== checking the store's signed metadata")
+        path = target_path((self.config.store, *self.config.mirrors), task.url)
+        try:
+            if path is None:
+                raise TrustError(f"{task.url[:300]} is not below the store's URL; not trusted")
+            updater = self.trust.refresh()
+            expected = self.trust.expected(updater, path)
+        except TrustError as exc:
+            self.index_error = str(exc)
+            raise TaskError(str(exc)) from exc
+        if (expected.length, expected.sha256) != (task.size, task.sha256):
+            raise TaskError(
+                f"the store's signed metadata now states another file for {task.module} "
+                f"{task.version} ({expected.length} bytes, SHA-256 {expected.sha256}); not downloaded"
+            )
+        self.state.log(
+            task.id, f"signed metadata: {path} is {expected.length} bytes with SHA-256 {expected.sha256}"
+        )
+
     def _fetch(self, task: Task) -> Path:
         assert task.url and task.sha256 and task.size is not None
         dest = self.download_path(task.target, task.module, task.version)
+        self._verify_target(task)
         self.state.log(
             task.id, f"=== downloading {task.module}:{task.version} from {task.url} ({task.size} bytes)"
         )
@@ -601,7 +708,7 @@ class Agent:
             self.state.log(
                 task.id, f"rolled back to {restored}" if restored else "no previous version: removed"
             )
-            raise TaskError(f"health check failed ({detail}); rolled back")
+            raise TaskError(f"health check failed ({detail}); rolled back", rolled_back=True)
 
     def _uninstall(self, task: Task) -> None:
         self.state.log(task.id, f"=== uninstalling {task.module}:{task.version}")
@@ -626,15 +733,19 @@ class Agent:
     # -- views ------------------------------------------------------------------------------
 
     def packages(self, target: str) -> list[dict]:
-        if target == "module":
-            index: dict[str, Package] = self.index.modules
-            installed = self.modules.installed()
-        else:
-            index, installed = self.index.firmware, self.firmware.installed()
+        installed = self.modules.installed() if target == "module" else self.firmware.installed()
         downloads: dict[str, list[str]] = {}
         for d in self.state.downloads(target):
             if (self.config.root / d.file).is_file():
                 downloads.setdefault(d.module, []).append(d.version)
-        return package_list(
-            index, installed, downloads, self.state.active_tasks(target), self.state.latest_tasks(target)
+        views = package_list(
+            self.offered(target),
+            installed,
+            downloads,
+            self.state.active_tasks(target),
+            self.state.latest_tasks(target),
         )
+        if self.index_error:  # the last refresh was refused: every line says why it is stale
+            for view in views:
+                view["store_error"] = self._screen_text(self.index_error)
+        return views
