@@ -30,7 +30,7 @@ from runtime.agent.state import State
 log = logging.getLogger("runtime.agent")
 
 MAX_ANSWER = 64 * 1024
-FIRST_DELAY, MAX_DELAY = 1.0, 300.0
+MAX_DELAY = 300.0  # the back-off while the store is unreachable starts at --retry-delay
 # Answers that mean "this report will never be taken": it is dropped so the ones after it go.
 REFUSED_FOR_GOOD = frozenset({400, 404, 413, 422})
 
@@ -105,7 +105,8 @@ class Reporter:
         self._wake.set()
 
     def _loop(self) -> None:
-        delay = FIRST_DELAY
+        first = max(self.config.retry_delay, 0.01)
+        delay = first
         with httpx.Client(timeout=self.config.timeout, follow_redirects=False) as client:
             while not self._stop.is_set():
                 waiting = self.state.next_report()
@@ -116,7 +117,7 @@ class Reporter:
                 seq, report_id, body = waiting
                 if self._send(client, report_id, body):
                     self.state.report_sent(seq)
-                    delay = FIRST_DELAY
+                    delay = first
                     continue
                 self._wake.wait(delay)  # a new report does not skip the back-off of the old one
                 self._wake.clear()
