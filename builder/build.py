@@ -31,7 +31,7 @@ import jinja2
 
 from builder import fastpath
 from builder.atomic import atomic_write, remove_stale_temps
-from builder.errors import BuildError, DiskFullError
+from builder.errors import BuildError, DiskFullError, TrustError
 from builder.model import Catalog, Record
 from builder.publish import ENTRY, InputChangedError, Output, Publisher, PublishReport
 from builder.registry import renderers
@@ -68,6 +68,8 @@ class BuildResult:
     # published instead); the next build reads them again. Not "skipped": they are not bad.
     changed: dict[str, str] = field(default_factory=dict)
     retained: int = 0  # old content-named indexes kept for readers of older entries
+    # Things a person should act on that did not stop the build (signed metadata about to expire).
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +84,7 @@ class BuildResult:
             "skipped": self.skipped,
             "changed_during_build": self.changed,
             "files_retained": self.retained,
+            "warnings": self.warnings,
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
             "written": self.written,
             "deleted": self.deleted,
@@ -168,11 +171,13 @@ def render_outputs(
     repo: Path,
     published: Callable[[str, str], tuple[int, str] | None] | None = None,
     history: Callable[[list[Output]], list[Output]] | None = None,
+    trust: Callable[[list[Output]], list[Output]] | None = None,
 ) -> list[Output]:
     """Every file of the site for ``catalog``, the route table last (nothing rendered yet).
     ``published`` is Publisher.known, for renderers that state other files' digests;
-    ``history`` is Publisher.history, the retained files of earlier builds still kept (they
-    join the route table, so they are still served)."""
+    ``trust`` adds the signed metadata of the renderers' outputs (builder.trust.metadata, only
+    with a key folder); ``history`` is Publisher.history, the retained files of earlier builds
+    still kept (they join the route table, so they are still served)."""
     env, template_digest = template_environment()
     extras: dict[str, Any] = {"repo": repo}
     if published is not None:
@@ -181,6 +186,8 @@ def render_outputs(
     outputs: list[Output] = []
     for render in renderers():
         outputs.extend(render(catalog, ctx))
+    if trust is not None:
+        outputs.extend(trust(outputs))
     if history is not None:
         outputs.extend(history(outputs))
     outputs.append(route_table(outputs))
@@ -201,14 +208,17 @@ def build(
     progress: Progress | None = None,
     wait: bool = True,
     on_wait: Callable[[], None] | None = None,
+    keys: Path | None = None,
 ) -> BuildResult:
     """Publish ``repo`` into ``site``. Raises SettingsError when depot.toml is unusable,
     BuildBusyError when another build runs and ``wait`` is False, DiskFullError when the disk
-    of site/ (or of its build state) is full; the old site stays as it was."""
+    of site/ (or of its build state) is full; the old site stays as it was. With ``keys`` (a
+    key folder, builder.trust.keys) it also publishes the signed metadata under site/tuf/, and
+    raises TrustError when the folder cannot sign (too few keys, inside repo/ or site/)."""
     repo, site = repo.resolve(), site.resolve()
     try:
         with build_lock(site, wait=wait, on_wait=on_wait), _fewer_gc_passes():
-            return _build_locked(repo, site, progress)
+            return _build_locked(repo, site, progress, keys)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DiskFullError(f"no space left for {site}: free some, then build again") from exc
@@ -252,7 +262,7 @@ def refuse_foreign_site(site: Path) -> None:
         )
 
 
-def _build_locked(repo: Path, site: Path, progress: Progress | None) -> BuildResult:
+def _build_locked(repo: Path, site: Path, progress: Progress | None, keys: Path | None = None) -> BuildResult:
     result = BuildResult()
     state = state_dir_for(site)
     dirty_marker = state / "build-in-progress"
@@ -263,15 +273,41 @@ def _build_locked(repo: Path, site: Path, progress: Progress | None) -> BuildRes
     t0 = time.perf_counter()
 
     stats = walk_repo_stats(repo)
-    inputs = fastpath.inputs_digest(repo, site, template_digest(), stats)
+    key_state = ""
+    if keys is not None:
+        from builder.trust.keys import check_location, folder_state, open_keys
+
+        check_location(keys, repo=repo, site=site)
+        open_keys(keys)  # a TrustError now, not after the scan
+        key_state = folder_state(keys)
+    elif (site / "tuf" / "timestamp.json").exists():
+        # Publishing a signed site unsigned deletes tuf/, and every device that trusts it stops
+        # updating: never by accident (a command run from another folder, a missing DEPOT_KEYS).
+        raise TrustError(
+            f"{site} is signed (its tuf/ holds TUF metadata) but this build has no key folder: "
+            "give --keys DIR or DEPOT_KEYS (or run from the folder holding ./keys); to publish "
+            f"it unsigned on purpose, delete {site / 'tuf'} first"
+        )
+    inputs = fastpath.inputs_digest(repo, site, template_digest(), stats, key_state)
     publisher = Publisher(site, state / "manifest.json")
     last = None if result.recovered else fastpath.load(state)
-    if last is not None and last["digest"] == inputs and publisher.manifest and not publisher.history_due():
+    if (
+        last is not None
+        and last["digest"] == inputs
+        and publisher.manifest
+        and not publisher.history_due()
+        and not (keys is not None and _timestamp_due(repo, site))
+    ):
         t1 = time.perf_counter()
         if fastpath.site_intact(site, publisher.manifest):
             # Nothing the build reads changed and site/ is as the last build left it.
             result.skipped, result.files_cached = last["skipped"], last["inputs"]
             result.retained = len(publisher.retained())
+            if keys is not None:
+                from builder.trust.keys import open_keys
+                from builder.trust.metadata import expiry_warnings
+
+                result.warnings = expiry_warnings(open_keys(keys))
             result.outputs = result.unchanged = len(publisher.manifest) - result.retained
             t2 = time.perf_counter()
             result.timings.update(scan=t1 - t0, plan=0.0, publish=t2 - t1, total=t2 - t0)
@@ -287,7 +323,8 @@ def _build_locked(repo: Path, site: Path, progress: Progress | None) -> BuildRes
     result.timings["scan"] = t1 - t0
 
     catalog = Catalog(settings=settings, records=scan.records)
-    outputs = render_outputs(catalog, repo, publisher.known, publisher.history)
+    trust = _trust_step(keys, repo, site, catalog, stats, publisher, result)
+    outputs = render_outputs(catalog, repo, publisher.known, publisher.history, trust)
     t2 = time.perf_counter()
     result.timings["plan"] = t2 - t1
 
@@ -295,7 +332,7 @@ def _build_locked(repo: Path, site: Path, progress: Progress | None) -> BuildRes
         refuse_foreign_site(site)
     if not dirty_marker.exists():
         atomic_write(dirty_marker, b"a build started and has not finished\n")
-    report, outputs = _publish_holding(catalog, repo, stats, scan, scanner, publisher, outputs, result)
+    report, outputs = _publish_holding(catalog, repo, stats, scan, scanner, publisher, outputs, result, trust)
     result.outputs = sum(1 for o in outputs if o.retired is None)
     t3 = time.perf_counter()
     result.timings["publish"] = t3 - t2
@@ -319,6 +356,44 @@ def _build_locked(repo: Path, site: Path, progress: Progress | None) -> BuildRes
     return result
 
 
+def _timestamp_due(repo: Path, site: Path) -> bool:
+    """The published timestamp must be signed again (less than half of its validity left): then
+    a build with a key folder is no no-change build."""
+    from builder.trust import timestamp
+
+    return timestamp.due(site, load_settings(repo).trust.timestamp_hours)
+
+
+def _trust_step(
+    keys: Path | None,
+    repo: Path,
+    site: Path,
+    catalog: Catalog,
+    stats: dict[str, list[int] | None],
+    publisher: Publisher,
+    result: BuildResult,
+) -> Callable[[list[Output]], list[Output]] | None:
+    """The step that adds the signed metadata to the renderers' outputs, or None without a key
+    folder (then python-tuf is never imported)."""
+    if keys is None:
+        return None
+    from builder.trust.keys import open_keys
+    from builder.trust.metadata import newest_input, trust_outputs
+
+    folder = open_keys(keys)
+    newest = newest_input(repo, stats)
+    settings = catalog.settings.trust
+
+    def step(outputs: list[Output]) -> list[Output]:
+        signed = trust_outputs(outputs, folder, site, settings, newest, publisher.known)
+        result.warnings = signed.warnings
+        for warning in signed.warnings:
+            log.warning("warning: %s", warning)
+        return signed.outputs
+
+    return step
+
+
 # What a package file that vanished or changed while the build published it becomes.
 _AS_BEFORE = "the version the last build published stays until the next build"
 _LEFT_OUT = "not published until the next build"
@@ -333,6 +408,7 @@ def _publish_holding(
     publisher: Publisher,
     outputs: list[Output],
     result: BuildResult,
+    trust: Callable[[list[Output]], list[Output]] | None = None,
 ) -> tuple[PublishReport, list[Output]]:
     """Publish ``outputs``; when package files vanish or change under the build (a maintainer's
     rm or cp, an upload replacing a file), hold them and publish again. Returns the report and
@@ -371,7 +447,7 @@ def _publish_holding(
             scanner.forget(held)
             records = [r for relpath, rs in scan.by_file.items() for r in held.get(relpath, rs)]
             catalog = Catalog(settings=catalog.settings, records=records)
-            outputs = render_outputs(catalog, repo, publisher.known, publisher.history)
+            outputs = render_outputs(catalog, repo, publisher.known, publisher.history, trust)
 
 
 def _changed_inputs(

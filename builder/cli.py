@@ -1,4 +1,4 @@
-"""The builder's commands of ``depot``: build, watch, check, check-config, nginx.
+"""The builder's commands of ``depot``: build, watch, check, check-config, nginx, keys, sign-timestamp.
 
 They need nothing of the runtime, so the runtime's command group (:mod:`runtime.cli`) adds them
 with :func:`add_commands`, and ``depot build`` imports no web framework. Every command that works
@@ -91,8 +91,54 @@ class BarProgress:
             self._bar = None
 
 
-def run_build(store: Store, quiet: bool = False) -> BuildResult:
-    """Build, printing skipped inputs as warnings; unusable settings raise (exit status 1)."""
+DEFAULT_KEYS = Path("keys")
+
+
+def signing_keys(given: Path | None) -> Path | None:
+    """The key folder a build signs with: ``given`` (--keys or DEPOT_KEYS), which must exist,
+    else ./keys when it exists, else None (no signed metadata, as before there were keys)."""
+    if given is None:
+        return DEFAULT_KEYS if DEFAULT_KEYS.is_dir() else None
+    if not given.is_dir():
+        raise click.ClickException(
+            f"key folder {given} does not exist (create it with: depot keys init --keys {given})"
+        )
+    return given
+
+
+def keys_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--keys DIR`` (or DEPOT_KEYS) of the commands that build: the key folder that signs the
+    TUF metadata of site/tuf/ (docs/device-index.md). Passes ``keys``: a Path, or None."""
+
+    @click.option(
+        "--keys",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=None,
+        envvar="DEPOT_KEYS",
+        help="Key folder that signs site/tuf/ (default: ./keys when it exists; env DEPOT_KEYS).",
+    )
+    @functools.wraps(func)
+    def wrapper(*args: Any, keys: Path | None, **kwargs: Any) -> Any:
+        return func(*args, keys=signing_keys(keys), **kwargs)
+
+    return wrapper
+
+
+def key_folder_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--keys DIR`` (or DEPOT_KEYS) of the commands that manage the key folder itself."""
+    return click.option(
+        "--keys",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=DEFAULT_KEYS,
+        envvar="DEPOT_KEYS",
+        show_default=True,
+        help="The key folder (env DEPOT_KEYS).",
+    )(func)
+
+
+def run_build(store: Store, quiet: bool = False, keys: Path | None = None) -> BuildResult:
+    """Build, printing skipped inputs and the report's warnings; unusable settings raise (exit
+    status 1). With ``keys``, the build signs site/tuf/ with that key folder."""
     if not store.repo.is_dir():
         raise click.ClickException(f"repository folder {store.repo} does not exist")
     result = build(
@@ -100,9 +146,12 @@ def run_build(store: Store, quiet: bool = False) -> BuildResult:
         store.site,
         progress=None if quiet else BarProgress(),
         on_wait=lambda: click.echo("another build is running; waiting for it", err=True),
+        keys=keys,
     )
     for relpath, reason in sorted(result.skipped.items()):
         click.echo(f"warning: skipped {relpath}: {reason}", err=True)
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
     return result
 
 
@@ -116,13 +165,14 @@ def summary(result: BuildResult) -> str:
 
 @click.command("build")
 @store_options
+@keys_option
 @click.option("--report", is_flag=True, help="Print the full build report as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="Print warnings only.")
-def build_command(store: Store, report: bool, quiet: bool) -> None:
-    """Publish repo/ into site/ (incrementally)."""
+def build_command(store: Store, keys: Path | None, report: bool, quiet: bool) -> None:
+    """Publish repo/ into site/ (incrementally); with a key folder, sign site/tuf/ too."""
     import json
 
-    result = run_build(store, quiet=quiet)
+    result = run_build(store, quiet=quiet, keys=keys)
     if report:
         click.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True))
     elif not quiet:
@@ -131,20 +181,21 @@ def build_command(store: Store, report: bool, quiet: bool) -> None:
 
 @click.command("watch")
 @store_options
+@keys_option
 @click.option("--debounce", default=0.3, show_default=True, help="Seconds of quiet before a rebuild.")
-def watch_command(store: Store, debounce: float) -> None:
+def watch_command(store: Store, keys: Path | None, debounce: float) -> None:
     """Build, then rebuild on every change in repo/ until interrupted."""
     from builder.watch import watch
 
-    click.echo(summary(run_build(store)))
+    click.echo(summary(run_build(store, keys=keys)))
     click.echo(f"watching {store.repo} (Ctrl-C to stop)")
-    watch(store.repo, lambda: _rebuild_quietly(store), debounce=debounce)
+    watch(store.repo, lambda: _rebuild_quietly(store, keys), debounce=debounce)
 
 
-def _rebuild_quietly(store: Store) -> None:
+def _rebuild_quietly(store: Store, keys: Path | None = None) -> None:
     """One rebuild for `depot watch`: report and carry on, whatever went wrong."""
     try:
-        click.echo(summary(run_build(store, quiet=True)))
+        click.echo(summary(run_build(store, quiet=True, keys=keys)))
     except (DepotError, click.ClickException) as exc:
         message = exc.message if isinstance(exc, click.ClickException) else str(exc)
         click.echo(f"error: {message}; keeping the last good site", err=True)
@@ -206,7 +257,130 @@ def nginx_command(store: Store, upstream: str, server_name: str, listen: str) ->
     )
 
 
-COMMANDS = (build_command, watch_command, check_command, check_config_command, nginx_command)
+@click.group("keys")
+def keys_group() -> None:
+    """The key folder that signs site/tuf/ (TUF metadata; docs/device-index.md)."""
+
+
+@keys_group.command("init")
+@store_options
+@key_folder_option
+@click.option(
+    "--root-keys", default=1, show_default=True, type=click.IntRange(1, 32), help="Root keys to make."
+)
+@click.option(
+    "--root-threshold",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 32),
+    help="Root signatures needed.",
+)
+@click.option(
+    "--targets-keys", default=1, show_default=True, type=click.IntRange(1, 32), help="Targets keys to make."
+)
+@click.option(
+    "--targets-threshold",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 32),
+    help="Targets signatures needed.",
+)
+def keys_init_command(
+    store: Store, keys: Path, root_keys: int, root_threshold: int, targets_keys: int, targets_threshold: int
+) -> None:
+    """Create a key folder: new keys for every role and root version 1."""
+    from builder.trust.keys import check_location, init_keys
+
+    check_location(keys, repo=store.repo, site=store.site)
+    digest = init_keys(
+        keys,
+        root_keys=root_keys,
+        root_threshold=root_threshold,
+        targets_keys=targets_keys,
+        targets_threshold=targets_threshold,
+    )
+    click.echo(
+        f"created {keys}: root {root_threshold} of {root_keys} keys, "
+        f"targets {targets_threshold} of {targets_keys}"
+    )
+    click.echo(f"root fingerprint (SHA-256 of {keys}/metadata/1.root.json): {digest}")
+    click.echo(
+        "next: depot build publishes site/tuf/1.root.json; give that file to devices as their trusted "
+        f"root, back up {keys}/ and move {keys}/root/ offline"
+    )
+
+
+@keys_group.command("rotate")
+@store_options
+@key_folder_option
+@click.argument("role", type=click.Choice(["root", "targets", "snapshot", "timestamp"]))
+@click.option("--keyid", default=None, help="Replace only this key of the role (a unique prefix will do).")
+def keys_rotate_command(store: Store, keys: Path, role: str, keyid: str | None) -> None:
+    """Give ROLE new keys: sign the next root version (needs the root keys)."""
+    from builder.trust.keys import check_location, rotate
+
+    check_location(keys, repo=store.repo, site=store.site)
+    version = rotate(keys, role, keyid=keyid)
+    click.echo(f"signed root version {version} with new {role} keys; depot build publishes it")
+    click.echo(
+        f"the replaced keys are in {keys}/retired/{role}/: destroy them once the new root is published"
+    )
+
+
+@keys_group.command("renew")
+@store_options
+@key_folder_option
+def keys_renew_command(store: Store, keys: Path) -> None:
+    """Sign the next root version with the same keys and a new expiry (needs the root keys)."""
+    from builder.trust.keys import check_location, renew_root
+
+    check_location(keys, repo=store.repo, site=store.site)
+    click.echo(f"signed root version {renew_root(keys)}; depot build publishes it")
+
+
+@keys_group.command("show")
+@key_folder_option
+def keys_show_command(keys: Path) -> None:
+    """Print the root fingerprints, roles, keyids, thresholds and expiries."""
+    from builder.trust.keys import describe
+
+    info = describe(keys)
+    click.echo(f"key folder {info['folder']}")
+    click.echo(f"fingerprint of 1.root.json: {info['fingerprint_1_root']}")
+    click.echo(
+        f"root version {info['root_version']}, expires {info['root_expires']}: {info['fingerprint_root']}"
+    )
+    for role, entry in info["roles"].items():
+        signed = f", version {entry['version']}, expires {entry['expires']}" if "version" in entry else ""
+        click.echo(f"{role}: threshold {entry['threshold']} of {len(entry['keys'])}{signed}")
+        for keyid, present in entry["keys"].items():
+            click.echo(f"  {keyid} {'(private key here)' if present else '(private key not here)'}")
+
+
+@click.command("sign-timestamp")
+@store_options
+@key_folder_option
+@click.option("--if-due", is_flag=True, help="Only when less than half of its validity is left.")
+def sign_timestamp_command(store: Store, keys: Path, if_due: bool) -> None:
+    """Sign site/tuf/timestamp.json again (cron, for a site served from a CDN)."""
+    from builder.trust.resign import sign_timestamp
+
+    signed = sign_timestamp(store.repo, store.site, keys, force=not if_due)
+    if signed is None:
+        click.echo("timestamp not due yet")
+    else:
+        click.echo(f"timestamp version {signed[0]} signed, expires {signed[1]}")
+
+
+COMMANDS = (
+    build_command,
+    watch_command,
+    check_command,
+    check_config_command,
+    nginx_command,
+    keys_group,
+    sign_timestamp_command,
+)
 
 
 def add_commands(group: click.Group) -> None:

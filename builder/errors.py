@@ -30,3 +30,8 @@ class BuildError(DepotError):
 
 class DiskFullError(BuildError):
     """The disk the build writes to is full; the site is left as it was (exit status 1)."""
+
+
+class TrustError(DepotError):
+    """The key folder or the signed TUF metadata cannot be used (missing keys, too few keys for a
+    role's threshold, a key folder inside repo/ or site/); the message says which and what to do."""

@@ -25,10 +25,13 @@ INPUTS_FILE = "inputs.json"
 VERSION = 1
 
 
-def inputs_digest(repo: Path, site: Path, template_digest: str, stats: dict[str, list[int] | None]) -> str:
+def inputs_digest(
+    repo: Path, site: Path, template_digest: str, stats: dict[str, list[int] | None], keys: str = ""
+) -> str:
     """A digest of every input of a build; ``stats`` is scan.walk_repo_stats(repo): each file
-    the scan sees (hidden names are left out there too) with its size and mtime."""
-    head = f"{VERSION}\0{repo}\0{site}\0{builder_code_digest()}\0{template_digest}\n"
+    the scan sees (hidden names are left out there too) with its size and mtime; ``keys`` is
+    builder.trust.keys.folder_state of the key folder, "" without one."""
+    head = f"{VERSION}\0{repo}\0{site}\0{builder_code_digest()}\0{template_digest}\0{keys}\n"
     return hashlib.sha256((head + json.dumps(stats, separators=(",", ":"))).encode()).hexdigest()
 
 

@@ -321,6 +321,15 @@ class PortalSettings:
 
 
 @dataclass(frozen=True)
+class TrustSettings:
+    """``[trust]`` of depot.toml: how long the signed TUF metadata lives (builder.trust)."""
+
+    targets_days: int = 365
+    snapshot_days: int = 365
+    timestamp_hours: int = 24
+
+
+@dataclass(frozen=True)
 class StoreSettings:
     """``repo/depot.toml``: everything about the store that no package file carries.
 
@@ -356,6 +365,8 @@ class StoreSettings:
     platforms: tuple[DevicePlatform, ...] = ()
     # [portal]
     portal: PortalSettings = PortalSettings()
+    # [trust]
+    trust: TrustSettings = TrustSettings()
 
     @property
     def ota_feed_base_url(self) -> str:
@@ -369,6 +380,9 @@ class StoreSettings:
         cache keys and manifests beside site/, and no renderer shows a secret."""
         values = {name: _plain(getattr(self, name)) for name in _field_names(type(self))}
         values.pop("qt_store_signing_password")
+        # No renderer shows [trust]: the trust step (builder.trust) reads it itself, so a changed
+        # validity re-signs the metadata without re-rendering every page.
+        values.pop("trust")
         return hashlib.sha256(canonical_json(values)).hexdigest()
 
 

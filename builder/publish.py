@@ -7,7 +7,8 @@ still has that size and mtime is neither rendered nor written. One that must be 
 compared with the file on disk and written only when its bytes differ.
 
 Files are published in tiers: leaves (package files, assets) first, then pages and shards, then
-the indexes that point at them, then the route table. Within a tier every file is written to a
+the indexes that point at them, then the signed metadata (targets, snapshot, timestamp: each
+names the one before), then the route table. Within a tier every file is written to a
 temporary name, made durable, then renamed, so a reader never sees a half-written file nor an
 index that points at a file not yet there. Files no output claims any more go last.
 
@@ -37,7 +38,12 @@ from builder.hashing import sha256_file
 # Above this many files in one tier, one sync(2) is far cheaper than an fsync per file.
 BATCH_SYNC_THRESHOLD = 32
 
-LEAF, PAGE, INDEX, ENTRY = 0, 1, 2, 3
+LEAF, PAGE, INDEX = 0, 1, 2
+# The signed TUF metadata (builder/trust/) describes the files of the tiers above, so it comes
+# after them, each role after the files it names: root versions and targets, then the snapshot
+# that names the targets, then the timestamp that names the snapshot. The route table is last.
+TRUST_TARGETS, TRUST_SNAPSHOT, TRUST_TIMESTAMP = 3, 4, 5
+ENTRY = 6
 
 # How long an old content-named index (Output.retain) stays after a newer one replaced it. It is
 # deleted once BOTH hold: RETAIN_GENERATIONS newer generations of the retained files were

@@ -45,6 +45,7 @@ from builder.model import (
     OtaVariant,
     PortalSettings,
     StoreSettings,
+    TrustSettings,
     Vendor,
 )
 
@@ -450,7 +451,37 @@ PORTAL = Table(
     field="portal",
 )
 
-TABLES_OF_SETTINGS: tuple[Table, ...] = (STORE, DEVICE, QT, OTA, PORTAL)
+TRUST = Table(
+    "trust",
+    "How long the signed TUF metadata lives (docs/device-index.md, Signed metadata; only with a key folder).",
+    (
+        Option(
+            "targets_days",
+            INTEGER,
+            TrustSettings.targets_days,
+            "days targets metadata stays valid after the newest file of repo/",
+            minimum=1,
+        ),
+        Option(
+            "snapshot_days",
+            INTEGER,
+            TrustSettings.snapshot_days,
+            "days snapshot metadata stays valid after the newest file of repo/",
+            minimum=1,
+        ),
+        Option(
+            "timestamp_hours",
+            INTEGER,
+            TrustSettings.timestamp_hours,
+            "hours timestamp metadata stays valid after it is signed",
+            minimum=1,
+        ),
+    ),
+    nested=TrustSettings,
+    field="trust",
+)
+
+TABLES_OF_SETTINGS: tuple[Table, ...] = (STORE, DEVICE, QT, OTA, PORTAL, TRUST)
 
 # -- sidecars --------------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from runtime.security import SecurityHeaders
 from runtime.services import Services, services
 from runtime.static import StaticSite, site_exists
 from runtime.storage import Storage
+from runtime.trust import timestamp_resigning
 from runtime.uploads import RESERVE, free_bytes
 
 log = logging.getLogger("runtime")
@@ -56,7 +57,7 @@ def create_app(config: RuntimeConfig) -> Starlette:
     svc = Services(
         config=config,
         storage=Storage(config.data),
-        rebuilder=Rebuilder(config.repo, config.site),
+        rebuilder=Rebuilder(config.repo, config.site, config.keys),
         static=StaticSite(config.site, config.accel_redirect_prefix),
     )
 
@@ -70,7 +71,8 @@ def create_app(config: RuntimeConfig) -> Starlette:
                 log.error("a start-up step did not run: %s: %s", type(exc).__name__, exc)
         if changed or not site_exists(config.site):
             await svc.rebuilder.rebuild()
-        yield
+        async with timestamp_resigning(config):  # with a key folder: site/tuf/timestamp.json
+            yield
         svc.storage.close()
 
     routes = [

@@ -1,5 +1,6 @@
 """The ``depot`` command: the runtime's commands (serve, user, agent, ci-token, portal) plus
-the builder's (build, watch, check, check-config, nginx, from :mod:`builder.cli`).
+the builder's (build, watch, check, check-config, nginx, keys, sign-timestamp, from
+:mod:`builder.cli`).
 
 Every store command takes the same --repo/--site/--data options. The imports of the web
 framework stay inside the commands that serve, so ``depot build`` starts without them.
@@ -13,7 +14,7 @@ from typing import Any
 
 import click
 
-from builder.cli import DepotGroup, Store, add_commands, run_build, store_options, summary
+from builder.cli import DepotGroup, Store, add_commands, keys_option, run_build, store_options, summary
 from runtime.device.cli import register as register_device_commands
 from runtime.portal.cli import register as register_portal_commands
 
@@ -29,18 +30,20 @@ add_commands(main)
 
 @main.command("serve")
 @store_options
+@keys_option
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-def serve_command(store: Store, host: str, port: int) -> None:
-    """Build if needed, then serve site/ and the dynamic endpoints."""
+def serve_command(store: Store, keys: Path | None, host: str, port: int) -> None:
+    """Build if needed, then serve site/ and the dynamic endpoints; with a key folder, sign
+    site/tuf/ and keep its timestamp fresh."""
     import uvicorn
 
     from runtime.app import create_app
     from runtime.config import RuntimeConfig
     from runtime.security import uvicorn_limits
 
-    config = RuntimeConfig.from_folders(store.repo, store.site, store.data)  # a weak key stops here
-    click.echo(summary(run_build(store, quiet=True)))
+    config = RuntimeConfig.from_folders(store.repo, store.site, store.data, keys)  # a weak key stops here
+    click.echo(summary(run_build(store, quiet=True, keys=config.keys)))
     limits = uvicorn_limits(
         config.server.header_timeout, config.server.max_connections, config.server.keep_alive_timeout
     )
@@ -85,7 +88,7 @@ def serve_command(store: Store, host: str, port: int) -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="The store's TUF root.json to start trusting from: only signed metadata is believed.",
 )
-@click.option("--device-id", default=None, help="This device's id for staged rollouts (default: enrolled name).")
+@click.option("--device-id", default=None, help="This device's id for staged rollouts (default: its name).")
 @click.option("--groups", default=None, help="Comma-separated rollout groups until the store names them.")
 @click.option(
     "--device-token",

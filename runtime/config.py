@@ -46,11 +46,13 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
     ),
     EnvVar("DEPOT_SHIPPER_ANON_RATE", "60/minute", "shipper requests without a token, per address"),
     EnvVar("DEPOT_SHIPPER_USER_RATE", "10/second", "shipper requests with a token, per account"),
+    EnvVar("DEPOT_DEVICE_REPORT_RATE", "60/minute", "device reports per enrolled device"),
     EnvVar("DEPOT_OTA_TOKEN_DAYS", "90", "days a shippy login token lives after its last use"),
     EnvVar("DEPOT_QT_STORE_SIGNING_PASSWORD", "", "password of the Qt store-signing PKCS#12 file"),
     EnvVar("DEPOT_HEADER_TIMEOUT", "10", "seconds a connection has to send a whole request head"),
     EnvVar("DEPOT_KEEP_ALIVE_TIMEOUT", "5", "seconds an idle kept-alive connection stays open"),
     EnvVar("DEPOT_MAX_CONNECTIONS", "1000", "open connections per depot serve process; beyond, refused"),
+    EnvVar("DEPOT_KEYS", "", "key folder that signs site/tuf/ (TUF); else ./keys when it exists"),
 )
 
 
@@ -85,6 +87,7 @@ class Limits:
     login_account_global: Rate | None = None
     shipper_anon: Rate | None = None
     shipper_user: Rate | None = None
+    device_report: Rate | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:
@@ -94,6 +97,7 @@ class Limits:
             login_account_global=env_rate("DEPOT_LOGIN_ACCOUNT_GLOBAL_RATE", environ),
             shipper_anon=env_rate("DEPOT_SHIPPER_ANON_RATE", environ),
             shipper_user=env_rate("DEPOT_SHIPPER_USER_RATE", environ),
+            device_report=env_rate("DEPOT_DEVICE_REPORT_RATE", environ),
         )
 
 
@@ -141,10 +145,19 @@ class RuntimeConfig:
     limits: Limits = field(default_factory=Limits.from_env)
     server: ServerLimits = field(default_factory=ServerLimits.from_env)
     ota_token_days: int = 90
+    # The key folder that signs site/tuf/ (builder.trust): the rebuilds sign with it and a
+    # background task signs the timestamp again before it expires. None: no signed metadata.
+    keys: Path | None = None
 
     @classmethod
-    def from_folders(cls, repo: Path, site: Path, data: Path) -> RuntimeConfig:
+    def from_folders(cls, repo: Path, site: Path, data: Path, keys: Path | None = None) -> RuntimeConfig:
+        """``keys``: the key folder (``depot serve --keys``); when not given, ``DEPOT_KEYS``,
+        else ``./keys`` when that folder exists."""
         make_data_folder(data)
+        if keys is None:
+            keys = Path(env_value("DEPOT_KEYS") or "keys")
+            if not keys.is_dir() and not env_value("DEPOT_KEYS"):
+                keys = None
         return cls(
             repo=repo.resolve(),
             site=site.resolve(),
@@ -156,6 +169,7 @@ class RuntimeConfig:
             limits=Limits.from_env(),
             server=ServerLimits.from_env(),
             ota_token_days=env_days("DEPOT_OTA_TOKEN_DAYS"),
+            keys=keys.resolve() if keys is not None else None,
         )
 
 

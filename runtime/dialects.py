@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-DIALECTS: list[str] = ["runtime.qt", "runtime.shipper", "runtime.portal"]
+DIALECTS: list[str] = ["runtime.qt", "runtime.shipper", "runtime.portal", "runtime.device"]
 
 
 def load_dialects() -> list[ModuleType]:

@@ -19,22 +19,22 @@ from pathlib import Path
 from starlette.concurrency import run_in_threadpool
 
 from builder.build import BuildResult, build
-from builder.errors import BuildError, SettingsError
+from builder.errors import BuildError, SettingsError, TrustError
 
 log = logging.getLogger("runtime.rebuild")
 
 
 class Rebuilder:
-    def __init__(self, repo: Path, site: Path) -> None:
-        self.repo, self.site = repo, site
+    def __init__(self, repo: Path, site: Path, keys: Path | None = None) -> None:
+        self.repo, self.site, self.keys = repo, site, keys  # keys: the folder that signs site/tuf/
         self._lock = asyncio.Lock()
 
     async def rebuild(self) -> BuildResult | None:
         """The build's result, or None when it could not run (the reason is logged)."""
         async with self._lock:
             try:
-                return await run_in_threadpool(build, self.repo, self.site)
-            except (BuildError, SettingsError) as exc:
+                return await run_in_threadpool(lambda: build(self.repo, self.site, keys=self.keys))
+            except (BuildError, SettingsError, TrustError) as exc:
                 # The messages name files and TOML positions, never values from depot.toml.
                 log.error("the catalog was not rebuilt: %s: %s", type(exc).__name__, exc)
                 return None

@@ -12,7 +12,7 @@ import grimp
 import pytest
 
 BUILDER_DIALECTS = ("device", "qt", "shipper", "portal", "web")
-RUNTIME_DIALECTS = ("qt", "shipper", "portal", "agent")
+RUNTIME_DIALECTS = ("qt", "shipper", "portal", "agent", "device")
 # What the agent may use of the builder: the floor a device needs to check what it downloads.
 AGENT_FLOOR = (
     "builder.atomic",

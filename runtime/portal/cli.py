@@ -8,12 +8,13 @@ addresses a store the same way.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 import sqlite_utils
 
-from builder.cli import Store, run_build, store_options
+from builder.cli import Store, keys_option, run_build, store_options
 from runtime.accounts import User
 
 
@@ -112,7 +113,9 @@ def register(main: click.Group) -> None:
     def portal() -> None:
         """The store team's review: approve, reject, release, withdraw, resolve."""
 
-    def _review(store: Store, action: Callable[[Any], dict], rebuild: bool = False) -> dict:
+    def _review(
+        store: Store, action: Callable[[Any], dict], rebuild: bool = False, keys: Path | None = None
+    ) -> dict:
         from runtime.portal.review import ReviewError
 
         db = _db(store)
@@ -121,7 +124,7 @@ def register(main: click.Group) -> None:
         except ReviewError as exc:
             raise click.ClickException(str(exc)) from exc
         if rebuild:
-            run_build(store, quiet=True)
+            run_build(store, quiet=True, keys=keys)
         return row
 
     def _said(row: dict) -> str:
@@ -170,10 +173,13 @@ def register(main: click.Group) -> None:
 
     @portal.command("release")
     @store_options
+    @keys_option
     @click.argument("version_id")
     @click.option("--countries", required=True, help="Comma-separated ISO country codes, e.g. DE,AT.")
     @click.option("--vehicle-contexts", default="", help="Comma-separated vehicle contexts.")
-    def portal_release(store: Store, version_id: str, countries: str, vehicle_contexts: str) -> None:
+    def portal_release(
+        store: Store, keys: Path | None, version_id: str, countries: str, vehicle_contexts: str
+    ) -> None:
         """Make an approved version live for the given targets, publish it and rebuild."""
         from runtime.portal.review import ReviewError, parse_targets, release
 
@@ -181,17 +187,22 @@ def register(main: click.Group) -> None:
             c, v = parse_targets(countries, vehicle_contexts)
         except ReviewError as exc:
             raise click.ClickException(str(exc)) from exc
-        row = _review(store, lambda db: release(db, store.repo, store.data, version_id, c, v, _actor()), True)
+        row = _review(
+            store, lambda db: release(db, store.repo, store.data, version_id, c, v, _actor()), True, keys
+        )
         click.echo(_said(row) + f" in {', '.join(c)}")
 
     @portal.command("withdraw")
     @store_options
+    @keys_option
     @click.argument("version_id")
-    def portal_withdraw(store: Store, version_id: str) -> None:
+    def portal_withdraw(store: Store, keys: Path | None, version_id: str) -> None:
         """Take a live version out of the catalog (it goes back to approved) and rebuild."""
         from runtime.portal.review import withdraw
 
-        click.echo(_said(_review(store, lambda db: withdraw(db, store.repo, version_id, _actor()), True)))
+        click.echo(
+            _said(_review(store, lambda db: withdraw(db, store.repo, version_id, _actor()), True, keys))
+        )
 
     @portal.command("resolve")
     @store_options

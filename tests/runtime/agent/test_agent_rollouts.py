@@ -27,7 +27,9 @@ def documented_position(device: str, name: str, version: str) -> float:
 
 def devices_around(share: float, name: str, version: str) -> tuple[str, str]:
     """A device id inside the share and one outside, by the documented rule."""
-    inside = next(f"robot-{i}" for i in range(1000) if documented_position(f"robot-{i}", name, version) < share)
+    inside = next(
+        f"robot-{i}" for i in range(1000) if documented_position(f"robot-{i}", name, version) < share
+    )
     outside = next(
         f"robot-{i}" for i in range(1000) if documented_position(f"robot-{i}", name, version) >= share
     )

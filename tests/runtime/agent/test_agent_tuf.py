@@ -69,7 +69,8 @@ def refresh(agent: AgentProcess) -> None:
 
 
 def store_error(agent: AgentProcess, *needles: str) -> str:
-    """Wait until the package list reports a refusal containing every needle; return it."""
+    """Refresh, then wait until the package list reports a refusal containing every needle."""
+    refresh(agent)
 
     def seen() -> str | None:
         response = agent.get("/packages")
@@ -156,10 +157,18 @@ def test_the_agent_refuses_every_attack_and_keeps_what_it_installed(tmp_path: Pa
             store.hostile.overrides = {f"tuf/{targets_c}.targets.json": targets_b}
             store_error(agent, "the store's signed metadata is refused")
 
-            # Targets signed by a key the root does not name.
+            # Targets re-signed by a key the root does not name: the snapshot's hash of the
+            # targets file catches it first; a timestamp signed by such a key fails its signature.
             intruder = CryptoSigner.generate_ed25519()
             forged = resigned(store.tuf(f"{targets_c}.targets.json"), lambda s: None, [intruder])
             store.hostile.overrides = {f"tuf/{targets_c}.targets.json": forged}
+            store_error(agent, "the store's signed metadata is refused")
+
+            def newer(signed) -> None:
+                signed.version += 1
+
+            forged = resigned(store.tuf("timestamp.json"), newer, [intruder])
+            store.hostile.overrides = {"tuf/timestamp.json": forged}
             store_error(agent, "UnsignedMetadataError")
             assert agent.package("ax")["current_version"] == "1.0"
 
@@ -172,7 +181,8 @@ def test_the_agent_refuses_every_attack_and_keeps_what_it_installed(tmp_path: Pa
                 "versions"
             ][0]
             swapped = (store.site / "device/pi64" / newest["url"]).resolve().relative_to(store.site.resolve())
-            store.hostile.overrides = {swapped.as_posix(): b"\x1f\x8b" + b"evil" * 100}
+            # Same length, other bytes: only the SHA-256 tells them apart.
+            store.hostile.overrides = {swapped.as_posix(): b"\x1f\x8b" + b"e" * (newest["size"] - 2)}
             task = agent.post("/services/download_packages", {"packages": ["ax"]}).json()["ax"]
             assert task["version"] == "2.1"
             failed = agent.wait_task("download", task["task_id"])

@@ -1,0 +1,88 @@
+"""``depot sign-timestamp``: sign ``site/tuf/timestamp.json`` again, between builds.
+
+A site synced to a CDN has nobody to renew its timestamp: a cron job runs ``depot
+sign-timestamp`` (``depot serve`` does the same from a background task, runtime/trust.py). It
+holds the build lock, so it never races a build; it names the snapshot the published timestamp
+names (the one site/ serves, not whatever the key folder signed last, which a killed build may
+never have published); and it records the new file in the publisher's manifest with the
+fingerprint a build gives it, so the next build finds site/ intact (the no-change fast path
+still applies) and signs its own next timestamp above this version.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+from pathlib import Path
+
+from builder.atomic import atomic_write
+from builder.build import build_lock, state_dir_for
+from builder.errors import TrustError
+from builder.publish import Publisher
+from builder.settings import load_settings
+from builder.trust import timestamp
+from builder.trust.keys import check_location, open_keys
+
+
+def sign_timestamp(
+    repo: Path,
+    site: Path,
+    keys: Path,
+    *,
+    force: bool = True,
+    now: datetime.datetime | None = None,
+) -> tuple[int, str] | None:
+    """Sign the site's timestamp again (``force``), or only when it is due (less than half of
+    ``[trust] timestamp_hours`` of repo/depot.toml left). Returns (version, expiry) of a new
+    timestamp, None when none was due. TrustError when the site has no signed metadata yet."""
+    from tuf.api.exceptions import RepositoryError
+    from tuf.api.metadata import Metadata, Timestamp
+
+    site = site.resolve()
+    check_location(keys, repo=repo, site=site)
+    folder = open_keys(keys)
+    hours = load_settings(repo).trust.timestamp_hours
+    with build_lock(site):
+        if not force and not timestamp.due(site, hours, now):
+            return None
+        path = site / timestamp.PATH
+        try:
+            current = Metadata[Timestamp].from_bytes(path.read_bytes())
+        except (OSError, ValueError, RepositoryError) as exc:
+            raise TrustError(
+                f"{path} cannot be read ({exc}): run depot build with the key folder first"
+            ) from exc
+        if not isinstance(current.signed, Timestamp):
+            raise TrustError(f"{path} is not timestamp metadata: run depot build with the key folder")
+        snapshot = current.signed.snapshot_meta
+        named = site / "tuf" / f"{snapshot.version}.snapshot.json"
+        try:
+            snapshot.verify_length_and_hashes(named.read_bytes())
+        except (OSError, ValueError, RepositoryError) as exc:
+            raise TrustError(
+                f"{named}, which the timestamp names, is missing or changed: run depot build"
+            ) from exc
+        data = timestamp.sign(folder, site, snapshot, hours, now=now, force=True)
+        atomic_write(path, data)
+        _record(site, data)
+        signed = Metadata[Timestamp].from_bytes(data).signed
+        return signed.version, signed.expires.isoformat()
+
+
+def _record(site: Path, data: bytes) -> None:
+    """Tell the publisher's manifest about the new file, as a build would have recorded it."""
+    publisher = Publisher(site, state_dir_for(site) / "manifest.json")
+    if not publisher.manifest:
+        return  # no build state: the next build sweeps and records everything anyway
+    out = timestamp.output(data)
+    st = os.stat(site / out.path)
+    entry = {
+        **publisher.manifest.get(out.path, {}),
+        "fp": out.fingerprint,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+    }
+    publisher.manifest = {**publisher.manifest, out.path: entry}
+    publisher.save()
