@@ -426,3 +426,23 @@ def test_a_signed_site_is_never_published_unsigned_by_accident(store: tuple[Path
         path.unlink()
     build(repo, site)
     assert not (site / "tuf").exists()
+
+
+def test_a_root_threshold_of_two_rotates_with_two_of_three_keys(tmp_path: Path) -> None:
+    repo, site, keys = copy_demo(tmp_path / "repo"), tmp_path / "site", tmp_path / "keys"
+    init_keys(keys, root_keys=3, root_threshold=2)
+    build(repo, site, keys=keys)
+    first_root = (site / "tuf" / "1.root.json").read_bytes()
+    root_keys = sorted((keys / "root").iterdir())
+    root_keys[0].unlink()  # one root key holder is away: two of three still rotate
+    assert rotate(keys, "targets") == 2
+    build(repo, site, keys=keys)
+    second = json.loads((site / "tuf" / "2.root.json").read_bytes())
+    assert second["signed"]["roles"]["root"]["threshold"] == 2
+    assert len(second["signatures"]) >= 2
+    with serve_site(site) as url:
+        fetch(url, tmp_path / "device", tmp_path / "dl", "device/index.json", trusted_root=first_root)
+    root_keys[1].unlink()  # one of three left: below the threshold, nothing is signed
+    with pytest.raises(TrustError, match="the root role needs 2 of its keys"):
+        rotate(keys, "targets")
+    assert not (keys / "metadata" / "3.root.json").exists()
