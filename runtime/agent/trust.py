@@ -147,9 +147,8 @@ class TrustedStore:
         return updater
 
     @staticmethod
-    def expected(updater: Updater, path: str) -> Expected:
-        """The verified length and SHA-256 of the target ``path``; TrustError when the
-        metadata does not name it (or names it without a SHA-256)."""
+    def _targetinfo(updater: Updater, path: str) -> TargetFile:
+        """The verified metadata's entry for ``path``; TrustError when it names no such target."""
         from tuf.api import exceptions
 
         try:
@@ -158,6 +157,13 @@ class TrustedStore:
             raise TrustError(f"the store's signed metadata is refused: {describe(exc)}") from exc
         if info is None:
             raise TrustError(f"{path} is not a target of the store's signed metadata; not trusted")
+        return info
+
+    @classmethod
+    def expected(cls, updater: Updater, path: str) -> Expected:
+        """The verified length and SHA-256 of the target ``path``; TrustError when the
+        metadata does not name it (or names it without a SHA-256)."""
+        info = cls._targetinfo(updater, path)
         sha256 = info.hashes.get("sha256")
         if not isinstance(sha256, str):
             raise TrustError(f"the signed metadata states no SHA-256 for {path}; not trusted")
@@ -168,13 +174,7 @@ class TrustedStore:
         verified metadata (length first, so no more than it states is read)."""
         from tuf.api import exceptions
 
-        info: TargetFile | None
-        try:
-            info = updater.get_targetinfo(path)
-        except (exceptions.RepositoryError, exceptions.DownloadError) as exc:
-            raise TrustError(f"the store's signed metadata is refused: {describe(exc)}") from exc
-        if info is None:
-            raise TrustError(f"{path} is not a target of the store's signed metadata; not trusted")
+        info = self._targetinfo(updater, path)
         if info.length > max_length:
             raise TrustError(f"the signed metadata says {path} is {info.length} bytes, over the limit")
         fd, tmp = tempfile.mkstemp(prefix=".tuf-", dir=self.folder)

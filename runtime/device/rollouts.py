@@ -31,7 +31,8 @@ from builder.model import Rollout
 from builder.names import FILENAME as MODULE_FILENAME
 from builder.settings import ROLLOUT_OPTIONS
 from builder.sidecars import read_sidecar, write_sidecar
-from runtime.device.store import VersionKey, counts, failure_rate, log_change, transaction
+from runtime.device.store import VersionKey, counts, failure_rate, log_change
+from runtime.storage import transaction
 
 TARGETS = {"module": ("modules", MODULE_FILENAME), "firmware": ("firmware", FIRMWARE_FILENAME)}
 ROLLOUT_KEYS = frozenset(option.key for option in ROLLOUT_OPTIONS)

@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +21,7 @@ import sqlite_utils
 from builder.errors import DepotError
 from builder.settings import GROUP
 from runtime.clock import now_iso
-from runtime.storage import register_schema
+from runtime.storage import register_schema, transaction
 from runtime.tokens import Tokens
 
 DEVICE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -90,18 +88,6 @@ def _v1(db: sqlite_utils.Database) -> None:
 
 
 register_schema("device", [_v1])
-
-
-@contextmanager
-def transaction(db: sqlite_utils.Database) -> Iterator[None]:
-    """``BEGIN IMMEDIATE`` … ``COMMIT``: the database's write lock, across processes."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
 
 
 def rows(db: sqlite_utils.Database, sql: str, args: list[Any] | tuple[Any, ...] = ()) -> list[dict[str, Any]]:

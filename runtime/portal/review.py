@@ -21,7 +21,8 @@ from builder.atomic import ContentChangedError, copy_temp, fsync_dir
 from builder.portal.apk import COUNTRY, FOLDER, VEHICLE_CONTEXT, apk_filename
 from builder.sidecars import write_sidecar
 from runtime.clock import now_iso
-from runtime.portal.store import one, record_event, rows, transaction, version
+from runtime.portal.store import one, record_event, rows, version
+from runtime.storage import transaction
 
 
 class ReviewError(ValueError):

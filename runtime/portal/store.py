@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import sqlite_utils
@@ -105,17 +103,6 @@ def rows(db: sqlite_utils.Database, sql: str, args: list[Any] | tuple[Any, ...] 
 def one(db: sqlite_utils.Database, sql: str, args: list[Any] | tuple[Any, ...] = ()) -> dict[str, Any] | None:
     found = rows(db, sql, args)
     return found[0] if found else None
-
-
-@contextmanager
-def transaction(db: sqlite_utils.Database) -> Iterator[None]:
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
 
 
 def app_by_package(db: sqlite_utils.Database, package: str) -> dict[str, Any] | None:

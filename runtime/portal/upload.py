@@ -32,8 +32,9 @@ from runtime.errors import ApiError
 from runtime.portal.errors import error
 from runtime.portal.multipart import MAX_OTHER_PARTS, MultipartError, file_part
 from runtime.portal.review import stored_apk
-from runtime.portal.store import app_by_package, new_id, one, transaction
+from runtime.portal.store import app_by_package, new_id, one
 from runtime.portal.validation import load_policy
+from runtime.storage import transaction
 from runtime.tokens import Token
 from runtime.uploads import ReceivedFile, UploadIncompleteError, UploadTooLargeError, commit, receive_to_temp
 

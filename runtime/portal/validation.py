@@ -34,7 +34,8 @@ from builder.model import PortalSettings
 from builder.portal.signature import MIN_SDK_V2
 from builder.settings import load_settings
 from runtime.clock import now_iso
-from runtime.portal.store import new_id, one, rows, transaction, version
+from runtime.portal.store import new_id, one, rows, version
+from runtime.storage import transaction
 
 log = logging.getLogger("runtime.portal.endpoints")
 

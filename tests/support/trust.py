@@ -8,34 +8,21 @@ prefixes (Depot's targets are already content-named, see docs/device-index.md).
 
 from __future__ import annotations
 
-import functools
-import http.server
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from tuf.ngclient import Updater, UpdaterConfig
 
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+from tests.support.agent import plain_http_server
 
 
 @contextmanager
 def serve_site(site: Path) -> Iterator[str]:
-    """Serve ``site`` on a free port of 127.0.0.1; yields the base URL (no trailing slash)."""
-    handler = functools.partial(_Quiet, directory=str(site))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    """Serve ``site`` on a free port of 127.0.0.1 (a plain static server, as a CDN would);
+    yields the base URL without a trailing slash."""
+    with plain_http_server(site) as url:
+        yield url.rstrip("/")
 
 
 def updater(url: str, metadata_dir: Path, target_dir: Path, trusted_root: bytes | None = None) -> Updater:
