@@ -8,6 +8,7 @@ framework stay inside the commands that serve, so ``depot build`` starts without
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,30 @@ from typing import Any
 import click
 
 from builder.cli import DepotGroup, Store, add_commands, keys_option, run_build, store_options, summary
-from runtime.device.cli import register as register_device_commands
-from runtime.portal.cli import register as register_portal_commands
 
 
-@click.group(cls=DepotGroup)
+class RuntimeGroup(DepotGroup):
+    """The ``depot`` group. The dialects' command groups are imported when one of them is asked
+    for (or for ``--help``), not before: importing runtime.portal or runtime.device loads the
+    web framework, the password hasher and X.509, which ``depot build`` does not need."""
+
+    LAZY = {
+        "ci-token": "runtime.portal.cli",
+        "portal": "runtime.portal.cli",
+        "device": "runtime.device.cli",
+        "rollout": "runtime.device.cli",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.LAZY})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.LAZY and cmd_name not in self.commands:
+            importlib.import_module(self.LAZY[cmd_name]).register(self)  # adds its groups to us
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=RuntimeGroup)
 @click.version_option(package_name="depot")
 def main() -> None:
     """Depot: a static app store and OTA catalog with a thin runtime."""
@@ -206,8 +226,6 @@ def token_revoke(store: Store, token_id: int) -> None:
     click.echo(f"token {token_id} revoked")
 
 
-register_portal_commands(main)  # depot ci-token ..., depot portal ...
-register_device_commands(main)  # depot device ..., depot rollout ...
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder.errors import FormatError
 from builder.formats import Source
@@ -20,11 +21,13 @@ from builder.hashing import sha256_file
 from builder.model import AndroidVersion, Blob, Record, StoreSettings
 from builder.portal.errors import MALFORMED, SIGNATURE_INVALID, UNSIGNED, ApkError, ApkFormatError
 from builder.portal.manifest import AxmlError, ManifestInfo, parse_manifest
-from builder.portal.signature import SignatureReport, SignerCert, Verdict, Verifier
 from builder.portal.zipfmt import ApkZip
 from builder.settings import COUNTRY as COUNTRY  # re-exported: the release targets' forms
 from builder.settings import VEHICLE_CONTEXT as VEHICLE_CONTEXT
 from builder.sidecars import SIDECAR_SUFFIX
+
+if TYPE_CHECKING:  # signature verification loads cryptography: only when an APK is read
+    from builder.portal.signature import SignatureReport, Verdict, Verifier
 
 __all__ = ["ApkError", "ApkInfo", "ApkReader", "inspect_apk", "read_manifest"]
 
@@ -79,6 +82,8 @@ def read_manifest(path: Path) -> tuple[ManifestInfo, tuple[str, ...]]:
 def _report_beside(verifier: Verifier, verdict: Verdict) -> SignatureReport:
     """The per-scheme report next to apksigner's verdict; where a scheme apksigner does not
     look at cannot even be read, the report says what the verdict says."""
+    from builder.portal.signature import SignatureReport
+
     try:
         return verifier.report()
     except ApkError:
@@ -100,6 +105,8 @@ def inspect_apk(path: Path) -> ApkInfo:
     manifest's minSdkVersion up, as ``apksigner verify`` checks by default. The portal, the
     build and ``depot check`` all use it; a store that accepted what a device of the APK's own
     minSdk would refuse would publish an app that cannot be installed there."""
+    from builder.portal.signature import SignatureReport, SignerCert, Verifier
+
     try:
         with ApkZip.open(path) as apk:
             manifest, abis = _manifest(apk)

@@ -205,3 +205,32 @@ def test_a_first_build_refuses_a_folder_that_is_not_a_depot_site(tmp_path: Path)
     )
     assert again.returncode == 0, again.stderr
     assert not (site / "stray.txt").exists()
+
+
+def test_depot_build_starts_without_the_runtime_the_web_framework_or_cryptography(tmp_path: Path) -> None:
+    """`depot build` is the command a maintainer or cron runs after every change: it loads the
+    builder only. The dialects' commands are imported when asked for (runtime.cli.RuntimeGroup),
+    the APK verifier only when an APK is read, python-tuf only with a key folder."""
+    import sys
+
+    from tests.support.agent import make_module, write_store_settings
+
+    repo = tmp_path / "repo"
+    write_store_settings(repo)
+    make_module(repo, "ax", "1.0")
+    code = (
+        "import sys\n"
+        "from runtime.cli import main\n"
+        "try:\n"
+        f"    main(['build', '--repo', {str(repo)!r}, '--site', {str(tmp_path / 'site')!r}, '-q'])\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "heavy = ('starlette', 'uvicorn', 'cryptography', 'tuf', 'securesystemslib', 'sqlite_utils',"
+        " 'httpx')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy"
+        " or m.startswith(('runtime.portal', 'runtime.device', 'runtime.qt', 'runtime.shipper',"
+        " 'runtime.agent', 'runtime.app', 'runtime.accounts'))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
