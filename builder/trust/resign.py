@@ -55,6 +55,7 @@ def sign_timestamp(
             ) from exc
         if not isinstance(current.signed, Timestamp):
             raise TrustError(f"{path} is not timestamp metadata: run depot build with the key folder")
+        _check_published_root(folder.root().signed.version, site)
         snapshot = current.signed.snapshot_meta
         named = site / "tuf" / f"{snapshot.version}.snapshot.json"
         try:
@@ -68,6 +69,25 @@ def sign_timestamp(
         _record(site, data)
         signed = Metadata[Timestamp].from_bytes(data).signed
         return signed.version, signed.expires.isoformat()
+
+
+def _check_published_root(newest: int, site: Path) -> None:
+    """A timestamp is checked against the root devices have, which is the newest one site/
+    publishes. After ``depot keys rotate`` the key folder's root is newer: a timestamp signed
+    with its keys would be refused by every device until a build publishes that root, so the
+    timestamp is not signed until then."""
+    from tuf.api.exceptions import RepositoryError
+    from tuf.api.metadata import Metadata, Root
+
+    try:
+        published = Metadata[Root].from_bytes((site / "tuf" / "root.json").read_bytes()).signed.version
+    except (OSError, ValueError, RepositoryError) as exc:
+        raise TrustError(f"{site / 'tuf' / 'root.json'} cannot be read ({exc}): run depot build") from exc
+    if published != newest:
+        raise TrustError(
+            f"the key folder holds root version {newest} but site/ publishes version {published}: "
+            "run depot build (with the key folder) to publish it before signing a timestamp"
+        )
 
 
 def _record(site: Path, data: bytes) -> None:

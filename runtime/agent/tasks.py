@@ -134,6 +134,9 @@ class Agent:
         except StoreIndexError as exc:
             self.index_error = str(exc)
             log.warning("store index: %s", exc)
+        except Exception as exc:  # a bug: the agent starts and serves what it has all the same
+            self.index_error = f"the store's index could not be read: {type(exc).__name__}: {exc}"
+            log.exception("store index")
 
     def refresh_async(self) -> None:
         threading.Thread(target=self.refresh, name="agent-refresh", daemon=True).start()

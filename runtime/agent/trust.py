@@ -72,18 +72,32 @@ def _fetcher(origins: Origins, timeout: float) -> object:
 
     class AgentFetcher(FetcherInterface):
         def _fetch(self, url: str) -> Iterator[bytes]:
+            # A generator: ngclient wraps only what is raised before the first chunk, so every
+            # failure while reading is turned into its DownloadError here.
             deadline = time.monotonic() + max(4 * timeout, 60.0)
             client = httpx.Client(timeout=timeout, follow_redirects=False)
             try:
-                with open_get(client, url, origins, what="signed metadata") as response:
+                # identity: ngclient counts the bytes against its caps as they arrive, which
+                # only bounds memory when they are not inflated on the way (a gzip bomb).
+                headers = {"Accept-Encoding": "identity"}
+                with open_get(client, url, origins, headers, what="signed metadata") as response:
                     if response.status_code != 200:
                         raise exceptions.DownloadHTTPError(
                             f"{url} answered {response.status_code}", response.status_code
                         )
-                    for chunk in response.iter_bytes():
+                    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+                    if encoding not in ("", "identity"):
+                        raise exceptions.DownloadError(f"{url} came with Content-Encoding {encoding[:40]!r}")
+                    for chunk in response.iter_raw():
                         if time.monotonic() > deadline:
                             raise exceptions.SlowRetrievalError(f"{url} is arriving too slowly")
                         yield chunk
+            except exceptions.DownloadError:
+                raise
+            except ForeignOriginError as exc:
+                raise exceptions.DownloadError(str(exc)) from exc
+            except httpx.HTTPError as exc:
+                raise exceptions.DownloadError(f"cannot fetch {url}: {type(exc).__name__}: {exc}") from exc
             finally:
                 client.close()
 
@@ -123,7 +137,6 @@ class TrustedStore:
         from tuf.api import exceptions
         from tuf.ngclient import Updater, UpdaterConfig
 
-        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         config = UpdaterConfig(
             root_max_length=ROOT_MAX,
             timestamp_max_length=TIMESTAMP_MAX,
@@ -133,6 +146,7 @@ class TrustedStore:
             app_user_agent="depot-agent",
         )
         try:
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             updater = Updater(
                 metadata_dir=str(self.folder),
                 metadata_base_url=self.store + "tuf/",
