@@ -22,11 +22,11 @@ HOST_NAME = re.compile(r"^[a-z0-9_]([a-z0-9_.-]{0,252})$")
 
 
 def valid_name(name: object) -> bool:
-    return isinstance(name, str) and bool(NAME.match(name))
+    return isinstance(name, str) and bool(NAME.fullmatch(name))
 
 
 def valid_version(version: object) -> bool:
-    return isinstance(version, str) and bool(VERSION.match(version)) and ".." not in version
+    return isinstance(version, str) and bool(VERSION.fullmatch(version)) and ".." not in version
 
 
 def host_name(value: str) -> str | None:
@@ -40,7 +40,7 @@ def host_name(value: str) -> str | None:
     except ValueError:
         pass
     name = name.rstrip(".")
-    return name if HOST_NAME.match(name) and ".." not in name else None
+    return name if HOST_NAME.fullmatch(name) and ".." not in name else None
 
 
 @dataclass
@@ -82,10 +82,10 @@ class AgentConfig:
         self.origins = Origins(self.store, self.mirrors)  # ValueError for a non-http(s) URL
         if self.trusted_root is not None:
             self.trusted_root = Path(os.path.abspath(self.trusted_root))
-        if self.device_id is not None and not DEVICE.match(self.device_id):
+        if self.device_id is not None and not DEVICE.fullmatch(self.device_id):
             raise ValueError(f"--device-id {self.device_id!r} must match {DEVICE.pattern}")
         for group in self.groups:
-            if not DEVICE.match(group):
+            if not DEVICE.fullmatch(group):
                 raise ValueError(f"--groups: {group!r} must match {DEVICE.pattern}")
         if self.report_to is None:
             self.report_to = self.store

@@ -67,7 +67,7 @@ class Reporter:
         path = self.config.device_id_file
         try:
             value = path.read_text(encoding="ascii").strip()
-            if DEVICE.match(value):
+            if DEVICE.fullmatch(value):
                 return value
         except (OSError, UnicodeDecodeError):
             pass
@@ -159,7 +159,7 @@ class Reporter:
         if not isinstance(data, dict):
             return
         name, groups = data.get("device"), data.get("groups")
-        if isinstance(name, str) and DEVICE.match(name):
+        if isinstance(name, str) and DEVICE.fullmatch(name):
             self.state.set_fact("device", name)
-        if isinstance(groups, list) and all(isinstance(g, str) and DEVICE.match(g) for g in groups):
+        if isinstance(groups, list) and all(isinstance(g, str) and DEVICE.fullmatch(g) for g in groups):
             self.state.set_fact("groups", json.dumps(sorted(groups)))

@@ -171,3 +171,13 @@ def test_a_staged_rollout_across_several_agents(tmp_path: Path) -> None:
         assert refreshed(c, "1.0")["latest_version"] == "1.0"
         set_rollout(store, "3.0", groups=["beta"])
         assert refreshed(c, "3.0")["latest_version"] == "3.0"
+
+
+@pytest.mark.parametrize("value", ["ax\n", "1.0\n"])
+def test_names_versions_and_device_ids_never_end_in_a_newline(value: str, tmp_path: Path) -> None:
+    """`$` matches before a final newline; the agent's shapes are checked whole (fullmatch)."""
+    from runtime.agent.config import AgentConfig, valid_name, valid_version
+
+    assert not valid_name(value) and not valid_version(value)
+    with pytest.raises(ValueError, match="device-id"):
+        AgentConfig(store="http://127.0.0.1:9/", root=tmp_path, device_id=value)
