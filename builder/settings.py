@@ -487,7 +487,7 @@ TABLES_OF_SETTINGS: tuple[Table, ...] = (STORE, DEVICE, QT, OTA, PORTAL, TRUST)
 
 # A staged rollout of one module or firmware version (docs/device-index.md, "Rollouts"). The
 # device decides from its id whether it is in the share, so the index states the rule, not a list.
-GROUP = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+GROUP = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")  # \Z: "$" also matches before a final "\n"
 ROLLOUT_OPTIONS: tuple[Option, ...] = (
     Option("rollout", SHARE, 1.0, "the share of devices offered this version (0 stops the rollout)"),
     Option(

@@ -32,7 +32,7 @@ from runtime.accounts import User
 from runtime.bodies import BodyTooLargeError, read_body
 from runtime.device import store
 from runtime.device.reports import MAX_BODY, ReportError, parse_report
-from runtime.device.rollouts import NoSuchVersionError, auto_pause, read_rule
+from runtime.device.rollouts import NoSuchVersionError, auto_pause, existing_versions, read_rule
 from runtime.errors import ApiError
 from runtime.logins import password_login
 from runtime.ratelimit import LoginThrottledError, RateLimiter
@@ -85,7 +85,8 @@ async def post_report(request: Request) -> Response:
 
     def record() -> tuple[bool, list[str]]:
         db = svc.storage.db
-        duplicate, outcomes = store.record_report(db, device, report)
+        known = existing_versions(svc.config.repo, store.report_keys(report))  # before the write lock
+        duplicate, outcomes = store.record_report(db, device, report, known)
         paused: list[str] = []
         for key in sorted(outcomes):
             try:

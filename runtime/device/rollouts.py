@@ -18,7 +18,7 @@ so two writers never lose each other's change and a rollout is paused exactly on
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,8 +36,9 @@ from runtime.storage import transaction
 
 TARGETS = {"module": ("modules", MODULE_FILENAME), "firmware": ("firmware", FIRMWARE_FILENAME)}
 ROLLOUT_KEYS = frozenset(option.key for option in ROLLOUT_OPTIONS)
-NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
+# \Z, not $: "$" also matches before a final "\n" (and checked with fullmatch besides)
+NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
+VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}\Z")
 
 
 class NoSuchVersionError(DepotError):
@@ -62,21 +63,45 @@ class Rule:
         return failure_rate(self.counts)
 
 
-def version_files(repo: Path, target: str, name: str, version: str) -> dict[str, Path]:
-    """platform → package file of one version in repo/, sorted by platform; {} when none."""
+def _package_files(repo: Path, target: str) -> Iterator[tuple[str, str, str, Path]]:
+    """(name, version, platform, path) of every package file name of one target in repo/ (the
+    caller checks ``is_file`` of the few it wants)."""
     folder, pattern = TARGETS[target]
-    if not NAME.match(name) or not VERSION.match(version):
-        return {}
-    found: dict[str, Path] = {}
     try:
         entries = list((repo / folder).iterdir())
     except (FileNotFoundError, NotADirectoryError):
-        return {}
+        return
     for path in entries:
         match = pattern.match(path.name)
-        if match and match["name"] == name and match["version"] == version and path.is_file():
-            found[match["platform"]] = path
+        if match:
+            yield match["name"], match["version"], match["platform"], path
+
+
+def version_files(repo: Path, target: str, name: str, version: str) -> dict[str, Path]:
+    """platform → package file of one version in repo/, sorted by platform; {} when none."""
+    if not NAME.fullmatch(name) or not VERSION.fullmatch(version):
+        return {}
+    found = {
+        platform: path
+        for n, v, platform, path in _package_files(repo, target)
+        if n == name and v == version and path.is_file()
+    }
     return dict(sorted(found.items()))
+
+
+def existing_versions(repo: Path, keys: Iterable[VersionKey]) -> frozenset[VersionKey]:
+    """Those of ``keys`` that have a file in repo/ (as :func:`version_files` finds them), with
+    one listing of each target's folder: a report names up to 2000 versions, and only these get
+    a row in device_versions, so a device cannot fill the database with versions that exist
+    nowhere. Called before the report's transaction, so no listing runs under the write lock."""
+    wanted = set(keys)
+    found: set[VersionKey] = set()
+    for target in sorted({key[0] for key in wanted}):
+        for name, version, _platform, path in _package_files(repo, target):
+            key = (target, name, version)
+            if key in wanted and key not in found and path.is_file():
+                found.add(key)
+    return frozenset(found)
 
 
 def read_rule(db: sqlite_utils.Database, repo: Path, key: VersionKey, platform: str | None = None) -> Rule:

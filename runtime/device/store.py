@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ from runtime.clock import now_iso
 from runtime.storage import register_schema, transaction
 from runtime.tokens import Tokens
 
-DEVICE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+DEVICE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")  # \Z: "$" also matches before a final "\n"
 TOKEN_PURPOSE = "device"
 # Device tokens belong to no person. tokens.user_id names an account for every other kind of
 # token (and the dialects look the account up by it), so a device token's owner is one reserved
@@ -129,14 +130,14 @@ def _device(row: dict[str, Any]) -> Device:
 def parse_groups(text: str) -> list[str]:
     """``"beta,lab"`` → ``["beta", "lab"]`` (sorted, no duplicates); DeviceError on a bad name."""
     groups = sorted({g.strip() for g in text.split(",") if g.strip()})
-    bad = [g for g in groups if not GROUP.match(g)]
+    bad = [g for g in groups if not GROUP.fullmatch(g)]
     if bad:
         raise DeviceError(f"invalid group {bad[0]!r}: letters, digits and . _ - only, at most 64 characters")
     return groups
 
 
 def _check_name(name: str) -> None:
-    if not DEVICE_NAME.match(name):
+    if not DEVICE_NAME.fullmatch(name):
         raise DeviceError(
             f"invalid device name {name!r}: letters, digits and . _ - only, at most 64 characters"
         )
@@ -237,9 +238,20 @@ class Report:
     events: tuple[Event, ...]
 
 
-def record_report(db: sqlite_utils.Database, device: Device, report: Report) -> tuple[bool, set[VersionKey]]:
+def report_keys(report: Report) -> set[VersionKey]:
+    """Every version a report names (offered, or in an event)."""
+    return {*report.offered, *((e.target, e.name, e.version) for e in report.events)}
+
+
+def record_report(
+    db: sqlite_utils.Database, device: Device, report: Report, known: Container[VersionKey]
+) -> tuple[bool, set[VersionKey]]:
     """Store one report in one transaction: (duplicate, the versions that got an install
-    outcome). A report id the device already sent changes nothing and answers duplicate."""
+    outcome). A report id the device already sent changes nothing and answers duplicate.
+
+    Only versions in ``known`` (those with a file in repo/: rollouts.existing_versions) get a
+    device_versions row; the rest of what a device says about versions that exist nowhere is
+    dropped, so the rows per device are bounded by the versions in repo/, not by its reports."""
     now = now_iso()
     outcomes: set[VersionKey] = set()
     with transaction(db):
@@ -250,9 +262,11 @@ def record_report(db: sqlite_utils.Database, device: Device, report: Report) -> 
         )
         if cursor.rowcount == 0:
             return True, outcomes
+        # seq is one AUTOINCREMENT over every device, so the cut is this device's row number
+        # KEEP_REPORT_IDS + 1 counted from its newest (NULL, nothing deleted, while it has fewer)
         db.execute(
             "DELETE FROM device_reports WHERE device_id = ? AND seq <= "
-            "(SELECT max(seq) FROM device_reports WHERE device_id = ?) - ?",
+            "(SELECT seq FROM device_reports WHERE device_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
             [device.id, device.id, KEEP_REPORT_IDS],
         )
         db.execute(
@@ -267,10 +281,14 @@ def record_report(db: sqlite_utils.Database, device: Device, report: Report) -> 
             ],
         )
         for key in report.offered:
+            if key not in known:
+                continue
             _touch(db, device.id, key, now)
             db.execute(_UPDATE + "offered = 1" + _WHERE, [now, device.id, *key])
         for event in sorted(report.events, key=lambda e: e.finished):  # stable: same time keeps order
             key = (event.target, event.name, event.version)
+            if key not in known:
+                continue
             if event.kind == "download":
                 if event.status == "succeeded":
                     _touch(db, device.id, key, now)

@@ -227,9 +227,8 @@ def test_rollout_status_prints_the_counts(folders) -> None:
             event = Event(
                 "install", "module", "ax", "2.6.4", status, status == "failed", "2026-12-01T10:00:00Z"
             )
-            record_report(
-                db, device, Report("r", "0.1.0", "pi64", {}, (("module", "ax", "2.6.4"),), (event,))
-            )
+            key = ("module", "ax", "2.6.4")
+            record_report(db, device, Report("r", "0.1.0", "pi64", {}, (key,), (event,)), {key})
     finally:
         db.close()
     lines = ok(depot(folders, "rollout", "status", "ax", "2.6.4")).splitlines()
