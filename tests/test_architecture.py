@@ -56,6 +56,20 @@ def test_dialects_never_import_each_other(
     assert bad == []
 
 
+def test_only_the_app_uses_the_console(edges: dict[str, set[str]]) -> None:
+    """The console sits on top of the dialects' services (it calls them); nothing below it,
+    no dialect and no shared runtime module, depends on it, so it can never become a second
+    home for a rule."""
+    bad = sorted(
+        (m, t)
+        for m, ts in edges.items()
+        if not _in(m, "runtime.console") and m != "runtime.app"
+        for t in ts
+        if _in(t, "runtime.console")
+    )
+    assert bad == []
+
+
 def test_agent_imports_only_the_floor(edges: dict[str, set[str]]) -> None:
     bad = sorted(
         (m, t)
