@@ -11,14 +11,13 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
+import hashlib
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -33,10 +32,11 @@ from builder.qt.package import (
 from builder.sidecars import read_sidecar, write_sidecar
 from runtime.accounts import User
 from runtime.logins import password_login
+from runtime.multipart import multipart_boundary, stream_form
 from runtime.qt.services import QtServices
 from runtime.ratelimit import LoginThrottledError
 from runtime.services import client_address, services
-from runtime.uploads import check_room, incoming_folder, place, sweep_stale
+from runtime.uploads import HashedWriter, check_room, incoming_folder, place, sweep_stale
 
 UNAUTHORIZED = {"WWW-Authenticate": 'Basic realm=""'}
 
@@ -103,22 +103,74 @@ async def handle_upload(request: Request, q: QtServices) -> Response:
             length = "0"  # no body at all
         if not length.isdigit() or int(length) > limit:
             return status(f"package too large: the limit is {limit} bytes", 413)
-        check_room(q.config.data, int(length) * 2)  # spooled by the form parser, then copied
+        check_room(q.config.data, int(length))  # streamed once, into the data folder
+        incoming = incoming_folder(q.config.data, "qt")  # never in repo/
+        sweep_stale(incoming)
+        fd, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=incoming)
+        temp: Path | None = Path(temp_name)
+        assert temp is not None
         try:
-            form = await request.form(max_files=2, max_fields=20)
-        except Exception:  # a malformed multipart body is the client's error
-            return status("malformed form data", 400)
-        fields: dict[str, Any] = dict(form.items())
-    else:
-        form, fields = None, dict(request.query_params)
+            try:
+                fields = await _stream_fields(request, fd)
+            finally:
+                os.close(fd)
+            if fields is None:
+                return status("malformed form data", 400)
+            if fields.get("package") is not PACKAGE:
+                temp.unlink()
+                temp = None
+            return await _checked_upload(request, q, fields, temp)
+        finally:
+            if temp is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    temp.unlink()
+    return await _checked_upload(request, q, dict(request.query_params), None)
+
+
+PACKAGE = object()  # the form's "package" value: a file part, streamed to the temporary file
+
+
+async def _stream_fields(request: Request, fd: int) -> dict[str, Any] | None:
+    """The form's fields, with the ``package`` file part written to ``fd`` (fsynced) and hashed
+    as it arrives, in bounded memory; None for a malformed form (the caps are Starlette's form's:
+    two files, twenty fields). A form whose ``package`` repeats keeps the last, as Starlette's."""
+    ctype = request.headers.get("content-type", "")
+    boundary = multipart_boundary(ctype)
+    if boundary is None:  # not multipart: no package; a urlencoded form's fields still count
+        try:
+            plain = await request.form(max_files=0, max_fields=20)
+        except Exception:
+            return None
+        return {k: v for k, v in plain.items() if isinstance(v, str)}
+    writers: list[HashedWriter] = []
+
+    async def sink() -> Any:
+        if writers:  # a second package part: start the file over
+            await writers[-1].close()
+            os.ftruncate(fd, 0)
+        writers.append(HashedWriter(fd, 0, (hashlib.sha256(),)))
+        return writers[-1].write
+
     try:
-        return await _checked_upload(request, q, fields)
-    finally:
-        if form is not None:
-            await form.close()
+        try:
+            form = await stream_form(request.stream(), boundary, "package", sink, max_files=2, max_fields=20)
+            if writers:
+                await writers[-1].close()
+        except BaseException:
+            if writers:
+                await writers[-1].abort()
+            raise
+    except Exception:  # a malformed or cut-off multipart body is the client's error
+        return None
+    if form.has_file:
+        await run_in_threadpool(os.fsync, fd)
+    fields: dict[str, Any] = dict(form.fields)
+    for name in form.file_names:
+        fields[name] = PACKAGE if name == "package" and form.has_file else object()  # a file, not text
+    return fields
 
 
-async def _checked_upload(request: Request, q: Any, fields: dict[str, Any]) -> Response:
+async def _checked_upload(request: Request, q: Any, fields: dict[str, Any], temp: Path | None) -> Response:
     for name, message in (
         ("description", "no description"),
         ("short-description", "no short description"),
@@ -127,8 +179,7 @@ async def _checked_upload(request: Request, q: Any, fields: dict[str, Any]) -> R
     ):
         if not isinstance(fields.get(name), str):
             return status(message)
-    package = fields.get("package")
-    if request.method != "POST" or not isinstance(package, UploadFile):
+    if request.method != "POST" or fields.get("package") is not PACKAGE or temp is None:
         return status("no package to upload")
     settings = q.settings()
     if fields["category"] not in [c.name for c in settings.categories]:
@@ -139,12 +190,7 @@ async def _checked_upload(request: Request, q: Any, fields: dict[str, Any]) -> R
 
     apps = q.config.repo / "apps"
     apps.mkdir(parents=True, exist_ok=True)
-    incoming = incoming_folder(q.config.data, "qt")  # spooled in the data folder, never in repo/
-    sweep_stale(incoming)
-    fd, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=incoming)
-    temp = Path(temp_name)
     try:
-        await run_in_threadpool(_spool, package, fd)
         try:
             pkg = await run_in_threadpool(validate_package, temp)
         except PackageError as exc:
@@ -174,20 +220,9 @@ async def _checked_upload(request: Request, q: Any, fields: dict[str, Any]) -> R
         place(temp, target)
     except OSError as exc:
         return status(f"could not store the package: {exc.strerror or exc}")
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
     result = await services(request).rebuilder.rebuild()
     # No result: the build could not run; the package is stored and the next build publishes it.
     problem = result.skipped.get(relpath) if result is not None else None
     if problem:
         return status("Package validation failed", error=problem)
     return status("ok")
-
-
-def _spool(upload: UploadFile, fd: int) -> None:
-    upload.file.seek(0)
-    with os.fdopen(fd, "wb") as out:
-        shutil.copyfileobj(upload.file, out, 1 << 20)
-        out.flush()
-        os.fsync(out.fileno())

@@ -79,6 +79,8 @@ async def throttle(request: Request, user: User | None = None) -> None:
         key, rate = f"shipper:user:{user.id}", limits.shipper_user
     else:
         key, rate = f"shipper:anon:{client_address(request)}", limits.shipper_anon
+    if rate is None:  # "off": no count to keep, and no worker-thread hop for it
+        return
     wait = await run_in_threadpool(lambda: RateLimiter(svc.storage.db).hit(key, rate))
     if wait is not None:
         raise throttle_error(wait)

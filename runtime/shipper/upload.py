@@ -6,16 +6,34 @@ stored offset), ``GET`` lists or shows the caller's uploads (never cached: a sta
 upstream bug drf-chunked-upload#30), ``POST …/<uuid>/`` with ``sha256`` completes it. Errors are
 the library's ``{"detail": …}`` or shipper's ``{"error", "message"}``, as the reference lists.
 
-Chunks go to ``<data>/shipper-uploads/<uuid>.part`` in 1 MiB blocks, under an flock on the part
-file, and the offset in SQLite moves only after the bytes are durable, so a crash or a concurrent
-PUT cannot leave an offset that claims bytes the file lacks. On completion the build is checked
-(checksum, name, device, permission, variant, version, duplicate, a readable zip), linked into
+A chunk streams from the request straight into ``<data>/shipper-uploads/<uuid>.part`` at its
+offset (no spooling of the multipart body), under an flock on the part file, and is hashed on
+the way (:class:`runtime.uploads.HashedWriter`): the process keeps each upload's running SHA-256
+(:class:`RunningHashes`), so completion never reads the file again. hashlib states cannot be
+stored, so a process without the state (after a restart, or another runtime process) hashes the
+part file's acknowledged bytes once and goes on from there.
+
+**What an acknowledged chunk survives.** The offset in SQLite moves after the chunk's bytes are
+in the part file, so a killed process (or a concurrent PUT) never leaves an offset that claims
+bytes the file lacks: written bytes live in the kernel's page cache, which outlives the process.
+There is no fsync per chunk: it is what made chunks slow (each one waited for the disk), and a
+kill does not need it. A power loss can lose bytes the kernel had not written yet; the disk
+writing is started every 32 MiB (``sync_file_range``), a resumed upload whose part file is
+shorter than its offset is moved back to what the file holds (the client resends from there,
+as it resumes from the offset the server reports), and the SHA-256 the client sends at
+completion is compared with one taken from the part file's bytes, never with what the client
+said, so a damaged upload is refused, never published. Completion fsyncs the file before it is
+linked into repo/ (the durable point); thanks to the writeback, that wait stays short.
+
+On completion the build is checked (checksum, name, device, permission, variant, version,
+duplicate, a readable zip: its central directory, not its bytes), linked into
 ``repo/builds/<codename>/`` without ever replacing a file there, given its ``.sha256`` sidecar,
 and the catalog is rebuilt. Any failure removes the upload and its file; nothing else changes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import fcntl
@@ -24,15 +42,16 @@ import logging
 import os
 import re
 import shutil
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -41,22 +60,27 @@ from builder.atomic import TEMP_PREFIX, fsync_dir
 from builder.errors import FormatError
 from builder.formats import Source
 from builder.hashing import sha256_file
-from builder.model import OtaBuild, StoreSettings
+from builder.model import Blob, OtaBuild, StoreSettings
 from builder.shipper.ota import (
+    NO_BASE_URL,
     SAFE_NAME,
     X86_CODENAMES,
     BuildNameError,
     PatternError,
+    build_id_of,
+    check_zip,
     parse_build_name,
     read_build,
     version_allowed,
 )
+from builder.sidecars import read_sidecar
 from runtime.accounts import Accounts, User
-from runtime.errors import ApiError
+from runtime.errors import ApiError, InsufficientStorageError
+from runtime.multipart import FormError, StreamedForm, multipart_boundary, stream_form
 from runtime.services import services
 from runtime.shipper.builds import find_by_stem, write_checksum
 from runtime.shipper.common import NO_STORE, authenticate, body_fields, may_maintain, rebuild
-from runtime.uploads import check_room
+from runtime.uploads import HashedWriter, check_room
 
 MAX_BYTES = 5_000_000_000
 EXPIRATION = 86400.0  # an incomplete upload expires a day after it started
@@ -68,6 +92,7 @@ UPLOADS_DIR = "shipper-uploads"
 MAX_FILENAME = 255
 MAX_OPEN_UPLOADS = 4  # unfinished chunked uploads per account (shippy keeps one at a time)
 MAX_OPEN_BYTES = 2 * MAX_BYTES  # the declared totals of an account's unfinished uploads
+LOCK_WAIT = 30.0  # seconds a chunk waits for another request writing to the same upload
 
 
 def _detail(status: int, detail: Any, **extra: Any) -> ApiError:
@@ -137,6 +162,7 @@ def _get_row(ups: ChunkedUploads, user: User, pk: str) -> dict[str, Any]:
 
 
 def _delete(ups: ChunkedUploads, row: dict[str, Any]) -> None:
+    HASHES.drop(row["id"])
     with contextlib.suppress(FileNotFoundError):
         ups.part(row["id"]).unlink()
     ups.table.delete_where("id = ?", [row["id"]])
@@ -170,29 +196,92 @@ def locked(path: Path) -> Iterator[int]:
         os.close(fd)
 
 
-def _write_chunk(fd: int, start: int, chunk: UploadFile) -> int:
-    """Write the chunk at ``start`` (dropping anything past it), fsync; returns bytes written."""
-    os.ftruncate(fd, start)
-    chunk.file.seek(0)
-    written = 0
-    while block := chunk.file.read(BLOCK):
-        os.pwrite(fd, block, start + written)
-        written += len(block)
-    os.fsync(fd)
-    return written
+class RunningHashes:
+    """The running SHA-256 of each upload this process received, with the offset it covers:
+    what lets completion answer without reading the part file. Per process and bounded (least
+    recently used first out); a missing or stale state is rebuilt from the part file."""
+
+    def __init__(self, capacity: int = 256) -> None:
+        self._states: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.capacity = capacity
+
+    def get(self, upload_id: str, offset: int) -> Any | None:
+        """A copy of the state at ``offset``, or None."""
+        with self._lock:
+            state = self._states.get(upload_id)
+            if state is None or state[0] != offset:
+                return None
+            self._states.move_to_end(upload_id)
+            return state[1].copy()
+
+    def put(self, upload_id: str, offset: int, digest: Any) -> None:
+        with self._lock:
+            self._states[upload_id] = (offset, digest)
+            self._states.move_to_end(upload_id)
+            while len(self._states) > self.capacity:
+                self._states.popitem(last=False)
+
+    def drop(self, upload_id: str) -> None:
+        with self._lock:
+            self._states.pop(upload_id, None)
 
 
-def _chunk_size(chunk: UploadFile) -> int:
-    if chunk.size is not None:
-        return chunk.size
-    chunk.file.seek(0, os.SEEK_END)
-    return chunk.file.tell()
+HASHES = RunningHashes()
 
 
-def _new_upload(user: User, filename: str, total: int) -> dict[str, Any]:
+class PartShorterError(Exception):
+    """The part file holds fewer bytes than the upload's offset (a power loss took them)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"the part file holds {size} bytes")
+        self.size = size
+
+
+def digest_at(upload_id: str, fd: int, offset: int) -> Any:
+    """The SHA-256 state of the part file's first ``offset`` bytes: the running one when this
+    process has it, else hashed from the file once (after a restart, or after another process
+    took the last chunk). Raises PartShorterError when the file lacks some of those bytes."""
+    digest = HASHES.get(upload_id, offset)
+    if digest is not None:
+        return digest
+    digest = hashlib.sha256()
+    done = 0
+    while done < offset:
+        block = os.pread(fd, min(BLOCK, offset - done), done)
+        if not block:
+            raise PartShorterError(done)
+        digest.update(block)
+        done += len(block)
+    HASHES.put(upload_id, offset, digest.copy())
+    return digest
+
+
+async def _lock_part(path: Path, create: bool) -> int:
+    """An open descriptor of the part file holding its flock, waiting on the event loop (never
+    in a worker thread) while another request writes to the same upload; a 409 after
+    :data:`LOCK_WAIT` seconds."""
+    flags = os.O_RDWR | os.O_CREAT | (os.O_EXCL if create else 0)
+    fd = os.open(path, flags, 0o600)
+    deadline = time.monotonic() + LOCK_WAIT
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                raise _detail(409, "Another request is writing to this upload; try again.") from None
+            await asyncio.sleep(0.02)
+        except BaseException:
+            os.close(fd)
+            raise
+
+
+def _new_upload(user: User, filename: str, total: int, upload_id: str | None = None) -> dict[str, Any]:
     """The row of an upload that has just begun (drf-chunked-upload's fields)."""
     return {
-        "id": str(uuid.uuid4()),
+        "id": upload_id or str(uuid.uuid4()),
         "user_id": user.id,
         "filename": filename,
         "offset": 0,
@@ -242,46 +331,163 @@ def _validate_filename(filename: Any) -> str:
     return filename
 
 
+def _content_range(request: Request) -> tuple[int, int, int] | ApiError:
+    """(start, end, total) of the chunk's Content-Range, or the error that refuses it."""
+    match = CONTENT_RANGE.match(request.headers.get("content-range", ""))
+    if not match:
+        return _detail(400, "Error in request headers")
+    try:
+        start, end, total = (int(g) for g in match.groups())
+    except ValueError:  # more digits than int() accepts
+        return _detail(400, "Error in request headers")
+    if end > total:
+        return _detail(400, f"End of chunk exceeds reported total ({total} bytes)")
+    if total > MAX_BYTES:
+        return _detail(400, f"Size of file exceeds the limit ({MAX_BYTES} bytes)")
+    return start, end, total
+
+
+async def _read_form(request: Request, writer: HashedWriter | None) -> StreamedForm:
+    """The chunk's form, its ``file`` part streamed into ``writer`` (only counted without one).
+    A body that is no multipart form has no chunk file, as Starlette's empty form had none."""
+    boundary = multipart_boundary(request.headers.get("content-type", ""))
+    if boundary is None:
+        return StreamedForm()
+
+    async def sink() -> Any:
+        if writer is None:
+            return None
+        if writer.size:  # a second part named "file": the last one wins, so start over
+            raise _detail(400, "Too many files. Maximum number of files is 1.")
+        return writer.write
+
+    try:
+        return await stream_form(request.stream(), boundary, "file", sink, max_files=1, max_fields=20)
+    except FormError as exc:
+        raise _detail(400, str(exc)) from exc
+
+
 async def put_chunk(request: Request) -> Response:
+    """One chunk, streamed into the part file at its offset while the body arrives. What the
+    headers and the stored upload allow is decided before the body is read; the errors are
+    still answered in drf-chunked-upload's order (no file, headers, size, then the upload's own),
+    so a refused chunk's body is read and dropped, never written."""
     user = await authenticate(request)
     pk = request.path_params.get("pk")
     limit = MAX_BYTES + BLOCK  # a chunk can never be larger than the whole upload
     if int(request.headers.get("content-length") or 0) > limit:
         raise _detail(400, f"Size of file exceeds the limit ({MAX_BYTES} bytes)")
-    async with request.form(max_files=1, max_fields=20) as form:
-        chunk = form.get("file")
-        if not isinstance(chunk, UploadFile):
-            raise _detail(400, "No chunk file was submitted")
-        match = CONTENT_RANGE.match(request.headers.get("content-range", ""))
-        if not match:
-            raise _detail(400, "Error in request headers")
+    ups = uploads(request)
+    header = _content_range(request)
+    refusal: Exception | None = None  # the upload's own error, answered after the body's
+    row: dict[str, Any] | None = None
+    fd = -1
+    writer: HashedWriter | None = None
+    upload_id = str(uuid.uuid4()) if pk is None else ""
+    try:
+        if not isinstance(header, ApiError):
+            start, _end, total = header
+            if pk is None:
+                if start == 0 and check_room_ok(ups.folder, total):
+                    fd = await _lock_part(ups.part(upload_id), create=True)
+                    writer = HashedWriter(fd, 0, (hashlib.sha256(),))
+            else:
+                try:
+                    row = _get_row(ups, user, pk)
+                    fd = await _lock_part(ups.part(row["id"]), create=False)
+                    row = await run_in_threadpool(_open_row, ups, row["id"], fd, start, total)
+                    digest = await run_in_threadpool(_digest_or_rewind, ups, row, fd)
+                    os.ftruncate(fd, start)  # anything past the offset was never acknowledged
+                    writer = HashedWriter(fd, start, (digest,))
+                except (ApiError, FileNotFoundError) as exc:
+                    refusal = exc if isinstance(exc, ApiError) else _detail(404, NOT_FOUND)
         try:
-            start, end, total = (int(g) for g in match.groups())
-        except ValueError:  # more digits than int() accepts
-            raise _detail(400, "Error in request headers") from None
-        if end > total:
-            raise _detail(400, f"End of chunk exceeds reported total ({total} bytes)")
-        if total > MAX_BYTES:
-            raise _detail(400, f"Size of file exceeds the limit ({MAX_BYTES} bytes)")
-        size = _chunk_size(chunk)
-        if size != end - start + 1:
+            form = await _read_form(request, writer)
+            if writer is not None:
+                await writer.close()
+        except BaseException:
+            if writer is not None:
+                await writer.abort()
+            raise
+        if not form.has_file:
+            raise _detail(400, "No chunk file was submitted")
+        if isinstance(header, ApiError):
+            raise header
+        start, end, total = header
+        if form.file_size != end - start + 1:
             raise _detail(
-                400, f"File size doesn't match headers: file size is {size} but {end - start + 1} reported"
+                400,
+                f"File size doesn't match headers: file size is {form.file_size} but "
+                f"{end - start + 1} reported",
             )
-        ups = uploads(request)
         if pk is None:
-            filename = _validate_filename(form.get("filename"))
+            filename = _validate_filename(form.fields.get("filename"))
             if start != 0:
                 raise _detail(400, "Offsets do not match", expected_offset=0, provided_offset=start)
             await run_in_threadpool(cleanup_expired, ups)
             _check_quota(ups, user, total)
             check_room(ups.folder, total)
-            row = _new_upload(user, filename, total)
+            assert writer is not None
+            row = _new_upload(user, filename, total, upload_id)
+            row["offset"] = form.file_size
             ups.table.insert(row)
         else:
-            row = _get_row(ups, user, pk)
-        row = await run_in_threadpool(_append, ups, row, chunk, start, total)
+            if refusal is not None:
+                raise refusal
+            assert row is not None and writer is not None
+            row["offset"] = start + form.file_size
+            update = "UPDATE shipper_uploads SET offset = ? WHERE id = ?"
+            await run_in_threadpool(ups.db.execute, update, [row["offset"], row["id"]])
+        HASHES.put(row["id"], row["offset"], writer.digests[0])
         return JSONResponse(serialize(request, row), headers=NO_STORE)
+    except BaseException:
+        if pk is None and fd >= 0:
+            with contextlib.suppress(FileNotFoundError):
+                ups.part(upload_id).unlink()
+        elif writer is not None and row is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, row["offset"])  # drop the refused or cut-off chunk's bytes
+        raise
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def check_room_ok(folder: Path, needed: int) -> bool:
+    """Whether the upload fits (its refusal is answered after the body, in the usual order)."""
+    try:
+        check_room(folder, needed)
+    except InsufficientStorageError:
+        return False
+    return True
+
+
+def _open_row(ups: ChunkedUploads, upload_id: str, fd: int, start: int, total: int) -> dict[str, Any]:
+    """The upload's row re-read under its lock (another process may have appended since we
+    looked), checked: open, the same total, the chunk at the stored offset."""
+    rows = list(ups.table.rows_where("id = ?", [upload_id], limit=1))
+    if not rows:
+        raise _detail(404, NOT_FOUND)
+    row = rows[0]
+    _check_open(row)
+    if row["total"] != total:
+        raise _detail(400, "Error in request headers")
+    if row["offset"] != start:
+        raise _detail(400, "Offsets do not match", expected_offset=row["offset"], provided_offset=start)
+    return row
+
+
+def _digest_or_rewind(ups: ChunkedUploads, row: dict[str, Any], fd: int) -> Any:
+    """The running SHA-256 at the row's offset; when the part file lost acknowledged bytes (a
+    power loss), the offset moves back to what the file holds and the chunk is refused with the
+    offset to resume from."""
+    try:
+        return digest_at(row["id"], fd, row["offset"])
+    except PartShorterError as exc:
+        ups.db.execute("UPDATE shipper_uploads SET offset = ? WHERE id = ?", [exc.size, row["id"]])
+        raise _detail(
+            400, "Offsets do not match", expected_offset=exc.size, provided_offset=row["offset"]
+        ) from exc
 
 
 def _check_open(row: dict[str, Any]) -> None:
@@ -289,26 +495,6 @@ def _check_open(row: dict[str, Any]) -> None:
         raise _detail(400, 'Upload has already been marked as "complete"')
     if row["created_at"] < time.time() - EXPIRATION:
         raise _detail(410, "Upload has expired")
-
-
-def _append(
-    ups: ChunkedUploads, row: dict[str, Any], chunk: UploadFile, start: int, total: int
-) -> dict[str, Any]:
-    with locked(ups.part(row["id"])) as fd:
-        # Re-read under the lock: another process may have appended since we looked.
-        rows = list(ups.table.rows_where("id = ?", [row["id"]], limit=1))
-        if not rows:
-            raise _detail(404, NOT_FOUND)
-        row = rows[0]
-        _check_open(row)
-        if row["total"] != total:
-            raise _detail(400, "Error in request headers")
-        if row["offset"] != start:
-            raise _detail(400, "Offsets do not match", expected_offset=row["offset"], provided_offset=start)
-        written = _write_chunk(fd, start, chunk)
-        ups.table.update(row["id"], {"offset": start + written})
-        row["offset"] = start + written
-    return row
 
 
 async def list_uploads(request: Request) -> Response:
@@ -358,24 +544,34 @@ def _complete(ups: ChunkedUploads, user: User, row: dict[str, Any], checksum: An
         _check_open(row)
         if checksum in (None, ""):
             raise _detail(400, f"Checksum of type '{CHECKSUM_TYPE}' is required")
-        digest = hashlib.sha256()
-        os.lseek(fd, 0, os.SEEK_SET)
-        while block := os.read(fd, BLOCK):
-            digest.update(block)
-        if digest.hexdigest() != str(checksum):
+        # The running hash of the acknowledged bytes: no read of the file, unless this process
+        # has no state for it (then it hashes the file once). What lies past the offset was
+        # never acknowledged (a chunk cut off) and is dropped.
+        try:
+            hexdigest = digest_at(row["id"], fd, row["offset"]).hexdigest()
+        except PartShorterError:
+            raise _detail(400, "checksum does not match") from None
+        if hexdigest != str(checksum):
             raise _detail(400, "checksum does not match")
+        os.ftruncate(fd, row["offset"])
+        os.fsync(fd)  # the durable point: the build is linked into repo/ next
         done = {"status": COMPLETE, "completed_at": time.time()}
         ups.table.update(row["id"], done)
-        return _finish(ups, user, row, digest.hexdigest())
+        return _finish(ups, user, row, hexdigest, verified=True)
 
 
-def _finish(ups: ChunkedUploads, user: User, row: dict[str, Any], sha256: str | None) -> dict[str, Any]:
+def _finish(
+    ups: ChunkedUploads, user: User, row: dict[str, Any], sha256: str | None, verified: bool = False
+) -> dict[str, Any]:
     """Publish a complete upload and drop its record, under the upload's lock. Completion is one
     step from the client's view: a process killed after marking the upload complete leaves the
     row and its part file, and the next start (:func:`recover_completed`) or the client's retry
-    finishes it here; one killed after linking the build into repo/ is answered as published."""
+    finishes it here; one killed after linking the build into repo/ is answered as published.
+    ``verified``: ``sha256`` is the part file's own, taken as its chunks arrived (otherwise the
+    file is hashed here, once: a restart lost the running hash)."""
     part = ups.part(row["id"])
     name = row["filename"]
+    HASHES.drop(row["id"])
     found = find_by_stem(ups.repo, name[:-4] if name.endswith(".zip") else name)
     part_empty = not part.exists() or part.stat().st_size == 0
     if found is not None and (part_empty or os.path.samefile(part, found[1])):
@@ -387,10 +583,13 @@ def _finish(ups: ChunkedUploads, user: User, row: dict[str, Any], sha256: str | 
     if part_empty:
         _delete(ups, row)
         raise _detail(404, NOT_FOUND)
-    digest = sha256_file(part)[1]
+    if verified and sha256 is not None:
+        size, digest = part.stat().st_size, sha256
+    else:
+        size, digest = sha256_file(part)
     if sha256 is not None and digest != sha256:
         raise _detail(400, "checksum does not match")
-    result = publish(ups.repo, ups.settings, user, name, part, digest)
+    result = publish(ups.repo, ups.settings, user, name, part, digest, size)
     _delete(ups, row)  # the build is in repo/ now; the upload record has done its job
     return result
 
@@ -428,7 +627,7 @@ def recover_completed(ups: ChunkedUploads, users: Accounts) -> int:
 
 
 def publish(
-    repo: Path, settings: StoreSettings, user: User, filename: str, part: Path, sha256: str
+    repo: Path, settings: StoreSettings, user: User, filename: str, part: Path, sha256: str, size: int
 ) -> dict[str, Any]:
     """shipper's ``handle_chunked_build`` and ``run_validations``, in their order."""
     _validate_filename(filename)
@@ -478,13 +677,40 @@ def publish(
         )
     relpath = f"builds/{name.codename}/{filename}"
     try:
-        build = read_build(Source(repo, relpath, settings, file=part), folder=name.codename)
+        build = _uploaded_build(settings, relpath, part, name.codename, sha256, size)
     except FormatError as exc:
         raise _shipper(400, "invalid_build", f"The build cannot be published: {exc}") from exc
     target = repo / relpath
     _link_into_place(part, target)
     write_checksum(target, sha256)
     return _uploaded(settings, build)
+
+
+def _uploaded_build(
+    settings: StoreSettings, relpath: str, part: Path, codename: str, sha256: str, size: int
+) -> OtaBuild:
+    """What :func:`builder.shipper.ota.read_build` makes of the upload, without its read of
+    every byte: the name, device, variant, x86 type and version are :func:`publish`'s checks
+    above, the part file has no sidecars yet, and ``sha256`` is the part file's (hashed as it
+    arrived). What is left reads little: a zip that recovery can open (its central directory)."""
+    if not settings.ota_feed_base_url:
+        raise FormatError(NO_BASE_URL)
+    if size == 0:
+        raise FormatError("empty file")
+    check_zip(part)
+    name = parse_build_name(relpath.rsplit("/", 1)[-1], settings)
+    sidecar = read_sidecar(part, "ota-build")  # none yet: the defaults (enabled, no build_id)
+    return OtaBuild(
+        codename=codename,
+        variant=name.variant,
+        version=name.version,
+        date=name.date,
+        blob=Blob(relpath, size, sha256),
+        build_id=build_id_of(codename, relpath.rsplit("/", 1)[-1], sidecar),
+        enabled=sidecar["enabled"],
+        extra=name.extra,
+        x86_type=name.x86_type,
+    )
 
 
 def _link_into_place(part: Path, target: Path) -> None:
@@ -521,29 +747,48 @@ def _link_into_place(part: Path, target: Path) -> None:
 
 async def single_request_upload(request: Request) -> Response:
     """``POST …/chunked_upload/`` with the whole ``file``, ``filename`` and ``sha256`` at once (a
-    library feature shippy does not use): one chunk, then completion."""
+    library feature shippy does not use): one chunk, streamed and hashed on the way, then
+    completion."""
     user = await authenticate(request)
-    async with request.form(max_files=1, max_fields=20) as form:
-        chunk = form.get("file")
-        if not isinstance(chunk, UploadFile):
+    if int(request.headers.get("content-length") or 0) > MAX_BYTES + BLOCK:
+        raise _detail(400, f"Size of file exceeds the limit ({MAX_BYTES} bytes)")
+    ups = uploads(request)
+    upload_id = str(uuid.uuid4())
+    fd = await _lock_part(ups.part(upload_id), create=True)
+    row: dict[str, Any] | None = None
+    try:
+        writer = HashedWriter(fd, 0, (hashlib.sha256(),))
+        try:
+            form = await _read_form(request, writer)
+            await writer.close()
+        except BaseException:
+            await writer.abort()
+            raise
+        if not form.has_file:
             raise _detail(400, "No chunk file was submitted")
-        filename = _validate_filename(form.get("filename"))
-        checksum = form.get(CHECKSUM_TYPE)
-        if not isinstance(checksum, str) or not checksum:
+        filename = _validate_filename(form.fields.get("filename"))
+        checksum = form.fields.get(CHECKSUM_TYPE)
+        if not checksum:
             raise _detail(400, f"Checksum of type '{CHECKSUM_TYPE}' is required")
-        size = _chunk_size(chunk)
+        size = form.file_size
         if size > MAX_BYTES:
             raise _detail(400, f"Size of file exceeds the limit ({MAX_BYTES} bytes)")
-        row = _new_upload(user, filename, size)
-        ups = uploads(request)
+        row = _new_upload(user, filename, size, upload_id)
+        row["offset"] = size
         ups.table.insert(row)
-        try:
-            await run_in_threadpool(_append, ups, row, chunk, 0, size)
-            row["offset"] = size
-            result = await run_in_threadpool(_complete, ups, user, row, checksum)
-        except Exception:
-            await run_in_threadpool(_delete, ups, row)
-            raise
+        HASHES.put(upload_id, size, writer.digests[0])
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            ups.part(upload_id).unlink()
+        HASHES.drop(upload_id)
+        raise
+    os.close(fd)  # _complete takes the lock again
+    try:
+        result = await run_in_threadpool(_complete, ups, user, row, checksum)
+    except Exception:
+        await run_in_threadpool(_delete, ups, row)
+        raise
     await rebuild(request)
     return JSONResponse(result)
 
