@@ -13,6 +13,16 @@ IMMUTABLE_PREFIXES = ("files/", "assets/")
 # The only URLs that take large bodies: Qt's staff upload, shipper's chunks, the portal's APKs.
 UPLOAD_PREFIXES = ("/upload", "/api/v1/maintainers/chunked_upload/", "/portal/api/uploads/")
 
+# The access log `depot stats import-log` reads (docs/console.md, "Download statistics"):
+# nginx's "combined" format plus the Range header and the upstream address ("-" when nginx
+# answered from site/ itself; an answer the runtime gave was counted by the runtime).
+LOG_FORMAT = "depot_downloads"
+ACCESS_LOG = "/var/log/nginx/depot-access.log"
+LOG_FORMAT_LINE = (
+    f'log_format {LOG_FORMAT} \'$remote_addr - $remote_user [$time_local] "$request" $status '
+    '$body_bytes_sent "$http_referer" "$http_user_agent" "$http_range" "$upstream_addr"\';'
+)
+
 
 # Every location that proxies passes the client's own Host, port included, and how it reached
 # nginx: the runtime builds absolute URLs from them (Qt's iconUrl and purchase url, feed links),
@@ -63,9 +73,11 @@ def nginx_config(
         "upstream depot_runtime {",
         f"    server {upstream};",
         "}",
+        LOG_FORMAT_LINE,
         "",
         "server {",
         f"    listen {listen};",
+        f"    access_log {ACCESS_LOG} {LOG_FORMAT};",
         f"    server_name {server_name};",
         f"    root {site};",
         "    # Bodies are small everywhere but where uploads go (below): nginx refuses the rest",

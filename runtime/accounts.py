@@ -1,4 +1,5 @@
-"""Accounts: names, slow password hashes, staff flag, the OTA devices a user maintains."""
+"""Accounts: names, slow password hashes, staff flag, the OTA devices a user maintains, and
+whether the account is disabled (it cannot sign in, and none of its tokens or sessions work)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ class User:
     staff: bool
     devices: tuple[str, ...]
     full_name: str = ""
+    disabled: bool = False
 
 
 SessionEnder = Callable[[sqlite_utils.Database, int], None]
@@ -34,7 +36,8 @@ SESSION_ENDERS: list[SessionEnder] = []
 
 
 def on_password_change(end: SessionEnder) -> SessionEnder:
-    """Register how a dialect ends a user's interactive sessions when the password changes.
+    """Register how a dialect ends a user's interactive sessions when the password changes
+    (and when the account is disabled).
 
     Dialects register at import time, like their schemas (``runtime.dialects`` imports them), so
     accounts know no dialect and a new one is one call in its own module."""
@@ -44,7 +47,14 @@ def on_password_change(end: SessionEnder) -> SessionEnder:
 
 def _user(row: dict) -> User:
     devices = tuple(json.loads(row["devices"] or "[]"))
-    return User(row["id"], row["name"], bool(row["staff"]), devices, row.get("full_name") or "")
+    return User(
+        row["id"],
+        row["name"],
+        bool(row["staff"]),
+        devices,
+        row.get("full_name") or "",
+        bool(row.get("disabled")),
+    )
 
 
 class Accounts:
@@ -104,7 +114,47 @@ class Accounts:
         if not rows:
             verify_password(password, DUMMY_HASH)
             return None
-        return _user(rows[0]) if verify_password(password, rows[0]["password_hash"]) else None
+        if not verify_password(password, rows[0]["password_hash"]):
+            return None
+        user = _user(rows[0])
+        return None if user.disabled else user  # the password is checked all the same: same timing
 
     def all(self) -> list[User]:
         return [_user(r) for r in self.db.table("users").rows_where(order_by="name")]
+
+    def create(self, name: str, password: str, staff: bool = False, devices: list[str] | None = None) -> User:
+        """A new account; refused when the name is taken (:meth:`add` would update that one)."""
+        if self.get(name) is not None:
+            raise AccountError(f"a user {name!r} exists already")
+        return self.add(name, password, staff=staff, devices=devices)
+
+    def _changed(self, user_id: int, row: dict[str, object]) -> User:
+        if self.by_id(user_id) is None:
+            raise AccountError(f"no user with id {user_id}")
+        self.db.table("users").update(user_id, row)
+        user = self.by_id(user_id)
+        assert user is not None
+        return user
+
+    def set_password(self, user_id: int, password: str) -> User:
+        """A new password; ends the user's interactive sessions, as :meth:`add` does."""
+        if len(password) < MIN_PASSWORD:
+            raise AccountError(f"the password must have at least {MIN_PASSWORD} characters")
+        user = self._changed(user_id, {"password_hash": hash_password(password)})
+        self._end_sessions(user_id)
+        return user
+
+    def set_staff(self, user_id: int, staff: bool) -> User:
+        return self._changed(user_id, {"staff": int(staff)})
+
+    def set_devices(self, user_id: int, devices: list[str]) -> User:
+        return self._changed(user_id, {"devices": json.dumps(sorted(set(devices)))})
+
+    def set_disabled(self, user_id: int, disabled: bool) -> User:
+        """Disable an account: it cannot sign in, its interactive sessions end now and its API
+        tokens (runtime.tokens) stop working while it stays disabled; enabling it again brings
+        the tokens back (sessions are gone: the user signs in again)."""
+        user = self._changed(user_id, {"disabled": int(disabled)})
+        if disabled:
+            self._end_sessions(user_id)
+        return user

@@ -28,6 +28,7 @@ class RuntimeGroup(DepotGroup):
         "portal": "runtime.portal.cli",
         "device": "runtime.device.cli",
         "rollout": "runtime.device.cli",
+        "stats": "runtime.downloads_cli",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -53,21 +54,59 @@ add_commands(main)
 @keys_option
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-def serve_command(store: Store, keys: Path | None, host: str, port: int) -> None:
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Processes serving the one port (docs/operations.md: how many).",
+)
+def serve_command(store: Store, keys: Path | None, host: str, port: int, workers: int) -> None:
     """Build if needed, then serve site/ and the dynamic endpoints; with a key folder, sign
     site/tuf/ and keep its timestamp fresh."""
+    import os
+
     import uvicorn
 
-    from runtime.app import create_app
+    from runtime.accesslog import log_config
+    from runtime.app import create_app, start_up_once
     from runtime.config import RuntimeConfig
-    from runtime.security import uvicorn_limits
+    from runtime.security import protocol_name, uvicorn_limits
 
     config = RuntimeConfig.from_folders(store.repo, store.site, store.data, keys)  # a weak key stops here
     click.echo(summary(run_build(store, quiet=True, keys=config.keys)))
     limits = uvicorn_limits(
         config.server.header_timeout, config.server.max_connections, config.server.keep_alive_timeout
     )
-    uvicorn.run(create_app(config), host=host, port=port, log_level="info", access_log=True, **limits)
+    if workers == 1:
+        app = create_app(config)
+        logs = log_config()
+        uvicorn.run(app, host=host, port=port, log_level="info", access_log=True, log_config=logs, **limits)
+        return
+    # N processes on one socket: the start-up steps run once, here, and each worker makes its
+    # app from the environment (uvicorn starts workers as fresh interpreters); the secret key
+    # is var/secret.key (made by from_folders above) or DEPOT_SECRET_KEY, which they inherit.
+    start_up_once(config)
+    os.environ.update(
+        {
+            "DEPOT_SERVE_REPO": str(config.repo),
+            "DEPOT_SERVE_SITE": str(config.site),
+            "DEPOT_SERVE_DATA": str(config.data),
+            **({"DEPOT_KEYS": str(config.keys)} if config.keys else {}),
+        }
+    )
+    limits["http"] = protocol_name()
+    uvicorn.run(
+        "runtime.app:app_from_environment",
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=True,
+        log_config=log_config(),
+        **limits,
+    )
 
 
 @main.command("agent")
@@ -175,6 +214,56 @@ def user_add(
     except AccountError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"user {user.name} saved" + (" (staff)" if user.staff else ""))
+
+
+@user_group.command("list")
+@store_options
+def user_list(store: Store) -> None:
+    """Print every account: name, staff, disabled, OTA devices maintained, created."""
+    from runtime.accounts import Accounts
+    from runtime.dialects import load_dialects
+    from runtime.storage import open_database
+
+    load_dialects()
+    db = open_database(store.data)
+    created = {r["id"]: r["created"] for r in db.table("users").rows_where(select="id, created")}
+    click.echo("name\tstaff\tdisabled\tdevices\tcreated")
+    for u in Accounts(db).all():
+        click.echo(
+            f"{u.name}\t{'yes' if u.staff else 'no'}\t{'yes' if u.disabled else 'no'}"
+            f"\t{','.join(u.devices) or '-'}\t{created.get(u.id) or '-'}"
+        )
+
+
+def _set_disabled(store: Store, name: str, disabled: bool) -> None:
+    from runtime.accounts import Accounts
+    from runtime.dialects import load_dialects
+    from runtime.storage import open_database
+
+    load_dialects()  # their session enders end the account's sessions
+    accounts = Accounts(open_database(store.data))
+    user = accounts.get(name)
+    if user is None:
+        raise click.ClickException(f"no user {name!r}")
+    accounts.set_disabled(user.id, disabled)
+    done = "disabled: its sessions ended, its tokens stop working" if disabled else "enabled"
+    click.echo(f"user {name} {done}")
+
+
+@user_group.command("disable")
+@store_options
+@click.argument("name")
+def user_disable(store: Store, name: str) -> None:
+    """Disable an account: no sign-in, its sessions end, its tokens stop working."""
+    _set_disabled(store, name, True)
+
+
+@user_group.command("enable")
+@store_options
+@click.argument("name")
+def user_enable(store: Store, name: str) -> None:
+    """Enable a disabled account again (its tokens work again; it signs in anew)."""
+    _set_disabled(store, name, False)
 
 
 @main.group("token")

@@ -53,6 +53,9 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
     EnvVar("DEPOT_KEEP_ALIVE_TIMEOUT", "5", "seconds an idle kept-alive connection stays open"),
     EnvVar("DEPOT_MAX_CONNECTIONS", "1000", "open connections per depot serve process; beyond, refused"),
     EnvVar("DEPOT_KEYS", "", "key folder that signs site/tuf/ (TUF); else ./keys when it exists"),
+    EnvVar("DEPOT_SERVE_REPO", "", "set by depot serve --workers N for its workers: the repo/ folder"),
+    EnvVar("DEPOT_SERVE_SITE", "", "set by depot serve --workers N for its workers: the site/ folder"),
+    EnvVar("DEPOT_SERVE_DATA", "", "set by depot serve --workers N for its workers: the data folder"),
 )
 
 

@@ -7,25 +7,25 @@
 - :func:`cross_site_refusal`: the check for GET endpoints that change state (the Qt dialect's
   ``/login`` and ``/logout``, which Neptune sends as GET): a browser that was made to send one
   from another site says so with ``Origin`` or ``Sec-Fetch-Site``; Qt clients send neither.
-- :func:`slow_client_protocol`: uvicorn's h11 protocol with a deadline for the request head
-  and a cap on open connections, so a few hundred clients that never finish a request cannot
-  take every file descriptor of a directly exposed ``depot serve``.
+- :func:`slow_client_protocol`: uvicorn's HTTP protocol (httptools, else h11) with a deadline
+  for the request head, a cap on its size and a cap on open connections, so a few hundred
+  clients that never finish a request cannot take every file descriptor of a directly exposed
+  ``depot serve``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from builder.webpolicy import SECURITY_HEADERS
-
-if TYPE_CHECKING:
-    from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger("runtime.security")
 
@@ -90,35 +90,69 @@ def is_cross_site(request: Request) -> bool:
 
 # -- slow clients -------------------------------------------------------------------------------
 
+# A request head above this many bytes answers 400 (h11: ``h11_max_incomplete_event_size``).
+MAX_HEAD_BYTES = 16 * 1024
 
-def slow_client_protocol(header_timeout: float, max_connections: int) -> type[H11Protocol]:
-    """uvicorn's h11 protocol, with two limits uvicorn does not have:
 
-    - a connection must send a whole request head within ``header_timeout`` seconds of opening
-      (and of the end of its previous answer), else it is closed; uvicorn itself waits for ever
-      once a client has sent one byte;
-    - at most ``max_connections`` connections are open; one beyond is closed at once, so the
-      process always keeps descriptors for its files and database. (uvicorn's own
-      ``limit_concurrency``, set to the same number, answers 503 to requests at the limit.)
-    """
+@dataclass
+class ProtocolLimits:
+    """What :func:`slow_client_protocol` configured; read by the protocol classes, which are
+    module-level so that ``depot serve --workers N`` can name them to its worker processes."""
+
+    header_timeout: float = 10.0
+    max_connections: int = 1000
+    next_warning: float = 0.0
+
+
+LIMITS = ProtocolLimits()
+
+
+class _HeadDeadline:
+    """The deadline for a request head and the connection cap, shared by both protocols."""
+
+    transport: asyncio.Transport
+    loop: asyncio.AbstractEventLoop
+    connections: set[Any]
+    _head_deadline: asyncio.TimerHandle | None = None
+
+    def _refuse_beyond_the_cap(self) -> bool:
+        if len(self.connections) <= LIMITS.max_connections:
+            return False
+        now = self.loop.time()
+        if now >= LIMITS.next_warning:  # one line a minute, not one per connection
+            LIMITS.next_warning = now + 60
+            log.warning("%d connections open; refusing new ones", LIMITS.max_connections)
+        self.transport.close()
+        return True
+
+    def _arm_head_deadline(self) -> None:
+        self._disarm_head_deadline()
+        self._head_deadline = self.loop.call_later(LIMITS.header_timeout, self._head_too_slow)
+
+    def _disarm_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _waiting_for_a_head(self) -> bool:
+        raise NotImplementedError
+
+    def _head_too_slow(self) -> None:
+        self._head_deadline = None
+        if not self.transport.is_closing() and self._waiting_for_a_head():
+            self.transport.close()
+
+
+@functools.cache
+def _h11_protocol() -> type[Any]:
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    refused = {"next_warning": 0.0}
-
-    class SlowClientProtocol(H11Protocol):
-        _head_deadline: asyncio.TimerHandle | None = None
-
+    class SlowClientProtocol(_HeadDeadline, H11Protocol):
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            if len(self.connections) > max_connections:
-                now = self.loop.time()
-                if now >= refused["next_warning"]:  # one line a minute, not one per connection
-                    refused["next_warning"] = now + 60
-                    log.warning("%d connections open; refusing new ones", max_connections)
-                self.transport.close()
-                return
-            self._arm_head_deadline()
+            if not self._refuse_beyond_the_cap():
+                self._arm_head_deadline()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm_head_deadline()
@@ -134,21 +168,119 @@ def slow_client_protocol(header_timeout: float, max_connections: int) -> type[H1
             if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
                 self._arm_head_deadline()  # kept alive: the next head has the same deadline
 
-        def _arm_head_deadline(self) -> None:
-            self._disarm_head_deadline()
-            self._head_deadline = self.loop.call_later(header_timeout, self._head_too_slow)
-
-        def _disarm_head_deadline(self) -> None:
-            if self._head_deadline is not None:
-                self._head_deadline.cancel()
-                self._head_deadline = None
-
-        def _head_too_slow(self) -> None:
-            self._head_deadline = None
-            if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
-                self.transport.close()
+        def _waiting_for_a_head(self) -> bool:
+            return bool(self.conn.their_state is h11.IDLE)
 
     return SlowClientProtocol
+
+
+@functools.cache
+def _httptools_protocol() -> type[Any] | None:
+    """The same limits over uvicorn's httptools protocol (the C parser, several times faster
+    than h11 for small answers), plus the head size cap h11 has and httptools has not."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:  # httptools is not installed
+        return None
+
+    class FastSlowClientProtocol(_HeadDeadline, HttpToolsProtocol):
+        # heads parsed and answers finished: equal while the connection waits for (the rest
+        # of) a head; a pipelined head that is already in counts as parsed.
+        _heads = 0
+        _answered = 0
+        _head_bytes = 0  # URL and header bytes of the head being parsed
+        _partial_bytes = 0  # bytes received while a head is begun and not complete
+        _in_head = False
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if not self._refuse_beyond_the_cap():
+                self._arm_head_deadline()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm_head_deadline()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._in_head and not self.transport.is_closing():
+                # bytes of a head still incomplete, which httptools buffers: capped like h11's
+                self._partial_bytes += len(data)
+                if self._partial_bytes > MAX_HEAD_BYTES:
+                    self.send_400_response("Request head too large.")
+
+        def on_message_begin(self) -> None:
+            self._in_head, self._head_bytes, self._partial_bytes = True, 0, 0
+            super().on_message_begin()
+
+        def on_url(self, url: bytes) -> None:
+            self._count_head(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._count_head(len(name) + len(value) + 4)  # ": " and CRLF
+            super().on_header(name, value)
+
+        def _count_head(self, size: int) -> None:
+            self._head_bytes += size
+            if self._head_bytes > MAX_HEAD_BYTES:
+                # raised inside the parser's callback: uvicorn answers 400 and closes, and no
+                # request of this head reaches the application
+                raise ValueError("request head too large")
+
+        def on_headers_complete(self) -> None:
+            self._heads += 1
+            self._in_head = False
+            self._disarm_head_deadline()  # the head is in; the body has no deadline here
+            super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            self._answered += 1
+            super().on_response_complete()
+            if not self.transport.is_closing() and self._waiting_for_a_head():
+                self._arm_head_deadline()  # kept alive: the next head has the same deadline
+
+        def _waiting_for_a_head(self) -> bool:
+            return self._heads == self._answered
+
+    return FastSlowClientProtocol
+
+
+def __getattr__(name: str) -> Any:
+    """``runtime.security:HTTPTOOLS_PROTOCOL_CLASS`` and ``:H11_PROTOCOL_CLASS``, what
+    ``depot serve --workers`` names to uvicorn: made on first use, so that uvicorn is imported
+    only by what serves."""
+    made = {"H11_PROTOCOL_CLASS": _h11_protocol, "HTTPTOOLS_PROTOCOL_CLASS": _httptools_protocol}.get(name)
+    protocol = made() if made is not None else None
+    if protocol is None:
+        raise AttributeError(name)
+    return protocol
+
+
+def slow_client_protocol(header_timeout: float, max_connections: int) -> type[Any]:
+    """uvicorn's HTTP protocol (httptools when installed, else h11), with limits uvicorn does
+    not have:
+
+    - a connection must send a whole request head within ``header_timeout`` seconds of opening
+      (and of the end of its previous answer), else it is closed; uvicorn itself waits for ever
+      once a client has sent one byte;
+    - at most ``max_connections`` connections are open; one beyond is closed at once, so the
+      process always keeps descriptors for its files and database. (uvicorn's own
+      ``limit_concurrency``, set to the same number, answers 503 to requests at the limit.)
+    - a request head above :data:`MAX_HEAD_BYTES` answers 400.
+
+    The limits are the process's (:data:`LIMITS`); the last call sets them.
+    """
+    LIMITS.header_timeout, LIMITS.max_connections = header_timeout, max_connections
+    return _httptools_protocol() or _h11_protocol()
+
+
+def protocol_name() -> str:
+    """The import string of :func:`slow_client_protocol`'s class, for uvicorn's worker processes
+    (which configure :data:`LIMITS` from the environment in the app factory)."""
+    if _httptools_protocol() is not None:
+        return "runtime.security:HTTPTOOLS_PROTOCOL_CLASS"
+    return "runtime.security:H11_PROTOCOL_CLASS"
 
 
 # Descriptors a process keeps for what is not a client connection: files it serves, a database
@@ -191,5 +323,5 @@ def uvicorn_limits(header_timeout: float, max_connections: int, keep_alive: int)
         "http": slow_client_protocol(header_timeout, max_connections),
         "limit_concurrency": max_connections,
         "timeout_keep_alive": keep_alive,
-        "h11_max_incomplete_event_size": 16 * 1024,  # a request head above 16 KiB answers 400
+        "h11_max_incomplete_event_size": MAX_HEAD_BYTES,  # a request head above 16 KiB answers 400
     }

@@ -72,7 +72,12 @@ def _core_v4(db: sqlite_utils.Database) -> None:
     db.table("tokens").create_index(["purpose", "expires"])  # sweeping ended sessions
 
 
-SCHEMAS: dict[str, list[Migration]] = {"core": [_core_v1, _core_v2, _core_v3, _core_v4]}
+def _core_v5(db: sqlite_utils.Database) -> None:
+    # a disabled account cannot sign in and none of its tokens or sessions work (runtime.accounts)
+    db.table("users").add_column("disabled", int, not_null_default=0)
+
+
+SCHEMAS: dict[str, list[Migration]] = {"core": [_core_v1, _core_v2, _core_v3, _core_v4, _core_v5]}
 
 
 def register_schema(namespace: str, migrations: list[Migration]) -> None:

@@ -93,7 +93,7 @@ class Tokens:
         row = rows[0] if rows and hmac.compare_digest(rows[0]["token_hash"], wanted) else None
         if row is None:
             return None
-        if row["revoked"] or row["purpose"] != purpose:
+        if row["revoked"] or row["purpose"] != purpose or self.owner_disabled(row["user_id"]):
             return None
         now = now_iso()
         if row["expires"] and row["expires"] <= now:
@@ -103,6 +103,11 @@ class Tokens:
             changes["expires"] = iso_in(renew)
         self.db.table("tokens").update(row["id"], changes)
         return _token({**row, **changes})
+
+    def owner_disabled(self, user_id: int) -> bool:
+        """The token's account is disabled (runtime.accounts): none of its tokens work then."""
+        row = self.db.execute("SELECT disabled FROM users WHERE id = ?", [user_id]).fetchone()
+        return bool(row and row[0])
 
     def all(self, user_id: int | None = None, purpose: str | None = None) -> list[Token]:
         """Every live token (of one user, of one purpose), for listings; secrets never included."""

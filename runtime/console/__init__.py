@@ -17,7 +17,13 @@ from starlette.routing import BaseRoute
 from runtime.console.pages import routes as frame_routes
 
 # The modules of the role pages; each has ROUTES. One line per module.
-PAGE_MODULES: list[str] = []
+PAGE_MODULES: list[str] = [
+    "runtime.console.developer",
+    "runtime.console.maintainer",
+    "runtime.console.staff",
+    "runtime.console.stats",
+    "runtime.console.fleet",
+]
 
 
 def routes() -> list[BaseRoute]:

@@ -30,7 +30,11 @@ from runtime.services import client_address, services
 
 Page = Callable[[Request, ConsoleSession], Awaitable[Response]]
 MAX_FORM = 64 * 1024  # a console form names things and carries a reason: a few kilobytes
-STATIC = {"console.css": "text/css; charset=utf-8", "console.js": "text/javascript; charset=utf-8"}
+STATIC = {
+    "console.css": "text/css; charset=utf-8",
+    "console.js": "text/javascript; charset=utf-8",
+    "upload.js": "text/javascript; charset=utf-8",
+}
 
 
 class FormTooLargeError(Exception):

@@ -25,6 +25,7 @@ NAV = (  # (path, label, role) in the order the menu shows them; role None: ever
     ("/console/users", "Users", "staff"),
     ("/console/tokens", "Tokens", "staff"),
     ("/console/apps", "My apps", None),
+    ("/console/ci-tokens", "CI tokens", None),
     ("/console/ota", "OTA builds", "maintainer"),
     ("/console/stats", "Statistics", None),
     ("/console/fleet", "Fleet", "staff"),

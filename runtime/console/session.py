@@ -99,11 +99,13 @@ def clear_cookie(response: Response, request: Request) -> None:
 def same_site(request: Request) -> bool:
     """The POST comes from a console page of this origin, as far as the browser says."""
     origin = request.headers.get("origin")
+    fetch_site = request.headers.get("sec-fetch-site")
+    if origin == "null":  # what browsers send under the runtime's Referrer-Policy: no-referrer
+        return fetch_site == "same-origin"
     if origin is not None:
         return origin == f"{request.url.scheme}://{request.url.netloc}" or (
             secure(request) and origin == f"https://{request.url.netloc}"
         )
-    fetch_site = request.headers.get("sec-fetch-site")
     return fetch_site in (None, "same-origin", "none")
 
 

@@ -157,9 +157,11 @@ def register(main: click.Group) -> None:
     @click.argument("version_id")
     def portal_approve(store: Store, version_id: str) -> None:
         """Approve a version that passed validation."""
-        from runtime.portal.review import approve
+        from runtime.portal.review import approve, expand_id
 
-        click.echo(_said(_review(store, lambda db: approve(db, version_id, _actor()))))
+        click.echo(
+            _said(_review(store, lambda db: approve(db, expand_id(db, "version", version_id), _actor())))
+        )
 
     @portal.command("reject")
     @store_options
@@ -167,9 +169,13 @@ def register(main: click.Group) -> None:
     @click.option("--reason", required=True, help="What the developer must change.")
     def portal_reject(store: Store, version_id: str, reason: str) -> None:
         """Reject a version with a reason."""
-        from runtime.portal.review import reject
+        from runtime.portal.review import expand_id, reject
 
-        click.echo(_said(_review(store, lambda db: reject(db, version_id, reason, _actor()))))
+        click.echo(
+            _said(
+                _review(store, lambda db: reject(db, expand_id(db, "version", version_id), reason, _actor()))
+            )
+        )
 
     @portal.command("release")
     @store_options
@@ -181,14 +187,19 @@ def register(main: click.Group) -> None:
         store: Store, keys: Path | None, version_id: str, countries: str, vehicle_contexts: str
     ) -> None:
         """Make an approved version live for the given targets, publish it and rebuild."""
-        from runtime.portal.review import ReviewError, parse_targets, release
+        from runtime.portal.review import ReviewError, expand_id, parse_targets, release
 
         try:
             c, v = parse_targets(countries, vehicle_contexts)
         except ReviewError as exc:
             raise click.ClickException(str(exc)) from exc
         row = _review(
-            store, lambda db: release(db, store.repo, store.data, version_id, c, v, _actor()), True, keys
+            store,
+            lambda db: release(
+                db, store.repo, store.data, expand_id(db, "version", version_id), c, v, _actor()
+            ),
+            True,
+            keys,
         )
         click.echo(_said(row) + f" in {', '.join(c)}")
 
@@ -198,18 +209,60 @@ def register(main: click.Group) -> None:
     @click.argument("version_id")
     def portal_withdraw(store: Store, keys: Path | None, version_id: str) -> None:
         """Take a live version out of the catalog (it goes back to approved) and rebuild."""
-        from runtime.portal.review import withdraw
+        from runtime.portal.review import expand_id, withdraw
 
-        click.echo(
-            _said(_review(store, lambda db: withdraw(db, store.repo, version_id, _actor()), True, keys))
-        )
+        def action(db: sqlite_utils.Database) -> dict:
+            return withdraw(db, store.repo, expand_id(db, "version", version_id), _actor())
+
+        click.echo(_said(_review(store, action, True, keys)))
 
     @portal.command("resolve")
     @store_options
     @click.argument("finding_id")
     def portal_resolve(store: Store, finding_id: str) -> None:
         """Mark a finding resolved, so it no longer counts as an open issue."""
-        from runtime.portal.review import resolve
+        from runtime.portal.review import expand_id, resolve
 
-        finding = _review(store, lambda db: resolve(db, finding_id, _actor()))
-        click.echo(f"finding {finding_id} ({finding['code']}) resolved")
+        finding = _review(store, lambda db: resolve(db, expand_id(db, "finding", finding_id), _actor()))
+        click.echo(f"finding {finding['id']} ({finding['code']}) resolved")
+
+    @portal.command("show")
+    @store_options
+    @click.argument("version_id")
+    def portal_show(store: Store, version_id: str) -> None:
+        """Show one version (a full id or its first characters): facts, targets, findings with
+        their ids (for `depot portal resolve`) and what the store team did with it."""
+        import json
+
+        from runtime.portal.review import expand_id
+        from runtime.portal.store import rows, runs_with_findings, version
+
+        db = _db(store)
+        row = _review(store, lambda db: version(db, expand_id(db, "version", version_id)) or {})
+        facts = json.loads(row["facts"] or "{}")
+        for label, value in (
+            ("id", row["id"]),
+            ("package", row["package"]),
+            ("version", f"{row['version_code']} ({row['version_name']})"),
+            ("status", row["status"] + (f": {row['reason']}" if row["reason"] else "")),
+            ("size", f"{row['size']} bytes"),
+            ("sha256", row["sha256"]),
+            ("signer", f"{facts.get('signer_subject', '?')} (SHA-256 {row['signer_sha256']})"),
+            ("min_sdk", facts.get("min_sdk")),
+            ("target_sdk", facts.get("target_sdk")),
+            ("abis", ", ".join(facts.get("abis") or []) or "any"),
+            ("permissions", ", ".join(facts.get("permissions") or []) or "none"),
+            ("countries", ", ".join(json.loads(row["countries"] or "[]")) or "-"),
+            ("vehicle_contexts", ", ".join(json.loads(row["vehicle_contexts"] or "[]")) or "-"),
+            ("uploaded", row["created"]),
+        ):
+            click.echo(f"{label}:\t{value}")
+        click.echo("findings (id\tseverity\tstatus\tcode\tmessage):")
+        for run in runs_with_findings(db, row["id"]):
+            for f in run["findings"]:
+                click.echo(f"  {f['id']}\t{f['severity']}\t{f['status']}\t{f['code']}\t{f['message']}")
+        click.echo("events:")
+        for e in rows(db, "SELECT * FROM portal_events WHERE version_id = ? ORDER BY id", [row["id"]]):
+            click.echo(
+                f"  {e['created']}\t{e['actor']}\t{e['action']}" + (f"\t{e['detail']}" if e["detail"] else "")
+            )

@@ -67,6 +67,8 @@ def bearer_token(request: Request) -> Token:
     rows = list(db.table("tokens").rows_where(where, [token_hash(raw)], limit=1))
     if rows and rows[0]["revoked"]:
         raise error(401, "token_revoked", "This CI token was revoked.")
+    if rows and Tokens(db).owner_disabled(rows[0]["user_id"]):
+        raise error(401, "account_disabled", "The account of this CI token is disabled.")
     if rows:
         raise error(401, "token_expired", f"This CI token expired on {rows[0]['expires']}.")
     raise error(401, "token_invalid", "Unknown CI token.")

@@ -29,6 +29,27 @@ class ReviewError(ValueError):
     """A refused transition; the message says what state the version is in and why."""
 
 
+ID_TABLES = {"version": "portal_versions", "finding": "portal_findings"}
+MIN_PREFIX = 4  # a shorter prefix would match by accident
+
+
+def expand_id(db: sqlite_utils.Database, kind: str, prefix: str) -> str:
+    """The full id of the one version (or finding) whose id starts with ``prefix``, as a person
+    types it from a listing; a full id is itself. Refused when none or several match."""
+    table = ID_TABLES[kind]
+    wanted = prefix.strip().lower()
+    if one(db, f"SELECT id FROM {table} WHERE id = ?", [wanted]):
+        return wanted
+    if len(wanted) < MIN_PREFIX or not wanted.isalnum():
+        raise ReviewError(f"no {kind} {prefix!r} (give at least {MIN_PREFIX} characters of its id)")
+    found = rows(db, f"SELECT id FROM {table} WHERE id LIKE ? ORDER BY id LIMIT 3", [wanted + "%"])
+    if not found:
+        raise ReviewError(f"no {kind} {prefix!r}")
+    if len(found) > 1:
+        raise ReviewError(f"{prefix!r} is the start of several {kind} ids: give more characters")
+    return str(found[0]["id"])
+
+
 def stored_apk(data: Path, version_id: str) -> Path:
     return data / "portal" / "apks" / f"{version_id}.apk"
 

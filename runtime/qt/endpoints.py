@@ -22,6 +22,7 @@ from builder.qt.arch import normalize_client_arch
 from builder.qt.tags import TagError, TagList
 from runtime.accounts import Accounts
 from runtime.bodies import SMALL_BODY, BodyTooLargeError, read_body
+from runtime.downloads import counter_for, counts_as_download
 from runtime.errors import ApiError
 from runtime.files import file_response
 from runtime.logins import password_login
@@ -207,7 +208,10 @@ async def purchase(request: Request) -> Response:
     settings = q.settings()
     p = await _get_or_form(request)
     session = q.sessions.load(request)
-    user = await run_in_threadpool(q.sessions.user, session)
+    # Two reads by key on this thread's connection: in WAL mode a reader never waits for a
+    # writer, and the hop to a worker thread cost more than the reads (half of the answer's
+    # time under load, docs/benchmarks.md "depot serve beside nginx").
+    user = q.sessions.user(session)
     if user is None:
         return q.sessions.save(session, Response("no login", status_code=403, media_type="text/html"))
     device_id = p.get("device_id", "")
@@ -264,8 +268,14 @@ async def download(request: Request) -> Response:
         return _refuse(503, "store signing is not available")
     filename = variant["id"] + DOWNLOAD_SUFFIX
     if signed is not None:
-        return file_response(signed, PACKAGE_TYPE, filename=filename)
-    return file_response(package, PACKAGE_TYPE, sha256=variant["sha256"], filename=filename)
+        response = file_response(signed, PACKAGE_TYPE, filename=filename)
+    else:
+        response = file_response(package, PACKAGE_TYPE, sha256=variant["sha256"], filename=filename)
+    # the store-wide download statistics (runtime.downloads): a fresh GET that got the bytes
+    fresh = counts_as_download(request.method, request.headers.get("range"))
+    if response.status_code in (200, 206) and fresh:
+        counter_for(q.svc.storage.path).record("qt", variant["id"])
+    return response
 
 
 def _refuse(status: int, message: str) -> Response:

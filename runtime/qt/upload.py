@@ -119,12 +119,12 @@ async def handle_upload(request: Request, q: QtServices) -> Response:
             if fields.get("package") is not PACKAGE:
                 temp.unlink()
                 temp = None
-            return await _checked_upload(request, q, fields, temp)
+            return await checked_upload(request, q, fields, temp)
         finally:
             if temp is not None:
                 with contextlib.suppress(FileNotFoundError):
                     temp.unlink()
-    return await _checked_upload(request, q, dict(request.query_params), None)
+    return await checked_upload(request, q, dict(request.query_params), None)
 
 
 PACKAGE = object()  # the form's "package" value: a file part, streamed to the temporary file
@@ -170,7 +170,10 @@ async def _stream_fields(request: Request, fd: int) -> dict[str, Any] | None:
     return fields
 
 
-async def _checked_upload(request: Request, q: Any, fields: dict[str, Any], temp: Path | None) -> Response:
+async def checked_upload(request: Request, q: Any, fields: dict[str, Any], temp: Path | None) -> Response:
+    """The rest of POST /upload once the form is read (``temp``: the package part, on disk):
+    every check and message of the reference, then the package stored and the catalog rebuilt.
+    The console's upload form calls it too, so both answer with the same words."""
     for name, message in (
         ("description", "no description"),
         ("short-description", "no short description"),

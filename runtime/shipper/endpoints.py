@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import html
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
 
+import sqlite_utils
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -30,6 +31,7 @@ from builder.shipper.ota import (
     read_checksum_file,
 )
 from runtime.accounts import Accounts
+from runtime.downloads import counter_for
 from runtime.errors import ApiError
 from runtime.files import file_response
 from runtime.logins import password_login
@@ -137,6 +139,12 @@ def record_download(request: Request, codename: str, path: Path, download_type: 
     )
 
 
+def count_served(request: Request, codename: str, path: Path) -> None:
+    """The store-wide download statistics (runtime.downloads, batched in memory): a download
+    this runtime served or redirected to, not a count an updater reported."""
+    counter_for(services(request).storage.path).record("ota", f"{codename}/{path.name.removesuffix('.zip')}")
+
+
 def _find_build(request: Request, fields: dict, v2: bool) -> tuple[str, Path]:
     repo = services(request).config.repo
     file_name = fields.get("file_name")
@@ -195,17 +203,28 @@ async def counter_v1(request: Request) -> Response:
     return JSONResponse({"message": "The request was successful!"})
 
 
+def download_count(db: sqlite_utils.Database, period: str, codenames: Sequence[str] | None = None) -> int:
+    """shipper's rolling count: rows of the last 1, 7 or 31 days (``day``, ``week``, ``month``)
+    or every row (``all``); only those devices' with ``codenames``. KeyError: another period."""
+    where: list[str] = []
+    args: list[object] = []
+    if period != "all":
+        where.append("time >= ?")
+        args.append(time.time() - WINDOWS[period] * 86400)
+    if codenames is not None:
+        where.append(f"codename IN ({', '.join('?' for _ in codenames)})" if codenames else "0")
+        args.extend(codenames)
+    sql = "SELECT count(*) FROM shipper_downloads" + (" WHERE " + " AND ".join(where) if where else "")
+    (n,) = db.execute(sql, args).fetchone()
+    return int(n)
+
+
 async def count(request: Request) -> Response:
     await throttle(request)
     period = request.path_params["period"]
-    db = services(request).storage.db
-    if period == "all":
-        (n,) = db.execute("SELECT count(*) FROM shipper_downloads").fetchone()
-    elif period in WINDOWS:
-        since = time.time() - WINDOWS[period] * 86400
-        (n,) = db.execute("SELECT count(*) FROM shipper_downloads WHERE time >= ?", [since]).fetchone()
-    else:
+    if period != "all" and period not in WINDOWS:
         return JSONResponse({"detail": "Not found."}, status_code=404)
+    n = download_count(services(request).storage.db, period)
     return JSONResponse({"count": n}, headers=NO_STORE)
 
 
@@ -251,6 +270,7 @@ async def download_check(request: Request) -> Response:
     codename, path = await run_in_threadpool(_published_build, request)
     if _counts_as_download(request, request.path_params["file_name"]):
         record_download(request, codename, path, "update")
+        count_served(request, codename, path)
     try:
         sha256 = read_checksum_file(path.with_name(path.name + CHECKSUM_SUFFIX))
     except FormatError:
@@ -273,6 +293,7 @@ async def magic_download(request: Request) -> Response:
     codename, path = await run_in_threadpool(_published_build, request)
     stem = request.path_params["file_name"]
     record_download(request, codename, path, "download")
+    count_served(request, codename, path)
     base = services(request).settings().ota_feed_base_url
     marker = _links(request).make({"f": stem}, expires_in=3600)
     target = feeds.download_url(base, codename, stem) + f"?{COUNTED_PARAM}={quote(marker)}"

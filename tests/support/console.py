@@ -23,7 +23,7 @@ PASSWORD = "console-password-1"
 ACCOUNTS = {  # name → (staff, OTA devices maintained)
     "staff": (True, ()),
     "dev": (False, ()),
-    "maint": (False, ("taimen",)),
+    "maint": (False, ("bullhead",)),
 }
 CSRF = re.compile(r'name="csrf" value="([0-9a-f]{64})"')
 
