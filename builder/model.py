@@ -318,6 +318,8 @@ class PortalSettings:
     forbidden_permissions: tuple[str, ...] = ()
     review_permissions: tuple[str, ...] = ()
     upload_limit_bytes: int = 2 * 1024**3
+    release_countries: tuple[str, ...] = ()  # the release form's choices (the console)
+    release_vehicle_contexts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

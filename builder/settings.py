@@ -440,6 +440,20 @@ PORTAL = Table(
         Option("forbidden_permissions", STRINGS, (), "permissions that get a blocking finding"),
         Option("review_permissions", STRINGS, (), "permissions that get a warning for the store team"),
         Option(
+            "release_countries",
+            STRINGS,
+            (),
+            "the countries the console offers as release targets (ISO 3166-1 alpha-2)",
+            pattern=COUNTRY,
+        ),
+        Option(
+            "release_vehicle_contexts",
+            STRINGS,
+            (),
+            "the vehicle contexts the console offers as release targets",
+            pattern=VEHICLE_CONTEXT,
+        ),
+        Option(
             "upload_limit_bytes",
             INTEGER,
             PortalSettings.upload_limit_bytes,

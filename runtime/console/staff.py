@@ -34,6 +34,7 @@ from starlette.routing import BaseRoute, Route
 
 from builder.atomic import TEMP_PREFIX, fsync_dir
 from builder.errors import FormatError
+from builder.model import PortalSettings
 from builder.portal.apk import FOLDER as ANDROID_FOLDER
 from builder.qt.render import ALL
 from builder.sidecars import SIDECAR_SUFFIX, read_sidecar
@@ -136,12 +137,15 @@ def status_counts(db: sqlite_utils.Database) -> dict[str, int]:
     return counts
 
 
-def known_targets(db: sqlite_utils.Database, repo: Path) -> tuple[list[str], list[str]]:
-    """The countries and vehicle contexts the store releases to already (any version's targets,
-    and every published APK's sidecar): the choices of the release form. A new one is typed in
-    beside them and checked by ``parse_targets`` like the CLI's."""
-    countries: set[str] = set()
-    contexts: set[str] = set()
+def known_targets(
+    db: sqlite_utils.Database, repo: Path, portal: PortalSettings | None = None
+) -> tuple[list[str], list[str]]:
+    """The choices of the release form: the targets ``[portal] release_countries`` and
+    ``release_vehicle_contexts`` list, and those the store releases to already (any version's
+    targets, every published APK's sidecar). A new one is typed in beside them and checked by
+    ``parse_targets`` like the CLI's."""
+    countries: set[str] = set(portal.release_countries) if portal else set()
+    contexts: set[str] = set(portal.release_vehicle_contexts) if portal else set()
     for r in rows(db, "SELECT countries, vehicle_contexts FROM portal_versions"):
         countries.update(json.loads(r["countries"] or "[]"))
         contexts.update(json.loads(r["vehicle_contexts"] or "[]"))
@@ -182,13 +186,15 @@ async def review_page(request: Request, session: ConsoleSession) -> Response:
     )
 
 
-def _version_context(db: sqlite_utils.Database, repo: Path, version_id: str) -> dict[str, Any] | None:
+def _version_context(
+    db: sqlite_utils.Database, repo: Path, version_id: str, portal: PortalSettings | None = None
+) -> dict[str, Any] | None:
     row = version(db, version_id)
     if row is None:
         return None
     finish_stale_runs(db, repo, version_id)
     row = rows(db, VERSIONS + " WHERE v.id = ?", [version_id])[0]
-    countries, contexts = known_targets(db, repo)
+    countries, contexts = known_targets(db, repo, portal)
     events = rows(db, "SELECT * FROM portal_events WHERE version_id = ? ORDER BY id", [version_id])
     return {
         "v": _view(db, row),
@@ -203,7 +209,9 @@ async def _version_page(
     request: Request, session: ConsoleSession, version_id: str, status: int = 200, **extra: Any
 ) -> Response:
     svc = services(request)
-    context = await run_in_threadpool(_version_context, svc.storage.db, svc.config.repo, version_id)
+    context = await run_in_threadpool(
+        _version_context, svc.storage.db, svc.config.repo, version_id, svc.settings().portal
+    )
     if context is None:
         return not_found(request, session, f"There is no version {version_id!r}.")
     v = context["v"]

@@ -596,3 +596,18 @@ def test_cli_portal_show_and_short_ids(store: ConsoleStore) -> None:
     for prefix, words in (("abc", "at least 4 characters"), ("ffffffff", "no version 'ffffffff'")):
         refused = cli(store, "portal", "show", prefix)
         assert refused.exit_code != 0 and words in refused.output
+
+
+def test_the_release_form_offers_the_targets_depot_toml_lists(store: ConsoleStore) -> None:
+    with (store.repo / "depot.toml").open("a", encoding="utf-8") as toml:  # into POLICY's [portal]
+        toml.write('release_countries = ["FR", "IT"]\nrelease_vehicle_contexts = ["van"]\n')
+    version_id = in_review(store)
+    csrf = store.sign_in("staff")
+    page = f"/console/review/{version_id}"
+    assert post(store, f"{page}/approve", csrf).status_code == 303
+    form = store.client.get(page).text
+    for box in ('id="country-FR"', 'id="country-IT"', 'id="context-van"'):
+        assert box in form
+    released = post(store, f"{page}/release", csrf, country=["IT"], context=["van"])
+    assert released.status_code == 303, released.text
+    assert status_of(store, version_id) == "live"
