@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from runtime.console.pages import guarded, posted
+from runtime.console.pages import guarded, posted, whole_number
 from runtime.console.render import page
 from runtime.console.session import ConsoleSession
 from runtime.portal.endpoints import MAX_TOKEN_DAYS, create_ci_token, token_view
@@ -88,7 +88,7 @@ def _tokens_page(request: Request, session: ConsoleSession, status: int = 200, *
 async def tokens_page(request: Request, session: ConsoleSession) -> Response:
     notice = ""
     revoked = request.query_params.get("revoked", "")
-    if revoked.isdigit():
+    if whole_number(revoked) is not None:
         notice = f"Token {revoked} is revoked: CI jobs using it are refused from now on."
     return await run_in_threadpool(_tokens_page, request, session, notice=notice)
 
@@ -102,7 +102,8 @@ async def create_token(request: Request, session: ConsoleSession) -> Response:
     form = {"name": name, "app": app or "", "expires_days": days_text}
     days: int | None = None
     if days_text:
-        if not days_text.isdigit():
+        days_number = whole_number(days_text)
+        if days_number is None:
             return await run_in_threadpool(
                 _tokens_page,
                 request,
@@ -111,7 +112,7 @@ async def create_token(request: Request, session: ConsoleSession) -> Response:
                 error="The expiry must be a whole number of days.",
                 form=form,
             )
-        days = int(days_text)
+        days = days_number
     db = services(request).storage.db
     try:
         token, raw = await run_in_threadpool(create_ci_token, db, session.user, name, app, days)
@@ -124,9 +125,8 @@ async def create_token(request: Request, session: ConsoleSession) -> Response:
 
 @guarded()
 async def revoke_token(request: Request, session: ConsoleSession) -> Response:
-    try:
-        token_id = int(request.path_params["token_id"])
-    except ValueError:
+    token_id = whole_number(request.path_params["token_id"])
+    if token_id is None:
         token_id = -1
 
     def revoke() -> bool:  # DELETE /portal/api/ci-tokens/{id}: a live ci token of this account only

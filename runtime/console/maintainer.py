@@ -43,10 +43,10 @@ from builder.model import StoreSettings
 from builder.shipper.ota import iter_build_files, parse_build_name
 from runtime.accounts import User
 from runtime.clock import iso_in
-from runtime.console.pages import forbidden, guarded, posted
+from runtime.console.pages import forbidden, guarded, posted, whole_number
 from runtime.console.render import page
 from runtime.console.session import PURPOSE as SESSION_PURPOSE
-from runtime.console.session import ConsoleSession
+from runtime.console.session import SIGN_OUT_HOOKS, ConsoleSession
 from runtime.services import services
 from runtime.shipper.builds import build_id_for, find_by_id, is_enabled, update_sidecar
 from runtime.shipper.common import TOKEN_PURPOSE, may_maintain, rebuild
@@ -115,16 +115,20 @@ def builds_of(repo: Any, settings: StoreSettings, db: Any, user: User) -> list[d
 
 
 def upload_token(db: Any, session: ConsoleSession) -> str:
-    """A fresh ``ota`` token for this page's uploads; the account's earlier console-made ones
-    whose session ended, or that are older than :data:`UPLOAD_TOKEN_HOURS`, are revoked."""
+    """A fresh ``ota`` token for this page's uploads. At most one lives per console session:
+    the session's earlier one is revoked (every view of the page makes a new one, since only
+    its hash is kept), and so are the account's console-made ones whose session ended or that
+    are older than :data:`UPLOAD_TOKEN_HOURS`."""
     tokens = Tokens(db)
     cutoff = iso_in(-timedelta(hours=UPLOAD_TOKEN_HOURS))
     for token in tokens.list(session.user.id, TOKEN_PURPOSE):
         if not token.name.startswith(TOKEN_NAME_PREFIX):
             continue  # shippy's own logins are the maintainer's business
         made_by = token.name.removeprefix(TOKEN_NAME_PREFIX)
-        owner = tokens.get(int(made_by)) if made_by.isdigit() else None
-        if owner is None or owner.purpose != SESSION_PURPOSE or token.created < cutoff:
+        owner_id = whole_number(made_by)
+        owner = tokens.get(owner_id) if owner_id is not None else None
+        ended = owner is None or owner.purpose != SESSION_PURPOSE
+        if ended or owner_id == session.token_id or token.created < cutoff:
             tokens.revoke(token.id, session.user.id)
     _token, raw = tokens.create(
         session.user.id,
@@ -143,9 +147,9 @@ def _notice(request: Request, user: User) -> str:
         ("enabled", "enabled"),
         ("disabled", "disabled"),
     ):
-        value = query.get(key, "")
-        if value.isdigit():
-            found = find_by_id(repo, int(value))
+        number = whole_number(query.get(key, ""))
+        if number is not None:
+            found = find_by_id(repo, number)
             if found is not None and may_maintain(user, found[0]):
                 return f"{found[1].name} is {word}."
     return ""
@@ -177,9 +181,8 @@ async def ota_page(request: Request, session: ConsoleSession) -> Response:
 async def toggle_build(request: Request, session: ConsoleSession) -> Response:
     """enabled_status_modify's steps: find the build, may this account act for its device,
     write ``enabled`` into its sidecar, rebuild (the feeds list only enabled builds)."""
-    try:
-        build_id = int(request.path_params["build_id"])
-    except ValueError:
+    build_id = whole_number(request.path_params["build_id"])
+    if build_id is None:
         build_id = -1
     wanted = posted(request).get("enable")
     if wanted not in ("true", "false"):
@@ -203,3 +206,16 @@ ROUTES: list[BaseRoute] = [
     Route("/console/ota", ota_page, methods=["GET"]),
     Route("/console/ota/builds/{build_id}", toggle_build, methods=["POST"]),
 ]
+
+
+def _end_upload_tokens(db: Any, user_id: int, session_token_id: int | None) -> None:
+    """Signing out ends the upload token of the session (of every session: all of them)."""
+    tokens = Tokens(db)
+    for token in tokens.list(user_id, TOKEN_PURPOSE):
+        if token.name.startswith(TOKEN_NAME_PREFIX) and (
+            session_token_id is None or token.name == f"{TOKEN_NAME_PREFIX}{session_token_id}"
+        ):
+            tokens.revoke(token.id, user_id)
+
+
+SIGN_OUT_HOOKS.append(_end_upload_tokens)

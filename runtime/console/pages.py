@@ -11,6 +11,7 @@ cap before they are parsed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -29,6 +30,9 @@ from runtime.ratelimit import LoginThrottledError
 from runtime.services import client_address, services
 
 Page = Callable[[Request, ConsoleSession], Awaitable[Response]]
+# A number from a client (a path id, a query value, a form field, a header): ASCII digits only
+# (str.isdigit also takes "²" and other digits int() refuses) and below 2**63, SQLite's limit.
+WHOLE_NUMBER = re.compile(r"[0-9]{1,18}")
 MAX_FORM = 64 * 1024  # a console form names things and carries a reason: a few kilobytes
 STATIC = {
     "console.css": "text/css; charset=utf-8",
@@ -41,10 +45,15 @@ class FormTooLargeError(Exception):
     pass
 
 
+def whole_number(value: object) -> int | None:
+    """``value`` as a non-negative integer, or None when it is anything else."""
+    return int(value) if isinstance(value, str) and WHOLE_NUMBER.fullmatch(value) else None
+
+
 async def form(request: Request, limit: int = MAX_FORM) -> FormData:
     """The URL-encoded form of a POST, read under ``limit`` bytes (multipart has its own page)."""
-    size = int(request.headers.get("content-length") or 0)
-    if size > limit:
+    size = whole_number(request.headers.get("content-length") or "0")
+    if size is None or size > limit:
         raise FormTooLargeError
     body = b""
     async for chunk in request.stream():

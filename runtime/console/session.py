@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -66,13 +68,22 @@ def start(request: Request, user: User) -> str:
     return raw
 
 
+# Called at sign-out with (database, user id, the session's token id, or None for "every
+# session"): pages that hand a session something that lives beside it (the OTA page's upload
+# token) end it here, so signing out ends everything the session was given.
+SIGN_OUT_HOOKS: list[Callable[[Any, int, int | None], None]] = []
+
+
 def end(request: Request, session: ConsoleSession, everywhere: bool = False) -> None:
     """Sign out this session, or every console session of the account. Threadpool."""
-    tokens = Tokens(services(request).storage.db)
+    db = services(request).storage.db
+    tokens = Tokens(db)
     if everywhere:
         tokens.revoke_all(session.user.id, PURPOSE)
     else:
         tokens.revoke(session.token_id, session.user.id)
+    for hook in SIGN_OUT_HOOKS:
+        hook(db, session.user.id, None if everywhere else session.token_id)
 
 
 def secure(request: Request) -> bool:

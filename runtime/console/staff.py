@@ -40,7 +40,7 @@ from builder.qt.render import ALL
 from builder.sidecars import SIDECAR_SUFFIX, read_sidecar
 from runtime.accounts import MIN_PASSWORD, AccountError, Accounts, User
 from runtime.console import session as sessions
-from runtime.console.pages import forbidden, guarded, posted
+from runtime.console.pages import forbidden, guarded, posted, whole_number
 from runtime.console.render import has_role, page
 from runtime.console.session import ConsoleSession
 from runtime.errors import ApiError, InsufficientStorageError
@@ -446,13 +446,14 @@ async def qt_upload(request: Request) -> Response:
     except ApiError:
         return await run_in_threadpool(_qt_page, request, session, 503)
     length = request.headers.get("content-length")
-    if length is None or not length.isdigit():
+    declared = whole_number(length)
+    if declared is None:
         return await run_in_threadpool(_qt_page, request, session, 411, error="a Content-Length is required")
-    if int(length) > limit:
+    if declared > limit:
         error = f"package too large: the limit is {limit} bytes"
         return await run_in_threadpool(_qt_page, request, session, 413, error=error)
     try:
-        check_room(q.config.data, int(length))
+        check_room(q.config.data, declared)
     except InsufficientStorageError:
         error = "could not store the package: there is not enough room on the disk"
         return await run_in_threadpool(_qt_page, request, session, 507, error=error)
@@ -462,7 +463,7 @@ async def qt_upload(request: Request) -> Response:
     temp = Path(temp_name)
     try:
         try:
-            received = await _receive_package(request, fd, int(length))
+            received = await _receive_package(request, fd, declared)
         finally:
             os.close(fd)
         if received is None:
@@ -603,9 +604,8 @@ async def _user_action(
     request: Request, session: ConsoleSession, change: Callable[[Accounts, User], object], done: str
 ) -> Response:
     db = services(request).storage.db
-    try:
-        user_id = int(request.path_params["user_id"])
-    except ValueError:
+    user_id = whole_number(request.path_params["user_id"])
+    if user_id is None:
         user_id = -1
     user = await run_in_threadpool(Accounts(db).by_id, user_id)
     if user is None:
@@ -660,9 +660,8 @@ async def user_devices(request: Request, session: ConsoleSession) -> Response:
 async def user_password(request: Request, session: ConsoleSession) -> Response:
     password, generated = _password(posted(request))
     db = services(request).storage.db
-    try:
-        user_id = int(request.path_params["user_id"])
-    except ValueError:
+    user_id = whole_number(request.path_params["user_id"])
+    if user_id is None:
         user_id = -1
     user = await run_in_threadpool(Accounts(db).by_id, user_id)
     if user is None:
@@ -748,12 +747,11 @@ async def token_create(request: Request, session: ConsoleSession) -> Response:
     owner = await run_in_threadpool(Accounts(db).get, owner_name)
     if owner is None:
         return await refuse("Not created: choose the account the token acts for.")
-    if days_text and not days_text.isdigit():
+    days = whole_number(days_text) if days_text else None
+    if days_text and days is None:
         return await refuse("Not created: the expiry must be a whole number of days.")
     try:
-        token, raw = await run_in_threadpool(
-            create_ci_token, db, owner, name, app, int(days_text) if days_text else None
-        )
+        token, raw = await run_in_threadpool(create_ci_token, db, owner, name, app, days)
     except ValueError as exc:
         return await refuse(f"Not created: {exc}.")
     return await run_in_threadpool(_tokens_page, request, session, created=token, secret=raw)
@@ -761,9 +759,8 @@ async def token_create(request: Request, session: ConsoleSession) -> Response:
 
 @guarded("staff")
 async def token_revoke(request: Request, session: ConsoleSession) -> Response:
-    try:
-        token_id = int(request.path_params["token_id"])
-    except ValueError:
+    token_id = whole_number(request.path_params["token_id"])
+    if token_id is None:
         return not_found(request, session, "There is no such token.")
     revoked = await run_in_threadpool(Tokens(services(request).storage.db).revoke, token_id)
     if not revoked:
