@@ -18,12 +18,12 @@ from runtime.console.pages import safe_next
 from runtime.console.session import same_site
 from runtime.storage import open_database
 from runtime.tokens import Tokens
-from tests.support.console import CSRF, PASSWORD, ConsoleStore, console_store
+from tests.support.console import PASSWORD, ConsoleStore, console_store
 
 MINE = "Bliss-v14-bullhead-OFFICIAL-gapps-20200608"
 THEIRS = "Bliss-v14-angler-OFFICIAL-vanilla-20200608"
 TOKEN_RE = re.compile(r'data-token="(depot_ota_[A-Za-z0-9_-]+)"')
-XSS = '<script>alert(1)</script>"\'><img src=x onerror=alert(1)>'
+XSS = "<script>alert(1)</script>\"'><img src=x onerror=alert(1)>"
 HUGE_ID = "9" * 30  # a valid int, too large for SQLite's INTEGER
 
 
@@ -63,9 +63,7 @@ def no_raw_xss(text: str) -> None:
 def test_ci_token_expiry_in_unicode_digits_is_refused(store: ConsoleStore) -> None:
     """'²'.isdigit() is True but int('²') raises: developer.create_token answers 500."""
     csrf = store.sign_in("dev")
-    answer = store.client.post(
-        "/console/ci-tokens", data={"csrf": csrf, "name": "ci", "expires_days": "²"}
-    )
+    answer = store.client.post("/console/ci-tokens", data={"csrf": csrf, "name": "ci", "expires_days": "²"})
     assert answer.status_code == 400, answer.status_code
     assert db_do(store, lambda db: Tokens(db).list(user_id(store, "dev"), "ci")) == []
 
@@ -145,7 +143,14 @@ def test_user_controlled_strings_are_escaped_on_staff_pages(store: ConsoleStore)
     no_raw_xss(answer.text)
     answer = store.client.post(
         "/console/fleet/rollout",
-        data={"csrf": csrf, "target": "module", "name": XSS, "version": XSS, "action": "pause", "reason": XSS},
+        data={
+            "csrf": csrf,
+            "target": "module",
+            "name": XSS,
+            "version": XSS,
+            "action": "pause",
+            "reason": XSS,
+        },
     )
     assert answer.status_code in (404, 409), answer.status_code
     no_raw_xss(answer.text)
@@ -338,7 +343,9 @@ def test_developer_cannot_reach_staff_or_maintainer_actions(store: ConsoleStore)
         "/console/review/x/approve",
         "/console/ota/builds/1",
     ):
-        answer = store.client.post(path, data={"csrf": csrf, "staff": "1", "device": "bullhead", "password": "p" * 20})
+        answer = store.client.post(
+            path, data={"csrf": csrf, "staff": "1", "device": "bullhead", "password": "p" * 20}
+        )
         assert answer.status_code == 403, path
     me = db_do(store, lambda db: Accounts(db).by_id(dev))
     assert not me.staff and not me.devices
@@ -354,7 +361,9 @@ def test_developer_cannot_revoke_anothers_or_non_ci_tokens(store: ConsoleStore) 
     csrf = store.sign_in("dev")
     session_id = db_do(store, lambda db: Tokens(db).list(user_id(store, "dev"), "console_session"))[0].id
     assert store.client.post(f"/console/ci-tokens/{theirs.id}/revoke", data={"csrf": csrf}).status_code == 404
-    assert store.client.post(f"/console/ci-tokens/{session_id}/revoke", data={"csrf": csrf}).status_code == 404
+    assert (
+        store.client.post(f"/console/ci-tokens/{session_id}/revoke", data={"csrf": csrf}).status_code == 404
+    )
     assert db_do(store, lambda db: Tokens(db).get(theirs.id)) is not None
     assert store.client.get("/console/").status_code == 200
 
