@@ -6,7 +6,11 @@ upload is written twice and read back once before it reaches its own file. :func
 hands the bytes of the one file part an endpoint wants to a :class:`runtime.uploads.HashedWriter`
 (or only counts them) while the body streams, and keeps the other fields as Starlette would
 (``str`` values, the last of a repeated name wins), under the same caps (``max_files``,
-``max_fields``, 1 MiB per field).
+``max_fields``, 1 MiB per field). Keyword options let an endpoint ask for other rules (the
+portal's APK upload uses them): no count caps, a byte cap on everything besides the file part,
+the first file part of the name kept instead of the last, no fields kept, a part of the name
+taken as the file without a filename, and a body without its closing boundary returned as
+incomplete instead of refused.
 """
 
 from __future__ import annotations
@@ -24,12 +28,17 @@ class FormError(ValueError):
     """The body is not a multipart form within the caps; the message says why."""
 
 
+class OtherPartsTooLargeError(FormError):
+    """The parts besides the wanted file part carry more than ``max_other_bytes``."""
+
+
 @dataclass
 class StreamedForm:
     fields: dict[str, str] = field(default_factory=dict)  # plain fields, last value wins
     file_names: set[str] = field(default_factory=set)  # names of every file part seen
     has_file: bool = False  # a file part of the wanted name came
     file_size: int = 0  # bytes of the last such part
+    file_complete: bool = False  # that part reached its end (not cut off)
     complete: bool = False  # the body ended with its closing boundary
 
 
@@ -49,12 +58,26 @@ async def stream_form(
     boundary: bytes,
     file_field: str,
     sink: Callable[[], Awaitable[Callable[[bytes | memoryview], Awaitable[None]] | None]] | None = None,
-    max_files: int = 1,
-    max_fields: int = 20,
+    max_files: int | None = 1,
+    max_fields: int | None = 20,
+    *,
+    max_other_bytes: int | None = None,
+    keep_first: bool = False,
+    keep_fields: bool = True,
+    nameless_file: bool = False,
+    require_end: bool = True,
 ) -> StreamedForm:
     """Parse the body; the bytes of each file part named ``file_field`` go to the writer that
     ``sink()`` returns when that part begins (a second such part calls it again: the caller
-    starts over, as the last part wins in Starlette's form), or are only counted without one."""
+    starts over, as the last part wins in Starlette's form), or are only counted without one.
+
+    ``max_files`` / ``max_fields`` None: no cap on their number. ``max_other_bytes``: the data
+    of all other parts together (fields, other files, repeats) may not exceed it
+    (:class:`OtherPartsTooLargeError`). ``keep_first``: the first file part named
+    ``file_field`` is the one kept, later ones count as other parts. ``keep_fields=False``:
+    fields and file names are only counted, not kept. ``nameless_file``: a part named
+    ``file_field`` is a file part even without a filename. ``require_end=False``: a body that
+    ends before its closing boundary is returned (``complete`` False) instead of refused."""
     form = StreamedForm()
     events: list[tuple[str, Any]] = []
     headers: dict[bytes, bytes] = {}
@@ -75,7 +98,8 @@ async def stream_form(
 
     def on_headers_finished() -> None:
         _disposition, params = parse_options_header(headers.get(b"content-disposition", b""))
-        events.append(("begin", (_text(params.get(b"name", b"")), b"filename" in params)))
+        part = _text(params.get(b"name", b""))
+        events.append(("begin", (part, b"filename" in params or (nameless_file and part == file_field))))
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
         # the parser's own chunk is immutable bytes: a view of it costs no copy
@@ -101,7 +125,8 @@ async def stream_form(
             "on_end": on_end,
         },
     )
-    files = fields = 0
+    files = fields = other = 0
+    taken = False  # a file part named file_field began (for keep_first)
     kind: str | None = None  # "target", "file" (another file part), "field"
     name, value_size = "", 0
     value: list[bytes] = []
@@ -116,17 +141,19 @@ async def stream_form(
                 name, is_file = payload
                 if is_file:
                     files += 1
-                    if files > max_files:
+                    if max_files is not None and files > max_files:
                         raise FormError(f"Too many files. Maximum number of files is {max_files}.")
-                    form.file_names.add(name)
-                    if name == file_field:
-                        kind, form.has_file, form.file_size = "target", True, 0
+                    if keep_fields:
+                        form.file_names.add(name)
+                    if name == file_field and not (keep_first and taken):
+                        kind, form.has_file, form.file_size, taken = "target", True, 0, True
+                        form.file_complete = False
                         write = await sink() if sink is not None else None
                     else:
                         kind = "file"
                 else:
                     fields += 1
-                    if fields > max_fields:
+                    if max_fields is not None and fields > max_fields:
                         raise FormError(f"Too many fields. Maximum number of fields is {max_fields}.")
                     kind, value, value_size = "field", [], 0
             elif event == "data":
@@ -134,21 +161,31 @@ async def stream_form(
                     form.file_size += len(payload)
                     if write is not None:
                         await write(payload)
-                elif kind == "field":
+                    continue
+                other += len(payload)
+                if max_other_bytes is not None and other > max_other_bytes:
+                    raise OtherPartsTooLargeError(
+                        f"The parts besides {file_field!r} exceed {max_other_bytes} bytes."
+                    )
+                if kind == "field":
                     value_size += len(payload)
                     if value_size > MAX_FIELD_BYTES:
                         raise FormError(f"Part exceeded maximum size of {MAX_FIELD_BYTES // 1024}KB.")
-                    value.append(bytes(payload))
+                    if keep_fields:
+                        value.append(bytes(payload))
             elif event == "end":
                 if kind == "field":
-                    form.fields[name] = b"".join(value).decode("utf-8", errors="replace")
-                    form.file_names.discard(name)
-                    if name == file_field:  # the last part of a name wins, and this one is no file
-                        form.has_file = False
+                    if keep_fields:
+                        form.fields[name] = b"".join(value).decode("utf-8", errors="replace")
+                        form.file_names.discard(name)
+                    if name == file_field and not keep_first:  # the last part of a name wins,
+                        form.has_file = False  # and this one is no file
                 elif kind in ("target", "file"):
                     form.fields.pop(name, None)
+                    if kind == "target":
+                        form.file_complete = True
                 kind = None
         events.clear()
-    if not form.complete:
+    if not form.complete and require_end:
         raise FormError("malformed multipart body: it ended before its closing boundary")
     return form

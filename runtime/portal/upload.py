@@ -16,30 +16,38 @@ and removed again if it rolls back: a refused or cut-off upload leaves nothing b
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
+import os
 import re
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 
+from builder.atomic import TEMP_PREFIX
 from builder.errors import SettingsError
 from builder.portal.apk import ApkError, ApkInfo, inspect_apk, read_manifest
 from runtime.accounts import Accounts
 from runtime.clock import now_iso
 from runtime.errors import ApiError
+from runtime.multipart import FormError, OtherPartsTooLargeError, multipart_boundary, stream_form
 from runtime.portal.errors import error
-from runtime.portal.multipart import MAX_OTHER_PARTS, MultipartError, file_part
 from runtime.portal.review import stored_apk
 from runtime.portal.store import app_by_package, new_id, one
 from runtime.portal.validation import load_policy
 from runtime.storage import transaction
 from runtime.tokens import Token
-from runtime.uploads import ReceivedFile, UploadIncompleteError, UploadTooLargeError, commit, receive_to_temp
+from runtime.uploads import HashedWriter, ReceivedFile, UploadIncompleteError, UploadTooLargeError, commit
 
 log = logging.getLogger("runtime.portal.upload")
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
+APK_PART = "apk"
+MAX_OTHER_PARTS = 64 * 1024  # bytes of non-file parts (names, stray fields) we tolerate
 
 
 def _error(status: int, code: str, message: str, **details: Any) -> Exception:
@@ -72,8 +80,10 @@ async def handle_upload(request: Request, svc: Any, token: Token) -> tuple[dict[
         raise _error(413, "upload_too_large", f"The APK exceeds the upload limit of {limit} bytes.")
     incoming = svc.config.data / "portal" / "incoming"
     try:
-        received = await receive_to_temp(file_part(request, "apk", limit), incoming, limit)
-    except MultipartError as exc:
+        received = await receive_apk(request, incoming, limit)
+    except OtherPartsTooLargeError as exc:
+        raise _error(400, "invalid_multipart", "the form carries too much besides the APK") from exc
+    except FormError as exc:
         raise _error(400, "invalid_multipart", str(exc)) from exc
     except UploadTooLargeError as exc:
         raise _error(
@@ -105,6 +115,75 @@ async def handle_upload(request: Request, svc: Any, token: Token) -> tuple[dict[
         return await run_in_threadpool(_accept, svc, token, received, info, key)
     finally:
         received.discard()  # a no-op once the file was committed under its final name
+
+
+async def _capped(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+    """The body, refused once it is longer than an APK at the limit and the other parts' cap."""
+    total = 0
+    async for chunk in chunks:
+        total += len(chunk)
+        if total > limit + MAX_OTHER_PARTS:
+            raise UploadTooLargeError(limit)
+        yield chunk
+
+
+async def receive_apk(request: Request, folder: Path, limit: int) -> ReceivedFile:
+    """The form's ``apk`` part, streamed to a temporary file in ``folder`` and hashed as it
+    arrives (bounded memory; :class:`runtime.uploads.HashedWriter`), fsynced. The first part
+    named ``apk`` is the APK, with or without a filename; the other parts' data (fields, other
+    files, a repeated ``apk``) may add up to :data:`MAX_OTHER_PARTS`, their number is free and
+    none is kept. FormError for a body that is no such form (OtherPartsTooLargeError past that
+    cap), UploadTooLargeError past ``limit``, UploadIncompleteError when the body ends inside
+    the APK part; the temporary file is gone after any failure."""
+    boundary = multipart_boundary(request.headers.get("content-type", ""))
+    if boundary is None:
+        raise FormError(f"the body must be multipart/form-data with a file part named {APK_PART!r}")
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=folder)
+    path = Path(name)
+    digest = hashlib.sha256()
+    writer = HashedWriter(fd, 0, (digest,))
+
+    async def write(piece: bytes | memoryview) -> None:
+        if writer.size + len(piece) > limit:
+            raise UploadTooLargeError(limit)
+        await writer.write(piece)
+
+    async def sink() -> Any:
+        return write
+
+    try:
+        try:
+            form = await stream_form(
+                _capped(request.stream(), limit),
+                boundary,
+                APK_PART,
+                sink,
+                max_files=None,
+                max_fields=None,
+                max_other_bytes=MAX_OTHER_PARTS,
+                keep_first=True,
+                keep_fields=False,
+                nameless_file=True,
+                require_end=False,  # a body cut off after the APK part still carries the whole APK
+            )
+            size = await writer.close()
+            if not form.has_file:
+                raise FormError(f"the form has no file part named {APK_PART!r}")
+            if not form.file_complete:
+                raise UploadIncompleteError("the body ended in the middle of the APK part")
+            # the caller moves the file into place next: its bytes must be on the disk first
+            await run_in_threadpool(os.fsync, fd)
+        except BaseException:
+            await writer.abort()
+            raise
+        finally:
+            os.close(fd)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        raise
+    return ReceivedFile(path, size, digest.hexdigest())
 
 
 def _inspect(received: ReceivedFile, token: Token) -> ApkInfo:
