@@ -48,8 +48,15 @@ from runtime.console.render import page
 from runtime.console.session import PURPOSE as SESSION_PURPOSE
 from runtime.console.session import SIGN_OUT_HOOKS, ConsoleSession
 from runtime.services import services
-from runtime.shipper.builds import build_id_for, find_by_id, is_enabled, update_sidecar
-from runtime.shipper.common import TOKEN_PURPOSE, may_maintain, rebuild
+from runtime.shipper.builds import build_id_for, find_by_id, is_enabled
+from runtime.shipper.common import (
+    NO_SUCH_BUILD,
+    NOT_YOUR_DEVICE,
+    TOKEN_PURPOSE,
+    may_maintain,
+    rebuild,
+    set_build_enabled,
+)
 from runtime.tokens import Tokens
 
 UPLOAD_TOKEN_HOURS = 12
@@ -179,24 +186,22 @@ async def ota_page(request: Request, session: ConsoleSession) -> Response:
 
 @guarded("maintainer")
 async def toggle_build(request: Request, session: ConsoleSession) -> Response:
-    """enabled_status_modify's steps: find the build, may this account act for its device,
-    write ``enabled`` into its sidecar, rebuild (the feeds list only enabled builds)."""
+    """Shipper's own rule (set_build_enabled, as its enabled_status_modify), then a rebuild:
+    the feeds list only enabled builds."""
     build_id = whole_number(request.path_params["build_id"])
     if build_id is None:
         build_id = -1
     wanted = posted(request).get("enable")
     if wanted not in ("true", "false"):
         return forbidden(request, session, "Say whether to enable or disable the build.")
+    flag = wanted == "true"
     repo = services(request).config.repo
-    found = await run_in_threadpool(find_by_id, repo, build_id)
-    if found is None:
+    outcome = await run_in_threadpool(set_build_enabled, repo, session.user, build_id, flag)
+    if outcome == NO_SUCH_BUILD:
         return page(request, "error.html", session, status=404, title="No such build",
                     message="No OTA build has that id (removed from repo/builds/?).")  # fmt: skip
-    codename, path = found
-    if not may_maintain(session.user, codename):
+    if outcome == NOT_YOUR_DEVICE:
         return forbidden(request, session, "You do not maintain the device of this build.")
-    flag = wanted == "true"
-    await run_in_threadpool(update_sidecar, path, enabled=flag)
     await rebuild(request)
     word = "enabled" if flag else "disabled"
     return RedirectResponse(f"/console/ota?{word}={build_id}", status_code=303)

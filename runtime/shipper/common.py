@@ -4,6 +4,7 @@ limits with DRF's 429, request bodies that may be form, multipart or JSON, and t
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import sqlite_utils
@@ -16,7 +17,7 @@ from runtime.bodies import SMALL_BODY, BodyTooLargeError, read_body
 from runtime.errors import ApiError
 from runtime.ratelimit import RateLimiter, throttled_detail
 from runtime.services import client_address, services
-from runtime.shipper.builds import fill_missing_checksums
+from runtime.shipper.builds import fill_missing_checksums, find_by_id, update_sidecar
 from runtime.storage import register_schema
 from runtime.tokens import Tokens
 
@@ -28,6 +29,8 @@ def end_ota_tokens(db: sqlite_utils.Database, user_id: int) -> None:
     """A password change ends every shippy login token: a token taken with the old password
     must not outlive it."""
     Tokens(db).revoke_all(user_id, TOKEN_PURPOSE)
+
+
 NO_STORE = {"cache-control": "no-store"}
 
 
@@ -144,6 +147,23 @@ async def body_fields(request: Request) -> dict[str, Any]:
 def may_maintain(user: User, codename: str) -> bool:
     """Maintainers of the device; staff accounts act for every device (shipper's full access)."""
     return user.staff or codename in user.devices
+
+
+NO_SUCH_BUILD, NOT_YOUR_DEVICE, SWITCHED = "no_such_build", "not_your_device", "switched"
+
+
+def set_build_enabled(repo: Path, user: User, build_id: int, enabled: bool) -> str:
+    """Switch one build on or off for the feeds, as ``user``: the one rule shipper's
+    ``enabled_status_modify`` and the console's OTA page share. NO_SUCH_BUILD,
+    NOT_YOUR_DEVICE (only its maintainers and staff may), or SWITCHED (then rebuild)."""
+    found = find_by_id(repo, build_id)
+    if found is None:
+        return NO_SUCH_BUILD
+    codename, path = found
+    if not may_maintain(user, codename):
+        return NOT_YOUR_DEVICE
+    update_sidecar(path, enabled=enabled)
+    return SWITCHED
 
 
 async def rebuild(request: Request) -> None:

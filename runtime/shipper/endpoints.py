@@ -43,15 +43,16 @@ from runtime.shipper.builds import (
     find_by_id,
     find_by_stem,
     is_enabled,
-    update_sidecar,
 )
 from runtime.shipper.common import (
     NO_STORE,
+    NO_SUCH_BUILD,
+    NOT_YOUR_DEVICE,
     TOKEN_PURPOSE,
     authenticate,
     body_fields,
-    may_maintain,
     rebuild,
+    set_build_enabled,
     throttle,
     throttle_error,
 )
@@ -385,18 +386,16 @@ async def enabled_status_modify(request: Request) -> Response:
         wanted = int(build_id)
     except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: JSON 1e999 is infinity
         raise _error(400, "invalid_parameters", "The specified build ID is invalid.") from exc
-    found = await run_in_threadpool(find_by_id, services(request).config.repo, wanted)
-    if found is None:
+    flag = enable if isinstance(enable, bool) else str(enable).lower() == "true"
+    outcome = await run_in_threadpool(set_build_enabled, services(request).config.repo, user, wanted, flag)
+    if outcome == NO_SUCH_BUILD:
         raise ApiError(404, {"detail": "No Build matches the given query."})
-    codename, path = found
-    if not may_maintain(user, codename):
+    if outcome == NOT_YOUR_DEVICE:
         raise _error(
             401,
             "insufficient_permissions",
             "You are not authorized to modify builds associated with this device!",
         )
-    flag = enable if isinstance(enable, bool) else str(enable).lower() == "true"
-    await run_in_threadpool(update_sidecar, path, enabled=flag)
     await rebuild(request)
     word = "enabled" if flag else "disabled"
     return JSONResponse({"message": f"Successfully {word} the build!"})
