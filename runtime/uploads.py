@@ -215,6 +215,50 @@ class ReceivedFile:
             self.path.unlink()
 
 
+@dataclass
+class TempUpload:
+    """A temporary file being written through a HashedWriter (see :func:`hashed_temp`)."""
+
+    path: Path
+    fd: int
+    writer: HashedWriter
+    digest: Any
+    size: int = 0
+
+    async def close(self) -> int:
+        """Write what is held and wait for it; the bytes written."""
+        self.size = await self.writer.close()
+        return self.size
+
+    def received(self) -> ReceivedFile:
+        return ReceivedFile(self.path, self.size, self.digest.hexdigest())
+
+
+@contextlib.asynccontextmanager
+async def hashed_temp(folder: Path) -> AsyncIterator[TempUpload]:
+    """A temporary file in ``folder``, hashed (SHA-256) as it is written. The caller writes,
+    calls ``close()`` and checks what it must; when the block ends normally the bytes are made
+    durable (the caller moves the file into place next), and when it raises the write in flight
+    is abandoned and the file removed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=folder)
+    digest = hashlib.sha256()
+    upload = TempUpload(Path(name), fd, HashedWriter(fd, 0, (digest,)), digest)
+    try:
+        try:
+            yield upload
+            await run_in_threadpool(os.fsync, fd)
+        except BaseException:
+            await upload.writer.abort()
+            raise
+        finally:
+            os.close(fd)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            upload.path.unlink()
+        raise
+
+
 async def receive_to_temp(
     chunks: AsyncIterator[bytes],
     folder: Path,
@@ -223,36 +267,19 @@ async def receive_to_temp(
 ) -> ReceivedFile:
     """Write ``chunks`` to a temporary file in ``folder``; raise UploadTooLargeError past
     ``max_bytes`` and UploadIncompleteError when fewer than ``expected_size`` bytes came."""
-    folder.mkdir(parents=True, exist_ok=True)
     if expected_size is not None and expected_size > max_bytes:
         raise UploadTooLargeError(max_bytes)
-    fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=folder)
-    path = Path(name)
-    digest = hashlib.sha256()
-    writer = HashedWriter(fd, 0, (digest,))
-    size = 0
-    try:
-        try:
-            async for chunk in chunks:
-                size += len(chunk)
-                if size > max_bytes:
-                    raise UploadTooLargeError(max_bytes)
-                await writer.write(chunk)
-            await writer.close()
-            if expected_size is not None and size != expected_size:
-                raise UploadIncompleteError(f"received {size} of {expected_size} bytes")
-            # the caller moves the file into place next: its bytes must be on the disk first
-            await run_in_threadpool(os.fsync, fd)
-        except BaseException:
-            await writer.abort()
-            raise
-        finally:
-            os.close(fd)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        raise
-    return ReceivedFile(path, size, digest.hexdigest())
+    async with hashed_temp(folder) as upload:
+        size = 0
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > max_bytes:
+                raise UploadTooLargeError(max_bytes)
+            await upload.writer.write(chunk)
+        await upload.close()
+        if expected_size is not None and size != expected_size:
+            raise UploadIncompleteError(f"received {size} of {expected_size} bytes")
+    return upload.received()
 
 
 def commit(received: ReceivedFile, target: Path) -> Path:

@@ -16,12 +16,9 @@ and removed again if it rolls back: a refused or cut-off upload leaves nothing b
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +26,6 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 
-from builder.atomic import TEMP_PREFIX
 from builder.errors import SettingsError
 from builder.portal.apk import ApkError, ApkInfo, inspect_apk, read_manifest
 from runtime.accounts import Accounts
@@ -42,7 +38,13 @@ from runtime.portal.store import app_by_package, new_id, one
 from runtime.portal.validation import load_policy
 from runtime.storage import transaction
 from runtime.tokens import Token
-from runtime.uploads import HashedWriter, ReceivedFile, UploadIncompleteError, UploadTooLargeError, commit
+from runtime.uploads import (
+    ReceivedFile,
+    UploadIncompleteError,
+    UploadTooLargeError,
+    commit,
+    hashed_temp,
+)
 
 log = logging.getLogger("runtime.portal.upload")
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
@@ -138,52 +140,36 @@ async def receive_apk(request: Request, folder: Path, limit: int) -> ReceivedFil
     boundary = multipart_boundary(request.headers.get("content-type", ""))
     if boundary is None:
         raise FormError(f"the body must be multipart/form-data with a file part named {APK_PART!r}")
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=folder)
-    path = Path(name)
-    digest = hashlib.sha256()
-    writer = HashedWriter(fd, 0, (digest,))
+    async with hashed_temp(folder) as upload:
+        writer = upload.writer
 
-    async def write(piece: bytes | memoryview) -> None:
-        if writer.size + len(piece) > limit:
-            raise UploadTooLargeError(limit)
-        await writer.write(piece)
+        async def write(piece: bytes | memoryview) -> None:
+            if writer.size + len(piece) > limit:
+                raise UploadTooLargeError(limit)
+            await writer.write(piece)
 
-    async def sink() -> Any:
-        return write
+        async def sink() -> Any:
+            return write
 
-    try:
-        try:
-            form = await stream_form(
-                _capped(request.stream(), limit),
-                boundary,
-                APK_PART,
-                sink,
-                max_files=None,
-                max_fields=None,
-                max_other_bytes=MAX_OTHER_PARTS,
-                keep_first=True,
-                keep_fields=False,
-                nameless_file=True,
-                require_end=False,  # a body cut off after the APK part still carries the whole APK
-            )
-            size = await writer.close()
-            if not form.has_file:
-                raise FormError(f"the form has no file part named {APK_PART!r}")
-            if not form.file_complete:
-                raise UploadIncompleteError("the body ended in the middle of the APK part")
-            # the caller moves the file into place next: its bytes must be on the disk first
-            await run_in_threadpool(os.fsync, fd)
-        except BaseException:
-            await writer.abort()
-            raise
-        finally:
-            os.close(fd)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        raise
-    return ReceivedFile(path, size, digest.hexdigest())
+        form = await stream_form(
+            _capped(request.stream(), limit),
+            boundary,
+            APK_PART,
+            sink,
+            max_files=None,
+            max_fields=None,
+            max_other_bytes=MAX_OTHER_PARTS,
+            keep_first=True,
+            keep_fields=False,
+            nameless_file=True,
+            require_end=False,  # a body cut off after the APK part still carries the whole APK
+        )
+        await upload.close()
+        if not form.has_file:
+            raise FormError(f"the form has no file part named {APK_PART!r}")
+        if not form.file_complete:
+            raise UploadIncompleteError("the body ended in the middle of the APK part")
+    return upload.received()
 
 
 def _inspect(received: ReceivedFile, token: Token) -> ApkInfo:
