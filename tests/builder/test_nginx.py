@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import signal
-import subprocess
-from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.support.nginx import NGINX, generated_config, running_nginx
 from tests.support.qt import DEVICE, NEPTUNE_ARCH, USER, USER_PASSWORD, add_user
-from tests.support.serving import ServedStore, depot_command, free_port, serve_store, wait_until_up
+from tests.support.serving import ServedStore, free_port, serve_store
 
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (scripts/setup-system)")
 
 
@@ -25,45 +21,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
     add_user(tmp / "var", USER, USER_PASSWORD)
     with serve_store(tmp, env={"DEPOT_ACCEL_REDIRECT": "/_depot_site/"}) as store:
         port = free_port()
-        upstream = store.url.removeprefix("http://")
-        generated = subprocess.run(
-            depot_command(
-                "nginx", "--site", str(store.site), "--upstream", upstream, "--listen", f"127.0.0.1:{port}"
-            ),
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        (tmp / "depot.conf").write_text(generated)
-        (tmp / "nginx.conf").write_text(
-            f"""
-user root;
-daemon off;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    include {tmp}/depot.conf;
-}}
-"""
-        )
-        check = subprocess.run([NGINX, "-t", "-c", str(tmp / "nginx.conf")], capture_output=True, text=True)
-        assert check.returncode == 0, check.stderr
-        process = subprocess.Popen([NGINX, "-c", str(tmp / "nginx.conf")], stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_until_up(url + "/healthz", process)
+        generated = generated_config(store.site, store.url.removeprefix("http://"), port)
+        with running_nginx(tmp, generated, port, "/healthz") as url:
             yield store, url
-        finally:
-            process.send_signal(signal.SIGQUIT)
-            process.wait(timeout=10)
 
 
 def test_nginx_serves_what_the_runtime_serves(stack: tuple[ServedStore, str]) -> None:

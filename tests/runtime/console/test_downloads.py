@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -28,10 +26,10 @@ from runtime.downloadlog import LogImportError, import_log, parse_line
 from runtime.downloads import DownloadCounter, counts_as_download, item_of_path, utc_day
 from runtime.storage import open_database
 from tests.support.console import ConsoleStore, console_store
+from tests.support.nginx import NGINX, generated_config, running_nginx
 from tests.support.paths import PROJECT
-from tests.support.serving import copy_demo_repo, depot_command, free_port, wait_until_up
+from tests.support.serving import copy_demo_repo, free_port
 
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 BULLHEAD = "Bliss-v14-bullhead-OFFICIAL-gapps-20200608"
 MODULE = "files/cc/0f2b187ef29ff0/ax.2.6.4.pi64.tar.gz"
 
@@ -383,51 +381,21 @@ def test_a_real_nginx_log_imports(tmp_path: Path) -> None:
     build(repo, site)
     port = free_port()
     upstream = f"127.0.0.1:{free_port()}"  # nothing listens: package files never reach it
-    generated = subprocess.run(
-        depot_command("nginx", "--site", str(site), "--upstream", upstream, "--listen", f"127.0.0.1:{port}"),
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    generated = generated_config(site, upstream, port)
     assert f"access_log /var/log/nginx/depot-access.log {LOG_FORMAT};" in generated
     log = tmp_path / "depot-access.log"
-    (tmp_path / "depot.conf").write_text(generated.replace("/var/log/nginx/depot-access.log", str(log)))
-    (tmp_path / "nginx.conf").write_text(
-        f"""
-user root;
-daemon off;
-worker_processes 1;
-pid {tmp_path}/nginx.pid;
-error_log {tmp_path}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp_path}/body;
-    proxy_temp_path {tmp_path}/proxy;
-    fastcgi_temp_path {tmp_path}/fastcgi;
-    uwsgi_temp_path {tmp_path}/uwsgi;
-    scgi_temp_path {tmp_path}/scgi;
-    include {tmp_path}/depot.conf;
-}}
-"""
-    )
-    check = subprocess.run([NGINX, "-t", "-c", str(tmp_path / "nginx.conf")], capture_output=True, text=True)
-    assert check.returncode == 0, check.stderr
-    process = subprocess.Popen([NGINX, "-c", str(tmp_path / "nginx.conf")], stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(url + "/device/index.json", process)
-        with httpx.Client(base_url=url, timeout=10) as client:
-            assert client.get("/" + MODULE).status_code == 200
-            assert client.get("/" + MODULE, headers={"Range": "bytes=0-9"}).status_code == 206
-            assert client.get("/" + MODULE, headers={"Range": "bytes=10-"}).status_code == 206  # resumed
-            assert client.head("/" + MODULE).status_code == 200
-            assert client.get("/files/cc/0f2b187ef29ff0/nope.pi64.tar.gz").status_code >= 400
-            assert client.get("/files/cc/0f2b187ef29ff0/..%2F..%2F..%2Fetc%2Fpasswd").status_code >= 400
-            assert client.get("/device/index.json").status_code == 200
-    finally:
-        process.send_signal(signal.SIGQUIT)
-        process.wait(timeout=10)
+    block = generated.replace("/var/log/nginx/depot-access.log", str(log))
+    with (
+        running_nginx(tmp_path, block, port, "/device/index.json") as url,
+        httpx.Client(base_url=url, timeout=10) as client,
+    ):
+        assert client.get("/" + MODULE).status_code == 200
+        assert client.get("/" + MODULE, headers={"Range": "bytes=0-9"}).status_code == 206
+        assert client.get("/" + MODULE, headers={"Range": "bytes=10-"}).status_code == 206  # resumed
+        assert client.head("/" + MODULE).status_code == 200
+        assert client.get("/files/cc/0f2b187ef29ff0/nope.pi64.tar.gz").status_code >= 400
+        assert client.get("/files/cc/0f2b187ef29ff0/..%2F..%2F..%2Fetc%2Fpasswd").status_code >= 400
+        assert client.get("/device/index.json").status_code == 200
     lines = log.read_text().splitlines()
     assert len(lines) >= 7, lines
     path = database(tmp_path)
