@@ -385,35 +385,6 @@ def plan_apk(count: int, seed: int = 0) -> list[ApkSpec]:
 
 # -- deterministic signing keys -----------------------------------------------------------------
 
-_SMALL_PRIMES = [p for p in range(3, 2000, 2) if all(p % d for d in range(3, int(p**0.5) + 1, 2))]
-
-
-def _probable_prime(n: int, rng: random.Random, rounds: int = 24) -> bool:
-    if any(n % p == 0 for p in _SMALL_PRIMES):
-        return n in _SMALL_PRIMES
-    d, r = n - 1, 0
-    while d % 2 == 0:
-        d, r = d // 2, r + 1
-    for _ in range(rounds):
-        x = pow(rng.randrange(2, n - 2), d, n)
-        if x in (1, n - 1):
-            continue
-        for _ in range(r - 1):
-            x = pow(x, 2, n)
-            if x == n - 1:
-                break
-        else:
-            return False
-    return True
-
-
-def _seeded_prime(rng: random.Random, bits: int, e: int) -> int:
-    while True:
-        n = rng.getrandbits(bits) | (3 << (bits - 2)) | 1  # top two bits: the product has 2 * bits
-        if (n - 1) % e and _probable_prime(n, rng):
-            return n
-
-
 _KEYS: dict[tuple[int, int], object] = {}
 
 
@@ -422,20 +393,13 @@ def apk_key(index: int, seed: int = 0):
     if (index, seed) not in _KEYS:
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.asymmetric import rsa
         from cryptography.x509.oid import NameOID
 
         from tests.support.apk_factory import SigningKey
+        from tests.support.apk_mutants import seeded_rsa_key
 
-        rng = random.Random(f"apk-key:{seed}:{index}")
-        e = 65537
-        p = _seeded_prime(rng, 1024, e)
-        q = _seeded_prime(rng, 1024, e)
-        d = pow(e, -1, (p - 1) * (q - 1))
-        key = rsa.RSAPrivateNumbers(
-            p, q, d, rsa.rsa_crt_dmp1(d, p), rsa.rsa_crt_dmq1(d, q), rsa.rsa_crt_iqmp(p, q),
-            rsa.RSAPublicNumbers(e, p * q),
-        ).private_key()  # fmt: skip
+        rng = random.Random(f"apk-key:{seed}:{index}")  # the certificate's serial number
+        key = seeded_rsa_key(f"apk-key:{seed}:{index}", 2048)
         name = x509.Name(
             [
                 x509.NameAttribute(NameOID.COUNTRY_NAME, "DE"),
