@@ -17,12 +17,11 @@ multipart form, so it checks the session, the role, the origin and the CSRF toke
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import secrets
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,6 @@ from runtime.console.pages import forbidden, guarded, posted, whole_number
 from runtime.console.render import has_role, page
 from runtime.console.session import ConsoleSession
 from runtime.errors import ApiError, InsufficientStorageError
-from runtime.multipart import FormError, multipart_boundary, stream_form
 from runtime.portal import review
 from runtime.portal.endpoints import MAX_TOKEN_DAYS, create_ci_token
 from runtime.portal.store import STATUSES, open_issue_count, rows, runs_with_findings, version
@@ -53,7 +51,7 @@ from runtime.qt import upload as qt_dialect_upload
 from runtime.qt.services import QtServices, qt
 from runtime.services import services
 from runtime.tokens import Tokens
-from runtime.uploads import HashedWriter, check_room, incoming_folder, sweep_stale
+from runtime.uploads import check_room, incoming_folder, sweep_stale
 
 # What a redirect after a successful action says; the query names one of these, never the text.
 DONE = {
@@ -389,46 +387,6 @@ async def qt_page(request: Request, session: ConsoleSession) -> Response:
     return await run_in_threadpool(_qt_page, request, session)
 
 
-async def _capped(request: Request, cap: int) -> AsyncIterator[bytes]:
-    """The body, refused once it grows past ``cap`` (its declared Content-Length)."""
-    received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > cap:
-            raise FormError("the body is longer than its Content-Length")
-        yield chunk
-
-
-async def _receive_package(request: Request, fd: int, cap: int) -> tuple[dict[str, str], int] | None:
-    """The form's fields and the size of its ``package`` file part, written to ``fd`` as it
-    arrives (bounded memory, at most ``cap`` bytes); None for a malformed form."""
-    boundary = multipart_boundary(request.headers.get("content-type", ""))
-    if boundary is None:
-        return None
-    writers: list[HashedWriter] = []
-
-    async def sink() -> Any:
-        writers.append(HashedWriter(fd, 0, (hashlib.sha256(),)))
-        return writers[-1].write
-
-    try:
-        try:
-            form = await stream_form(
-                _capped(request, cap), boundary, "package", sink, max_files=1, max_fields=20
-            )
-            if writers:
-                await writers[-1].close()
-        except BaseException:
-            if writers:
-                await writers[-1].abort()
-            raise
-    except (FormError, ValueError):
-        return None
-    if form.has_file:
-        await run_in_threadpool(os.fsync, fd)
-    return dict(form.fields), form.file_size if form.has_file else 0
-
-
 async def qt_upload(request: Request) -> Response:
     """A Qt package uploaded from the console: multipart, so this page does the guard's checks
     itself (session, staff, origin, then the CSRF token of the streamed form before anything is
@@ -463,17 +421,18 @@ async def qt_upload(request: Request) -> Response:
     temp = Path(temp_name)
     try:
         try:
-            received = await _receive_package(request, fd, declared)
+            fields = await qt_dialect_upload.stream_fields(request, fd)  # as POST /upload reads it
         finally:
             os.close(fd)
-        if received is None:
+        if fields is None:
             return await run_in_threadpool(_qt_page, request, session, 400, error="malformed form data")
-        fields, size = received
-        if not session.csrf_ok(fields.get("csrf")):
+        size = temp.stat().st_size if fields.get("package") is qt_dialect_upload.PACKAGE else 0
+        csrf = fields.get("csrf")
+        if not session.csrf_ok(csrf if isinstance(csrf, str) else None):
             return forbidden(request, session, "The form is out of date: reload the page and try again.")
-        kept = {k: fields.get(k, "") for k in QT_FIELDS}
+        kept = {k: v if isinstance(v := fields.get(k, ""), str) else "" for k in QT_FIELDS}
         # A browser sends an empty file part when no file was chosen: that is no package.
-        given: dict[str, Any] = {k: fields[k] for k in QT_FIELDS if k in fields}
+        given: dict[str, Any] = {k: fields[k] for k in QT_FIELDS if isinstance(fields.get(k), str)}
         if size > 0:
             given["package"] = qt_dialect_upload.PACKAGE
         answer = await qt_dialect_upload.checked_upload(request, q, given, temp if size > 0 else None)

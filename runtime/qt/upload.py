@@ -111,7 +111,7 @@ async def handle_upload(request: Request, q: QtServices) -> Response:
         assert temp is not None
         try:
             try:
-                fields = await _stream_fields(request, fd)
+                fields = await stream_fields(request, fd)
             finally:
                 os.close(fd)
             if fields is None:
@@ -130,7 +130,7 @@ async def handle_upload(request: Request, q: QtServices) -> Response:
 PACKAGE = object()  # the form's "package" value: a file part, streamed to the temporary file
 
 
-async def _stream_fields(request: Request, fd: int) -> dict[str, Any] | None:
+async def stream_fields(request: Request, fd: int) -> dict[str, Any] | None:
     """The form's fields, with the ``package`` file part written to ``fd`` (fsynced) and hashed
     as it arrives, in bounded memory; None for a malformed form (the caps are Starlette's form's:
     two files, twenty fields). A form whose ``package`` repeats keeps the last, as Starlette's."""
