@@ -87,6 +87,7 @@ class Agent:
         self._index_generation = 0  # bumped with every index that replaces self.index
         self._offers: tuple[int, tuple[str, tuple[str, ...]], dict[str, dict[str, Package]]] | None = None
         self._request_lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
         self._wake = {"download": threading.Event(), "install": threading.Event()}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -126,7 +127,13 @@ class Agent:
                 self.state.log(task.id, f"agent restarted while the task ran; resuming (restart {restarts})")
 
     def refresh(self) -> None:
-        """Re-read the store's index; on failure keep the last one that verified."""
+        """Re-read the store's index; on failure keep the last one that verified. One refresh
+        at a time: two overlapping ones would let the older finish last and overwrite a newer
+        answer (a refusal the store's metadata earned, cleared by a success from before)."""
+        with self._refresh_lock:
+            self._refresh()
+
+    def _refresh(self) -> None:
         try:
             self.index = fetch_index(self.config)
             self._index_generation += 1

@@ -81,7 +81,11 @@ def store_error(agent: AgentProcess, *needles: str) -> str:
             return error
         return None
 
-    return wait_for(seen, 20, f"a store_error with {needles}")
+    try:
+        return wait_for(seen, 20, f"a store_error with {needles}")
+    except TimeoutError:
+        said = agent.get("/packages").headers.get("x-store-error")
+        raise TimeoutError(f"no store_error with {needles}; the agent says {said!r}") from None
 
 
 def offered(agent: AgentProcess, version: str) -> dict:
