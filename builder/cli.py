@@ -243,17 +243,35 @@ def check_config_command(store: Store) -> None:
 @click.command("nginx")
 @store_options
 @click.option("--upstream", default="127.0.0.1:8000", show_default=True, help="Where depot serve listens.")
+@click.option(
+    "--node",
+    "nodes",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="A runtime node behind nginx (repeatable, instead of --upstream): round robin, with failover.",
+)
 @click.option("--server-name", default="_", show_default=True)
 @click.option("--listen", default="80", show_default=True, help="nginx listen directive value.")
-def nginx_command(store: Store, upstream: str, server_name: str, listen: str) -> None:
+@click.pass_context
+def nginx_command(
+    ctx: click.Context, store: Store, upstream: str, nodes: tuple[str, ...], server_name: str, listen: str
+) -> None:
     """Print an nginx server block generated from site/routes.json."""
-    from builder.nginx import nginx_config
+    from builder.nginx import check_node, nginx_config
 
+    if nodes and ctx.get_parameter_source("upstream") is not click.core.ParameterSource.DEFAULT:
+        raise click.UsageError("give either --upstream or --node, not both")
+    addresses = list(nodes) or [upstream]
+    for address in addresses:
+        try:
+            check_node(address)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--node" if nodes else "--upstream") from exc
     routes = store.site / "routes.json"
     if not routes.exists():
         raise click.ClickException(f"{routes} does not exist: run depot build first")
     click.echo(
-        nginx_config(store.site.resolve(), routes, upstream=upstream, server_name=server_name, listen=listen)
+        nginx_config(store.site.resolve(), routes, upstream=addresses, server_name=server_name, listen=listen)
     )
 
 

@@ -8,9 +8,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import sqlite_utils
-
 from runtime.clock import now_iso
+from runtime.database import Database
 from runtime.passwords import DUMMY_HASH, hash_password, verify_password
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
@@ -31,7 +30,7 @@ class User:
     disabled: bool = False
 
 
-SessionEnder = Callable[[sqlite_utils.Database, int], None]
+SessionEnder = Callable[[Database, int], None]
 SESSION_ENDERS: list[SessionEnder] = []
 
 
@@ -58,7 +57,7 @@ def _user(row: dict) -> User:
 
 
 class Accounts:
-    def __init__(self, db: sqlite_utils.Database) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
 
     def add(

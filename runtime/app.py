@@ -19,6 +19,7 @@ from builder.errors import DepotError
 from runtime import accesslog
 from runtime.config import RuntimeConfig, env_value
 from runtime.console import routes as console_routes
+from runtime.database import DatabaseError, engine_of
 from runtime.dialects import load_dialects
 from runtime.downloads import counter_for
 from runtime.errors import HANDLERS
@@ -34,15 +35,23 @@ log = logging.getLogger("runtime")
 
 
 async def health(request: Request) -> Response:
-    """``{"status": "ok"}``, or 503 ``out_of_space`` with the free bytes when a disk the store
-    writes to has less than the reserve uploads keep (a load balancer then sends traffic to
-    another node)."""
-    config = services(request).config
+    """``{"status": "ok", "database": "ok", "disk": "ok"}``; 503 when a query does not answer
+    (``"database": "unavailable"``) or a disk the store writes to has less than the reserve
+    uploads keep (``"disk": "out_of_space"``, with the free bytes): a load balancer then sends
+    traffic to another node."""
+    svc = services(request)
+    config = svc.config
     folders = {"data": config.data, "repo": config.repo, "site": config.site}
     free = {name: free_bytes(folder) for name, folder in folders.items() if folder.exists()}
+    body: dict[str, object] = {"status": "ok", "database": "ok", "disk": "ok"}
+    try:
+        await run_in_threadpool(svc.storage.db.value, "SELECT 1")
+    except DatabaseError as exc:
+        log.error("health check: the database (%s) is unavailable: %s", engine_of(svc.storage.url), exc)
+        body.update(status="database_unavailable", database="unavailable")
     if any(value < RESERVE for value in free.values()):
-        return JSONResponse({"status": "out_of_space", "free_bytes": free}, status_code=503)
-    return JSONResponse({"status": "ok"})
+        body.update(status="out_of_space", disk="out_of_space", free_bytes=free)
+    return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
 
 class DepotApp(Starlette):
@@ -63,10 +72,11 @@ class DepotApp(Starlette):
 
 
 def make_services(config: RuntimeConfig) -> Services:
+    storage = Storage(config.data, config.database_url or None)  # "": DEPOT_DATABASE_URL, else SQLite
     return Services(
         config=config,
-        storage=Storage(config.data),
-        rebuilder=Rebuilder(config.repo, config.site, config.keys),
+        storage=storage,
+        rebuilder=Rebuilder(config.repo, config.site, config.keys, storage.url, config.builds),
         static=StaticSite(config.site, config.accel_redirect_prefix),
     )
 
@@ -83,7 +93,7 @@ async def run_startups(svc: Services) -> None:
             changed = await run_in_threadpool(module.startup, svc) or changed
         except DepotError as exc:  # a broken depot.toml: serve anyway, the endpoints answer 503
             log.error("a start-up step did not run: %s: %s", type(exc).__name__, exc)
-    if changed or not site_exists(svc.config.site):
+    if svc.config.builds and (changed or not site_exists(svc.config.site)):
         await svc.rebuilder.rebuild()
 
 
@@ -104,7 +114,7 @@ def create_app(config: RuntimeConfig, startup: bool = True) -> Starlette:
     dialects = load_dialects()  # imports the dialects, registering their schemas
     routes: list[BaseRoute] = [route for module in dialects for route in module.routes()]
     svc = make_services(config)
-    downloads = counter_for(svc.storage.path)  # every package file served is counted, batched
+    downloads = counter_for(svc.storage.url)  # every package file served is counted, batched
     svc.static.on_answer = downloads.record_path
 
     @contextlib.asynccontextmanager
@@ -139,7 +149,7 @@ def app_from_environment() -> Starlette:
     if not all(folders):
         raise RuntimeError("app_from_environment is for the workers of depot serve --workers")
     repo, site, data = (Path(folder) for folder in folders)
-    config = RuntimeConfig.from_folders(repo, site, data)
+    config = RuntimeConfig.from_folders(repo, site, data, builds=env_value("DEPOT_SERVE_NO_BUILD") != "1")
     server = config.server
     slow_client_protocol(server.header_timeout, connections_that_fit(server.max_connections))
     return create_app(config, startup=False)

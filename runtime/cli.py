@@ -29,6 +29,7 @@ class RuntimeGroup(DepotGroup):
         "device": "runtime.device.cli",
         "rollout": "runtime.device.cli",
         "stats": "runtime.downloads_cli",
+        "db": "runtime.database_cli",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -61,7 +62,21 @@ add_commands(main)
     type=click.IntRange(1, 64),
     help="Processes serving the one port (docs/operations.md: how many).",
 )
-def serve_command(store: Store, keys: Path | None, host: str, port: int, workers: int) -> None:
+@click.option(
+    "--database",
+    default=None,
+    metavar="URL",
+    help="postgresql://USER@HOST/NAME (several nodes) or sqlite:///PATH; default: DEPOT_DATABASE_URL,"
+    " else depot.db in the data folder.",
+)
+@click.option(
+    "--no-build",
+    is_flag=True,
+    help="Serve site/ as it is and never rebuild (a node beside the one that builds; docs/operations.md).",
+)
+def serve_command(
+    store: Store, keys: Path | None, host: str, port: int, workers: int, database: str | None, no_build: bool
+) -> None:
     """Build if needed, then serve site/ and the dynamic endpoints; with a key folder, sign
     site/tuf/ and keep its timestamp fresh."""
     import os
@@ -73,8 +88,17 @@ def serve_command(store: Store, keys: Path | None, host: str, port: int, workers
     from runtime.config import RuntimeConfig
     from runtime.security import protocol_name, uvicorn_limits
 
-    config = RuntimeConfig.from_folders(store.repo, store.site, store.data, keys)  # a weak key stops here
-    click.echo(summary(run_build(store, quiet=True, keys=config.keys)))
+    # a weak key or a bad database URL stops here
+    config = RuntimeConfig.from_folders(
+        store.repo, store.site, store.data, keys, database, builds=not no_build
+    )
+    if not no_build:
+        from runtime.storage import build_lock
+
+        # under the nodes' build lock (PostgreSQL), as every later build: a node that starts
+        # while another one builds waits for it rather than writing site/ beside it
+        with build_lock(config.database_url):
+            click.echo(summary(run_build(store, quiet=True, keys=config.keys)))
     limits = uvicorn_limits(
         config.server.header_timeout, config.server.max_connections, config.server.keep_alive_timeout
     )
@@ -92,6 +116,8 @@ def serve_command(store: Store, keys: Path | None, host: str, port: int, workers
             "DEPOT_SERVE_REPO": str(config.repo),
             "DEPOT_SERVE_SITE": str(config.site),
             "DEPOT_SERVE_DATA": str(config.data),
+            "DEPOT_DATABASE_URL": config.database_url,
+            "DEPOT_SERVE_NO_BUILD": "1" if no_build else "",
             **({"DEPOT_KEYS": str(config.keys)} if config.keys else {}),
         }
     )

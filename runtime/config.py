@@ -1,9 +1,10 @@
 """Runtime settings: the store's folders, the secret it signs with, and the environment.
 
-Every environment variable the runtime reads is declared once in :data:`ENVIRONMENT` (name,
-default, help), the same way :mod:`builder.settings` declares ``depot.toml``; the rest of the
-runtime reads them only through :class:`RuntimeConfig`, which reads the environment once at
-start-up. A value that does not parse stops the start with a message naming the variable.
+Every environment variable the runtime reads is declared once in
+:data:`runtime.environment.ENVIRONMENT` (name, default, help; re-exported here), the way
+:mod:`builder.settings` declares ``depot.toml``; the rest of the runtime reads them only
+through :class:`RuntimeConfig`, which reads the environment once at start-up. A value that
+does not parse stops the start with a message naming the variable.
 """
 
 from __future__ import annotations
@@ -16,55 +17,17 @@ from pathlib import Path
 
 from builder.atomic import fsync_dir, write_temp
 from builder.errors import SettingsError
+from runtime.database import database_url, make_data_folder
+from runtime.environment import ENVIRONMENT, EnvVar, env_value
+
+__all__ = ["ENVIRONMENT", "EnvVar", "Limits", "RuntimeConfig", "ServerLimits", "env_value"]
 from runtime.ratelimit import Rate
-from runtime.storage import make_data_folder
 
 SECRET_FILE = "secret.key"
 # A signing key anyone could guess lets them forge download links and session cookies: the
 # generated key has 64 characters, and a key from the environment must have at least 32 bytes.
 MIN_SECRET_BYTES = 32
 MAKE_A_KEY = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
-
-
-@dataclass(frozen=True)
-class EnvVar:
-    name: str
-    default: str
-    help: str
-
-
-ENVIRONMENT: tuple[EnvVar, ...] = (
-    EnvVar("DEPOT_SECRET_KEY", "", "signing secret shared by every runtime process; else var/secret.key"),
-    EnvVar("DEPOT_ACCEL_REDIRECT", "", "internal nginx prefix of site/ for X-Accel-Redirect downloads"),
-    EnvVar("DEPOT_ACCEL_REDIRECT_BUILDS", "", "internal nginx prefix of repo/builds/ for OTA downloads"),
-    EnvVar("DEPOT_LOGIN_ACCOUNT_RATE", "10/15minute", "failed password logins per account and address"),
-    EnvVar("DEPOT_LOGIN_ADDRESS_RATE", "30/15minute", "failed password logins per client address"),
-    EnvVar(
-        "DEPOT_LOGIN_ACCOUNT_GLOBAL_RATE",
-        "100/day",
-        "failed logins per account from addresses it never logged in from (its own are never locked)",
-    ),
-    EnvVar("DEPOT_SHIPPER_ANON_RATE", "60/minute", "shipper requests without a token, per address"),
-    EnvVar("DEPOT_SHIPPER_USER_RATE", "10/second", "shipper requests with a token, per account"),
-    EnvVar("DEPOT_DEVICE_REPORT_RATE", "60/minute", "device reports per enrolled device"),
-    EnvVar("DEPOT_OTA_TOKEN_DAYS", "90", "days a shippy login token lives after its last use"),
-    EnvVar("DEPOT_QT_STORE_SIGNING_PASSWORD", "", "password of the Qt store-signing PKCS#12 file"),
-    EnvVar("DEPOT_HEADER_TIMEOUT", "10", "seconds a connection has to send a whole request head"),
-    EnvVar("DEPOT_KEEP_ALIVE_TIMEOUT", "5", "seconds an idle kept-alive connection stays open"),
-    EnvVar("DEPOT_MAX_CONNECTIONS", "1000", "open connections per depot serve process; beyond, refused"),
-    EnvVar("DEPOT_KEYS", "", "key folder that signs site/tuf/ (TUF); else ./keys when it exists"),
-    EnvVar("DEPOT_SERVE_REPO", "", "set by depot serve --workers N for its workers: the repo/ folder"),
-    EnvVar("DEPOT_SERVE_SITE", "", "set by depot serve --workers N for its workers: the site/ folder"),
-    EnvVar("DEPOT_SERVE_DATA", "", "set by depot serve --workers N for its workers: the data folder"),
-)
-
-
-def env_value(name: str, environ: Mapping[str, str] | None = None) -> str:
-    """The variable's value, or its declared default; only declared names may be read."""
-    declared = {v.name: v for v in ENVIRONMENT}
-    if name not in declared:
-        raise KeyError(f"{name} is not declared in runtime.config.ENVIRONMENT")
-    return (os.environ if environ is None else environ).get(name, declared[name].default)
 
 
 def env_rate(name: str, environ: Mapping[str, str] | None = None) -> Rate | None:
@@ -151,11 +114,25 @@ class RuntimeConfig:
     # The key folder that signs site/tuf/ (builder.trust): the rebuilds sign with it and a
     # background task signs the timestamp again before it expires. None: no signed metadata.
     keys: Path | None = None
+    # The database (runtime.database); "" (a config made by hand, in tests): DEPOT_DATABASE_URL,
+    # else depot.db in the data folder.
+    database_url: str = ""
+    # False: ``depot serve --no-build``, a node that serves site/ as another node builds it.
+    builds: bool = True
 
     @classmethod
-    def from_folders(cls, repo: Path, site: Path, data: Path, keys: Path | None = None) -> RuntimeConfig:
+    def from_folders(
+        cls,
+        repo: Path,
+        site: Path,
+        data: Path,
+        keys: Path | None = None,
+        database: str | None = None,
+        builds: bool = True,
+    ) -> RuntimeConfig:
         """``keys``: the key folder (``depot serve --keys``); when not given, ``DEPOT_KEYS``,
-        else ``./keys`` when that folder exists."""
+        else ``./keys`` when that folder exists. ``database``: ``depot serve --database``; when
+        not given, ``DEPOT_DATABASE_URL``, else SQLite in the data folder."""
         make_data_folder(data)
         if keys is None:
             keys = Path(env_value("DEPOT_KEYS") or "keys")
@@ -173,6 +150,8 @@ class RuntimeConfig:
             server=ServerLimits.from_env(),
             ota_token_days=env_days("DEPOT_OTA_TOKEN_DAYS"),
             keys=keys.resolve() if keys is not None else None,
+            database_url=database_url(data, database or env_value("DEPOT_DATABASE_URL")),
+            builds=builds,
         )
 
 

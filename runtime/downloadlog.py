@@ -28,10 +28,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-import sqlite_utils
-
 from builder.errors import DepotError
 from runtime.clock import now_iso
+from runtime.database import Database
 from runtime.downloads import add_rows, counts_as_download, item_of_path
 from runtime.storage import transaction
 
@@ -119,7 +118,7 @@ def _head(path: Path, length: int) -> str:
         return hashlib.sha256(handle.read(length)).hexdigest()
 
 
-def import_log(db: sqlite_utils.Database, path: Path, fmt: str = "nginx") -> ImportResult:
+def import_log(db: Database, path: Path, fmt: str = "nginx") -> ImportResult:
     """Add the downloads of the log lines not read yet; see the module's doc."""
     if fmt not in FORMATS:
         raise LogImportError(f"unknown log format {fmt!r} (known: {', '.join(FORMATS)})")
@@ -133,7 +132,7 @@ def import_log(db: sqlite_utils.Database, path: Path, fmt: str = "nginx") -> Imp
             raise LogImportError(f"{path} is not a regular file")
         file_id = f"{st.st_dev}:{st.st_ino}"
         row = db.execute(
-            "SELECT offset, head, head_len FROM downloads_log_imports WHERE file = ?", [file_id]
+            'SELECT "offset", head, head_len FROM downloads_log_imports WHERE file = ?', [file_id]
         ).fetchone()
         start = 0
         if row is not None:
@@ -161,7 +160,7 @@ def import_log(db: sqlite_utils.Database, path: Path, fmt: str = "nginx") -> Imp
             head = _head(path, head_len)
             with transaction(db):
                 now = db.execute(
-                    "SELECT offset FROM downloads_log_imports WHERE file = ?", [file_id]
+                    'SELECT "offset" FROM downloads_log_imports WHERE file = ?', [file_id]
                 ).fetchone()
                 if (now is not None) != known or (now is not None and int(now[0]) != stored):
                     raise LogImportError(f"another import of {path} ran meanwhile; run it again")
@@ -169,11 +168,12 @@ def import_log(db: sqlite_utils.Database, path: Path, fmt: str = "nginx") -> Imp
                     add_rows(db, ((k, i, d, n) for (k, i, d), n in found.items()))
                 db.execute(
                     "INSERT INTO downloads_log_imports"
-                    " (file, path, offset, head, head_len, lines, counted, updated)"
+                    ' (file, path, "offset", head, head_len, lines, counted, updated)'
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (file) DO UPDATE SET path = excluded.path, offset = excluded.offset,"
+                    ' ON CONFLICT (file) DO UPDATE SET path = excluded.path, "offset" = excluded."offset",'
                     " head = excluded.head, head_len = excluded.head_len,"
-                    " lines = lines + excluded.lines, counted = counted + excluded.counted,"
+                    " lines = downloads_log_imports.lines + excluded.lines,"
+                    " counted = downloads_log_imports.counted + excluded.counted,"
                     " updated = excluded.updated",
                     [file_id, str(path), end, head, head_len, len(lines), sum(found.values()), now_iso()],
                 )

@@ -35,11 +35,10 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from urllib.parse import unquote
 
-import sqlite_utils
-
 from builder.device.firmware import FILENAME as FIRMWARE_FILENAME
 from builder.names import FILENAME as MODULE_FILENAME
-from runtime.storage import connect, register_schema, transaction
+from runtime.database import Database, connect
+from runtime.storage import register_schema, transaction
 
 log = logging.getLogger("runtime.downloads")
 
@@ -59,7 +58,7 @@ LOOSE_APK = re.compile(r"^(?P<stem>[A-Za-z0-9][A-Za-z0-9._+-]{0,200})\.apk\Z")  
 Key = tuple[str, str, str]  # (kind, item, day)
 
 
-def _v1(db: sqlite_utils.Database) -> None:
+def _v1(db: Database) -> None:
     for sql in (
         """CREATE TABLE downloads_daily (
             kind TEXT NOT NULL,                  -- ota, qt, module, firmware, apk
@@ -71,7 +70,7 @@ def _v1(db: sqlite_utils.Database) -> None:
         """CREATE TABLE downloads_log_imports (
             file TEXT PRIMARY KEY,               -- "<st_dev>:<st_ino>" of the log file
             path TEXT NOT NULL,                  -- where it was last read from
-            offset INTEGER NOT NULL,             -- bytes read: every complete line before it
+            "offset" INTEGER NOT NULL,           -- bytes read: every complete line before it
             head TEXT NOT NULL,                  -- SHA-256 of its first head_len bytes
             head_len INTEGER NOT NULL,
             lines INTEGER NOT NULL,
@@ -130,14 +129,14 @@ def item_of_path(site_path: str) -> tuple[str, str] | None:
 class DownloadCounter:
     """Download counts summed in memory, written to the database in batches.
 
-    Thread-safe; one per database file and process (:func:`counter_for`)."""
+    Thread-safe; one per database and process (:func:`counter_for`)."""
 
-    def __init__(self, database: Path) -> None:
-        self.database = database
+    def __init__(self, database: str | Path) -> None:
+        self.database = _url(database)  # the database's URL (runtime.database)
         self._pending: dict[Key, int] = {}
         self._lock = threading.Lock()  # guards _pending
         self._flush_lock = threading.Lock()  # one flush at a time, on the one connection
-        self._db: sqlite_utils.Database | None = None
+        self._db: Database | None = None
         self.flushes = 0  # transactions written (tests and benchmarks look)
 
     # -- counting ----------------------------------------------------------------------------
@@ -190,7 +189,7 @@ class DownloadCounter:
             self.flushes += 1
             return sum(batch.values())
 
-    def _connection(self) -> sqlite_utils.Database:
+    def _connection(self) -> Database:
         if self._db is None:
             self._db = connect(self.database)
         return self._db
@@ -206,18 +205,18 @@ class DownloadCounter:
                     self._db = None
 
 
-def add(db: sqlite_utils.Database, rows: Iterable[tuple[str, str, str, int]]) -> None:
+def add(db: Database, rows: Iterable[tuple[str, str, str, int]]) -> None:
     """Add ``(kind, item, day, count)`` rows to the stored counts, in one transaction."""
     with transaction(db):
         add_rows(db, rows)
 
 
-def add_rows(db: sqlite_utils.Database, rows: Iterable[tuple[str, str, str, int]]) -> None:
+def add_rows(db: Database, rows: Iterable[tuple[str, str, str, int]]) -> None:
     """:func:`add` inside the caller's transaction. An upsert that adds, so writers in other
     processes never overwrite each other's counts."""
-    db.conn.executemany(
+    db.executemany(
         "INSERT INTO downloads_daily (kind, item, day, count) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (kind, item, day) DO UPDATE SET count = count + excluded.count",
+        " ON CONFLICT (kind, item, day) DO UPDATE SET count = downloads_daily.count + excluded.count",
         list(rows),
     )
 
@@ -259,17 +258,23 @@ class _Flusher:
 
 
 _FLUSHER = _Flusher()
-_COUNTERS: dict[Path, DownloadCounter] = {}
+_COUNTERS: dict[str, DownloadCounter] = {}
 _COUNTERS_LOCK = threading.Lock()
 
 
-def counter_for(database: Path) -> DownloadCounter:
-    """This process's counter of the database file ``database`` (``Storage.path``)."""
-    path = Path(database).absolute()
+def _url(database: str | Path) -> str:
+    """A database URL; a path is a SQLite file."""
+    return database if isinstance(database, str) else f"sqlite://{Path(database).resolve()}"
+
+
+def counter_for(database: str | Path) -> DownloadCounter:
+    """This process's counter of the database ``database`` (``Storage.url``; a path is a
+    SQLite file)."""
+    url = _url(database)
     with _COUNTERS_LOCK:
-        counter = _COUNTERS.get(path)
+        counter = _COUNTERS.get(url)
         if counter is None:
-            counter = _COUNTERS[path] = DownloadCounter(path)
+            counter = _COUNTERS[url] = DownloadCounter(url)
         return counter
 
 
@@ -297,7 +302,7 @@ def last_days(days: int, today: date | None = None) -> list[str]:
 
 
 def daily(
-    db: sqlite_utils.Database, first_day: str, kinds: Iterable[str] = KINDS
+    db: Database, first_day: str, kinds: Iterable[str] = KINDS
 ) -> dict[tuple[str, str], dict[str, int]]:
     """``(kind, item)`` → ``{day: count}`` for the days from ``first_day`` on."""
     wanted = list(kinds)
@@ -315,7 +320,7 @@ def daily(
     return out
 
 
-def totals(db: sqlite_utils.Database, kinds: Iterable[str] = KINDS) -> dict[tuple[str, str], int]:
+def totals(db: Database, kinds: Iterable[str] = KINDS) -> dict[tuple[str, str], int]:
     """``(kind, item)`` → every download ever counted."""
     wanted = list(kinds)
     if not wanted:

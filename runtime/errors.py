@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import sqlite3
 from collections.abc import Callable
 
 from starlette.exceptions import HTTPException
@@ -17,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 
 from builder.errors import DepotError, SettingsError
 from runtime.accesslog import redact_path
+from runtime.database import DatabaseFullError, DatabaseUnavailableError
 
 log = logging.getLogger("runtime")
 SETTINGS_UNUSABLE = "The store's settings (depot.toml) cannot be used; the server log says why."
@@ -74,6 +74,7 @@ def shaped(
 
 # -- a full disk ----------------------------------------------------------------------------------
 
+DATABASE_UNAVAILABLE = "The store's database is unavailable; nothing was stored. Try again shortly."
 OUT_OF_SPACE = "The store is out of disk space; nothing was stored. Try again later."
 DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 
@@ -81,9 +82,7 @@ DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 def is_disk_full(exc: BaseException) -> bool:
     if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
         return True
-    if isinstance(exc, sqlite3.OperationalError):
-        return "database or disk is full" in str(exc) or getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL"
-    return isinstance(exc, InsufficientStorageError)
+    return isinstance(exc, InsufficientStorageError | DatabaseFullError)
 
 
 class InsufficientStorageError(DepotError):
@@ -99,6 +98,13 @@ async def storage_error(request: Request, exc: Exception) -> Response:
     return shaped(request, 507, "insufficient_storage", OUT_OF_SPACE)
 
 
+async def database_unavailable(request: Request, exc: Exception) -> Response:
+    """PostgreSQL down or restarting, or SQLite locked past its busy timeout: the store's
+    condition, answered 503 with Retry-After in the dialect's shape; nothing was stored."""
+    log.error("%s %s: the database is unavailable: %s", request.method, redact_path(request.url.path), exc)
+    return shaped(request, 503, "database_unavailable", DATABASE_UNAVAILABLE, {"retry-after": "5"})
+
+
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, redact_path(request.url.path))
     return JSONResponse({"detail": "internal server error"}, status_code=500)
@@ -110,6 +116,7 @@ HANDLERS = {
     SettingsError: settings_error,
     InsufficientStorageError: storage_error,
     OSError: storage_error,
-    sqlite3.OperationalError: storage_error,
+    DatabaseFullError: storage_error,
+    DatabaseUnavailableError: database_unavailable,
     Exception: unexpected_error,
 }

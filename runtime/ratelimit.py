@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-import sqlite_utils
 from starlette.concurrency import run_in_threadpool
 
+from runtime.database import Database
 from runtime.storage import register_schema
 
 PERIODS = {
@@ -32,15 +32,15 @@ RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([a-z]+?)s?\s*$")
 T = TypeVar("T")
 
 
-def _v1(db: sqlite_utils.Database) -> None:
+def _v1(db: Database) -> None:
     db.execute(
-        "CREATE TABLE rate_limits (key TEXT PRIMARY KEY, window INTEGER NOT NULL, count INTEGER NOT NULL,"
+        'CREATE TABLE rate_limits (key TEXT PRIMARY KEY, "window" INTEGER NOT NULL, count INTEGER NOT NULL,'
         " expires REAL NOT NULL)"
     )
     db.execute("CREATE INDEX rate_limits_expires ON rate_limits (expires)")
 
 
-def _v2(db: sqlite_utils.Database) -> None:
+def _v2(db: Database) -> None:
     # The addresses an account has logged in from: the account-wide failure limit counts only the
     # others, so strangers cannot lock an owner out of the places the owner uses.
     db.execute(
@@ -70,7 +70,7 @@ class Rate:
 
 
 class RateLimiter:
-    def __init__(self, db: sqlite_utils.Database) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
 
     def _window(self, rate: Rate, now: float) -> tuple[int, float]:
@@ -84,10 +84,11 @@ class RateLimiter:
         now = time.time() if now is None else now
         window, ends = self._window(rate, now)
         row = self.db.execute(
-            "INSERT INTO rate_limits (key, window, count, expires) VALUES (?, ?, 1, ?) "
+            'INSERT INTO rate_limits (key, "window", count, expires) VALUES (?, ?, 1, ?) '
             "ON CONFLICT(key) DO UPDATE SET "
-            "count = CASE WHEN window = excluded.window THEN count + 1 ELSE 1 END, "
-            "window = excluded.window, expires = excluded.expires RETURNING count",
+            'count = CASE WHEN rate_limits."window" = excluded."window"'
+            " THEN rate_limits.count + 1 ELSE 1 END, "
+            '"window" = excluded."window", expires = excluded.expires RETURNING count',
             [key, window, ends],
         ).fetchone()
         if int(now) % 97 == 0:  # now and then, forget windows that are over
@@ -100,10 +101,21 @@ class RateLimiter:
             return None
         now = time.time() if now is None else now
         window, ends = self._window(rate, now)
-        row = self.db.execute("SELECT window, count FROM rate_limits WHERE key = ?", [key]).fetchone()
+        row = self.db.execute('SELECT "window", count FROM rate_limits WHERE key = ?', [key]).fetchone()
         if row and row[0] == window and row[1] >= rate.limit:
             return max(1, math.ceil(ends - now))
         return None
+
+    def release(self, key: str, rate: Rate | None, now: float | None = None) -> None:
+        """Take back one :meth:`hit` of the window ``now`` falls in (nothing once it is over)."""
+        if rate is None:
+            return
+        now = time.time() if now is None else now
+        window, _ends = self._window(rate, now)
+        self.db.execute(
+            'UPDATE rate_limits SET count = count - 1 WHERE key = ? AND "window" = ? AND count > 0',
+            [key, window],
+        )
 
     def reset(self, key: str) -> None:
         self.db.execute("DELETE FROM rate_limits WHERE key = ?", [key])
@@ -133,7 +145,7 @@ class LoginRates:
 
 
 async def guarded_login(
-    database: sqlite_utils.Database | Callable[[], sqlite_utils.Database],
+    database: Database | Callable[[], Database],
     account: str,
     address: str | None,
     rates: LoginRates,
@@ -150,13 +162,19 @@ async def guarded_login(
     the owner's own addresses: the account-wide limit does not apply to an address the account
     logged in from in the last 90 days. Refuses (LoginThrottledError) while a limit is used up,
     even for the right password; otherwise runs ``authenticate`` in a worker thread, counts a
-    failure (None), and after a success forgets the pair's failures and remembers the address."""
+    failure (None), and after a success forgets the pair's failures and remembers the address.
+
+    The attempt is counted before its password is checked, with one atomic step per limit (the
+    database's upsert), and a success takes its counts back: of concurrent attempts, on one
+    node or on several, only as many as a limit has left get a password check; the rest are
+    refused as if they had come one after the other. Checking first and counting afterwards
+    let every concurrent attempt through while the count was still low."""
     at = time.time() if now is None else now
     name = account.lower()
 
-    def connection() -> sqlite_utils.Database:
+    def connection() -> Database:
         """The calling thread's connection (``database`` may be Storage's per-thread getter)."""
-        return database if isinstance(database, sqlite_utils.Database) else database()
+        return database if isinstance(database, Database) else database()
 
     def limits() -> list[tuple[str, Rate | None]]:
         db = connection()
@@ -164,19 +182,29 @@ async def guarded_login(
         keys = [(f"login-pair:{name}:{address}", rates.pair), (f"login-address:{address}", rates.address)]
         if not known:
             keys.append((f"login-account:{name}", rates.account))
+        limiter = RateLimiter(db)
         for key, rate in keys:
-            wait = RateLimiter(db).blocked(key, rate, at)
+            wait = limiter.blocked(key, rate, at)
             if wait is not None:
+                raise LoginThrottledError(wait)  # locked: refused without counting
+        taken: list[tuple[str, Rate | None]] = []
+        for key, rate in keys:
+            wait = limiter.hit(key, rate, at)
+            taken.append((key, rate))
+            if wait is not None:  # others took the last attempts meanwhile
+                release(taken)
                 raise LoginThrottledError(wait)
         return keys
 
-    def failed(keys: list[tuple[str, Rate | None]]) -> None:
+    def release(keys: list[tuple[str, Rate | None]]) -> None:
+        limiter = RateLimiter(connection())
         for key, rate in keys:
-            RateLimiter(connection()).hit(key, rate, at)
+            limiter.release(key, rate, at)
 
     def succeeded(keys: list[tuple[str, Rate | None]]) -> None:
         db = connection()
         RateLimiter(db).reset(keys[0][0])
+        release(keys[1:])  # a success counts against no limit
         if address is not None:
             db.execute(
                 "INSERT INTO login_known (account, address, last) VALUES (?, ?, ?) "
@@ -186,12 +214,17 @@ async def guarded_login(
 
     # every database step in a worker thread: none of it runs on the event loop
     keys = await run_in_threadpool(limits)
-    user = await run_in_threadpool(authenticate)
-    await run_in_threadpool(failed if user is None else succeeded, keys)
+    try:
+        user = await run_in_threadpool(authenticate)
+    except BaseException:
+        await run_in_threadpool(release, keys)  # no answer is no failure
+        raise
+    if user is not None:  # a failure was counted before the check
+        await run_in_threadpool(succeeded, keys)
     return user
 
 
-def _known(db: sqlite_utils.Database, account: str, address: str, now: float) -> bool:
+def _known(db: Database, account: str, address: str, now: float) -> bool:
     row = db.execute(
         "SELECT last FROM login_known WHERE account = ? AND address = ?", [account, address]
     ).fetchone()

@@ -1,7 +1,9 @@
 """Run the incremental build from the runtime, so a client that uploads then lists sees it.
 
 The build itself takes the builder's file lock (shared with ``depot build`` and ``depot watch``
-and with other runtime processes); the asyncio lock only keeps one process from queueing
+and with other runtime processes); on PostgreSQL it first takes the database's build lock
+(:func:`runtime.storage.build_lock`), which every node shares, since ``flock`` does not hold
+across hosts on a network file system. The asyncio lock only keeps one process from queueing
 several threads on it. A build that cannot run (a broken depot.toml, say) is logged, not
 raised: the caller has already stored the upload in repo/, so it answers success and the next
 build that can run publishes it; a 500 would only make the client retry into a duplicate. The
@@ -20,24 +22,41 @@ from starlette.concurrency import run_in_threadpool
 
 from builder.build import BuildResult, build
 from builder.errors import BuildError, SettingsError, TrustError
+from runtime.database import DatabaseError
+from runtime.storage import build_lock
 
 log = logging.getLogger("runtime.rebuild")
 
 
 class Rebuilder:
-    def __init__(self, repo: Path, site: Path, keys: Path | None = None) -> None:
+    def __init__(
+        self, repo: Path, site: Path, keys: Path | None = None, database_url: str = "", builds: bool = True
+    ) -> None:
         self.repo, self.site, self.keys = repo, site, keys  # keys: the folder that signs site/tuf/
+        self.database_url = database_url  # "": no database lock (a SQLite store on one machine)
+        # False (depot serve --no-build): site/ is another node's to write; uploads wait in repo/
+        # for that node's next build
+        self.builds = builds
         self._lock = asyncio.Lock()
 
     async def rebuild(self) -> BuildResult | None:
         """The build's result, or None when it could not run (the reason is logged)."""
+        if not self.builds:
+            log.info("not rebuilt here (depot serve --no-build): the building node publishes repo/")
+            return None
         async with self._lock:
             try:
-                return await run_in_threadpool(lambda: build(self.repo, self.site, keys=self.keys))
-            except (BuildError, SettingsError, TrustError) as exc:
+                return await run_in_threadpool(self._build)
+            except (BuildError, SettingsError, TrustError, DatabaseError) as exc:
                 # The messages name files and TOML positions, never values from depot.toml.
                 log.error("the catalog was not rebuilt: %s: %s", type(exc).__name__, exc)
                 return None
             except Exception:  # an OSError, or a bug: the upload is stored, so never a 500 here
                 log.exception("the catalog was not rebuilt: the build failed")
                 return None
+
+    def _build(self) -> BuildResult:
+        if not self.database_url:
+            return build(self.repo, self.site, keys=self.keys)
+        with build_lock(self.database_url):
+            return build(self.repo, self.site, keys=self.keys)

@@ -12,9 +12,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-import sqlite_utils
-
 from runtime.clock import iso_in, now_iso
+from runtime.database import Database
 
 SHOWN_PREFIX_CHARS = 14
 
@@ -37,7 +36,7 @@ class Token:
 
 
 class Tokens:
-    def __init__(self, db: sqlite_utils.Database) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
 
     def create(
@@ -65,9 +64,9 @@ class Tokens:
                     "expires": expires,
                     "last_used": None,
                     "revoked": 0,
-                }
+                },
+                returning="id",
             )
-            .last_pk
         )
         token = self.get(int(row_id)) if row_id is not None else None
         assert token is not None

@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from builder.errors import DepotError
 from builder.settings import load_settings
 from runtime.config import RuntimeConfig
+from runtime.storage import build_lock, configured_url
 
 log = logging.getLogger("runtime.trust")
 
@@ -40,7 +41,8 @@ def resign_if_due(config: RuntimeConfig) -> tuple[int, str] | None:
 
     assert config.keys is not None
     try:
-        signed = sign_timestamp(config.repo, config.site, config.keys, force=False)
+        with build_lock(configured_url(config.data, config.database_url or None)):  # one node at a time
+            signed = sign_timestamp(config.repo, config.site, config.keys, force=False)
     except DepotError as exc:
         log.error("the TUF timestamp was not signed again: %s: %s", type(exc).__name__, exc)
         return None
@@ -55,7 +57,7 @@ def resign_if_due(config: RuntimeConfig) -> tuple[int, str] | None:
 @contextlib.asynccontextmanager
 async def timestamp_resigning(config: RuntimeConfig, every: float | None = None) -> AsyncIterator[None]:
     """While the app runs, sign the timestamp again when it is due (``every`` seconds: tests)."""
-    if config.keys is None:
+    if config.keys is None or not config.builds:  # --no-build: site/ is another node's to write
         yield
         return
 

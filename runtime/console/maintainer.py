@@ -78,8 +78,8 @@ def maintained(settings: StoreSettings, user: User) -> list[str]:
 def download_counts(db: Any, now: float) -> dict[tuple[str, str], tuple[int, int]]:
     """(codename, file name without .zip) → (all counted downloads, those of the last 7 days)."""
     cursor = db.execute(
-        """SELECT codename, file_name, count(*), coalesce(sum(time >= ?), 0) FROM shipper_downloads
-           GROUP BY codename, file_name""",
+        """SELECT codename, file_name, count(*), coalesce(sum(CASE WHEN time >= ? THEN 1 ELSE 0 END), 0)
+           FROM shipper_downloads GROUP BY codename, file_name""",
         [now - WEEK],
     )
     return {(c, f): (int(n), int(w)) for c, f, n, w in cursor.fetchall()}

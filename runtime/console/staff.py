@@ -25,7 +25,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -42,6 +41,7 @@ from runtime.console import session as sessions
 from runtime.console.pages import forbidden, guarded, posted, whole_number
 from runtime.console.render import has_role, page
 from runtime.console.session import ConsoleSession
+from runtime.database import Database
 from runtime.errors import ApiError, InsufficientStorageError
 from runtime.portal import review
 from runtime.portal.endpoints import MAX_TOKEN_DAYS, create_ci_token
@@ -97,7 +97,7 @@ def form_values(request: Request) -> dict[str, Any]:
 # -- review -----------------------------------------------------------------------------------------
 
 
-def _view(db: sqlite_utils.Database, row: dict[str, Any]) -> dict[str, Any]:
+def _view(db: Database, row: dict[str, Any]) -> dict[str, Any]:
     facts = json.loads(row["facts"] or "{}")
     return {
         **row,
@@ -113,7 +113,7 @@ VERSIONS = """SELECT v.*, a.package, a.owner_id, a.signer_sha256 AS pinned_signe
               LEFT JOIN users u ON u.id = a.owner_id"""
 
 
-def review_queue(db: sqlite_utils.Database, repo: Path, status: str) -> list[dict[str, Any]]:
+def review_queue(db: Database, repo: Path, status: str) -> list[dict[str, Any]]:
     """The versions in ``status`` ("all": every one), oldest first, with their findings."""
     where, args = ("", []) if status == "all" else (" WHERE v.status = ?", [status])
     found = rows(db, VERSIONS + where + " ORDER BY v.created, v.rowid", args)
@@ -128,7 +128,7 @@ def review_queue(db: sqlite_utils.Database, repo: Path, status: str) -> list[dic
     return out
 
 
-def status_counts(db: sqlite_utils.Database) -> dict[str, int]:
+def status_counts(db: Database) -> dict[str, int]:
     counts = dict.fromkeys(STATUSES, 0)
     for r in rows(db, "SELECT status, count(*) AS n FROM portal_versions GROUP BY status"):
         counts[r["status"]] = r["n"]
@@ -136,7 +136,7 @@ def status_counts(db: sqlite_utils.Database) -> dict[str, int]:
 
 
 def known_targets(
-    db: sqlite_utils.Database, repo: Path, portal: PortalSettings | None = None
+    db: Database, repo: Path, portal: PortalSettings | None = None
 ) -> tuple[list[str], list[str]]:
     """The choices of the release form: the targets ``[portal] release_countries`` and
     ``release_vehicle_contexts`` list, and those the store releases to already (any version's
@@ -185,7 +185,7 @@ async def review_page(request: Request, session: ConsoleSession) -> Response:
 
 
 def _version_context(
-    db: sqlite_utils.Database, repo: Path, version_id: str, portal: PortalSettings | None = None
+    db: Database, repo: Path, version_id: str, portal: PortalSettings | None = None
 ) -> dict[str, Any] | None:
     row = version(db, version_id)
     if row is None:
@@ -233,7 +233,7 @@ async def version_page(request: Request, session: ConsoleSession) -> Response:
 async def _review_action(
     request: Request,
     session: ConsoleSession,
-    action: Callable[[sqlite_utils.Database], object],
+    action: Callable[[Database], object],
     done: str,
     rebuild: bool = False,
     values: dict[str, Any] | None = None,
@@ -287,7 +287,7 @@ async def release_action(request: Request, session: ConsoleSession) -> Response:
     countries_text, contexts_text = _targets(data)
     values = {**form_values(request), "country": data.getlist("country"), "context": data.getlist("context")}
 
-    def act(db: sqlite_utils.Database) -> object:
+    def act(db: Database) -> object:
         countries, contexts = review.parse_targets(countries_text, contexts_text)
         return review.release(
             db, svc.config.repo, svc.config.data, version_id, countries, contexts, actor(session)

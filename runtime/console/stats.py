@@ -18,7 +18,6 @@ counted as ``GET /api/v1/download/count/{period}/`` counts them
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +31,7 @@ from runtime.accounts import User
 from runtime.console.pages import guarded
 from runtime.console.render import page
 from runtime.console.session import ConsoleSession
+from runtime.database import DatabaseError
 from runtime.services import services
 from runtime.shipper.endpoints import download_count
 
@@ -131,8 +131,8 @@ def chart(days: list[str], per_day: dict[str, int]) -> dict[str, Any]:
 
 def _collect(request: Request, session: ConsoleSession, selected: str) -> dict[str, Any]:
     svc = services(request)
-    counter = downloads.counter_for(svc.storage.path)
-    with contextlib.suppress(sqlite3.Error):  # a busy database: the page shows what is written
+    counter = downloads.counter_for(svc.storage.url)
+    with contextlib.suppress(DatabaseError):  # a busy database: the page shows what is written
         counter.flush()  # this process's pending counts, so a download shows at once
     db = svc.storage.db
     scope = scope_of(db, session.user)

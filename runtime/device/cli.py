@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-import sqlite_utils
 
 from builder.cli import Store, keys_option, run_build, store_options, summary
+from runtime.database import Database
+from runtime.storage import build_lock, configured_url
 
 
-def _db(store: Store) -> sqlite_utils.Database:
+def _db(store: Store) -> Database:
     from runtime.dialects import load_dialects
     from runtime.storage import open_database
 
@@ -156,7 +157,8 @@ def register(main: click.Group) -> None:
             return
         said = ", ".join(f"{k} {'unset' if v is None else v}" for k, v in updates.items())
         click.echo(f"{key[0]} {name} {version} ({', '.join(written)}): {said}")
-        click.echo(summary(run_build(store, quiet=True, keys=keys)))
+        with build_lock(configured_url(store.data)):  # the nodes' build lock on PostgreSQL
+            click.echo(summary(run_build(store, quiet=True, keys=keys)))
 
     @rollout.command("set")
     @store_options

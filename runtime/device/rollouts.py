@@ -23,14 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from builder.device.firmware import FILENAME as FIRMWARE_FILENAME
 from builder.errors import DepotError
 from builder.model import Rollout
 from builder.names import FILENAME as MODULE_FILENAME
 from builder.settings import ROLLOUT_OPTIONS
 from builder.sidecars import read_sidecar, write_sidecar
+from runtime.database import Database
 from runtime.device.store import VersionKey, counts, failure_rate, log_change
 from runtime.storage import transaction
 
@@ -104,7 +103,7 @@ def existing_versions(repo: Path, keys: Iterable[VersionKey]) -> frozenset[Versi
     return frozenset(found)
 
 
-def read_rule(db: sqlite_utils.Database, repo: Path, key: VersionKey, platform: str | None = None) -> Rule:
+def read_rule(db: Database, repo: Path, key: VersionKey, platform: str | None = None) -> Rule:
     """The rule of one version (of one platform); NoSuchVersionError when it has no file there;
     FormatError when a sidecar cannot be read."""
     target, name, version = key
@@ -124,7 +123,7 @@ Decide = Callable[[Rule], dict[str, dict[str, Any]] | None]
 
 
 def change_rollout(
-    db: sqlite_utils.Database,
+    db: Database,
     repo: Path,
     key: VersionKey,
     decide: Decide,
@@ -194,7 +193,7 @@ def decide_auto_pause(rule: Rule) -> dict[str, dict[str, Any]] | None:
     return {p: pause for p, r in rule.platforms.items() if not r.paused} or None
 
 
-def auto_pause(db: sqlite_utils.Database, repo: Path, key: VersionKey) -> str | None:
+def auto_pause(db: Database, repo: Path, key: VersionKey) -> str | None:
     """Check one version after a report; the reason when this call paused it, else None (no
     file in repo/, no threshold, below it, or already paused)."""
     target, name, version = key

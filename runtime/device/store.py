@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
-import sqlite_utils
-
 from builder.errors import DepotError
 from builder.settings import GROUP
 from runtime.clock import now_iso
+from runtime.database import Database, IntegrityError
 from runtime.storage import register_schema, transaction
 from runtime.tokens import Tokens
 
@@ -43,7 +41,7 @@ class DeviceError(DepotError):
     """A device cannot be enrolled, changed or found (a name, a group, a duplicate)."""
 
 
-def _v1(db: sqlite_utils.Database) -> None:
+def _v1(db: Database) -> None:
     for sql in (
         """CREATE TABLE device_devices (
             id INTEGER PRIMARY KEY,
@@ -91,7 +89,7 @@ def _v1(db: sqlite_utils.Database) -> None:
 register_schema("device", [_v1])
 
 
-def rows(db: sqlite_utils.Database, sql: str, args: list[Any] | tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+def rows(db: Database, sql: str, args: list[Any] | tuple[Any, ...] = ()) -> list[dict[str, Any]]:
     cursor = db.execute(sql, list(args))
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
@@ -143,21 +141,21 @@ def _check_name(name: str) -> None:
         )
 
 
-def _devices_account(db: sqlite_utils.Database) -> int:
+def _devices_account(db: Database) -> int:
     db.execute(
-        "INSERT OR IGNORE INTO users (name, password_hash, staff, devices, created)"
-        " VALUES (?, '!', 0, '[]', ?)",
+        "INSERT INTO users (name, password_hash, staff, devices, created)"
+        " VALUES (?, '!', 0, '[]', ?) ON CONFLICT DO NOTHING",
         [DEVICES_ACCOUNT, now_iso()],
     )
     return int(db.execute("SELECT id FROM users WHERE name = ?", [DEVICES_ACCOUNT]).fetchone()[0])
 
 
-def enroll(db: sqlite_utils.Database, name: str, groups: list[str]) -> tuple[Device, str]:
+def enroll(db: Database, name: str, groups: list[str]) -> tuple[Device, str]:
     """Enroll a device; returns it and its raw token, of which only the SHA-256 is kept."""
     _check_name(name)
     if get(db, name) is not None:
         raise DeviceError(f"device {name!r} is already enrolled (remove it first to issue a new token)")
-    # Tokens.create writes through sqlite-utils, which commits on its own: so the token comes
+    # Tokens.create commits on its own (autocommit, outside a transaction): so the token comes
     # first, outside a transaction, and is revoked again if another enrollment took the name.
     token, raw = Tokens(db).create(_devices_account(db), TOKEN_PURPOSE, name=name)
     try:
@@ -165,7 +163,7 @@ def enroll(db: sqlite_utils.Database, name: str, groups: list[str]) -> tuple[Dev
             "INSERT INTO device_devices (name, groups, token_id, created) VALUES (?, ?, ?, ?)",
             [name, json.dumps(groups), token.id, now_iso()],
         )
-    except sqlite3.IntegrityError:
+    except IntegrityError:
         Tokens(db).revoke(token.id)
         raise DeviceError(f"device {name!r} is already enrolled") from None
     device = get(db, name)
@@ -173,12 +171,12 @@ def enroll(db: sqlite_utils.Database, name: str, groups: list[str]) -> tuple[Dev
     return device, raw
 
 
-def get(db: sqlite_utils.Database, name: str) -> Device | None:
+def get(db: Database, name: str) -> Device | None:
     found = rows(db, "SELECT * FROM device_devices WHERE name = ?", [name])
     return _device(found[0]) if found else None
 
 
-def by_token(db: sqlite_utils.Database, raw: str) -> Device | None:
+def by_token(db: Database, raw: str) -> Device | None:
     """The enrolled device of a live device token, else None."""
     token = Tokens(db).verify(raw, TOKEN_PURPOSE)
     if token is None:
@@ -187,11 +185,11 @@ def by_token(db: sqlite_utils.Database, raw: str) -> Device | None:
     return _device(found[0]) if found else None
 
 
-def all_devices(db: sqlite_utils.Database) -> list[Device]:
+def all_devices(db: Database) -> list[Device]:
     return [_device(r) for r in rows(db, "SELECT * FROM device_devices ORDER BY name")]
 
 
-def remove(db: sqlite_utils.Database, name: str) -> None:
+def remove(db: Database, name: str) -> None:
     """Revoke the device's token and forget the device, its report ids and its flags (the
     rollout counts then no longer include it)."""
     with transaction(db):
@@ -202,7 +200,7 @@ def remove(db: sqlite_utils.Database, name: str) -> None:
         db.execute("DELETE FROM device_devices WHERE id = ?", [device.id])
 
 
-def set_groups(db: sqlite_utils.Database, name: str, groups: list[str]) -> Device:
+def set_groups(db: Database, name: str, groups: list[str]) -> Device:
     with transaction(db):
         if get(db, name) is None:
             raise DeviceError(f"no device {name!r}")
@@ -244,7 +242,7 @@ def report_keys(report: Report) -> set[VersionKey]:
 
 
 def record_report(
-    db: sqlite_utils.Database, device: Device, report: Report, known: Container[VersionKey]
+    db: Database, device: Device, report: Report, known: Container[VersionKey]
 ) -> tuple[bool, set[VersionKey]]:
     """Store one report in one transaction: (duplicate, the versions that got an install
     outcome). A report id the device already sent changes nothing and answers duplicate.
@@ -256,8 +254,8 @@ def record_report(
     outcomes: set[VersionKey] = set()
     with transaction(db):
         cursor = db.execute(
-            "INSERT OR IGNORE INTO device_reports (device_id, report_id, received, events)"
-            " VALUES (?, ?, ?, ?)",
+            "INSERT INTO device_reports (device_id, report_id, received, events)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
             [device.id, report.report_id, now, len(report.events)],
         )
         if cursor.rowcount == 0:
@@ -323,15 +321,15 @@ _UPDATE = "UPDATE device_versions SET updated = ?, "
 _WHERE = " WHERE device_id = ? AND target = ? AND name = ? AND version = ?"
 
 
-def _touch(db: sqlite_utils.Database, device_id: int, key: VersionKey, now: str) -> None:
+def _touch(db: Database, device_id: int, key: VersionKey, now: str) -> None:
     db.execute(
-        "INSERT OR IGNORE INTO device_versions (device_id, target, name, version, updated)"
-        " VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO device_versions (device_id, target, name, version, updated)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         [device_id, *key, now],
     )
 
 
-def counts(db: sqlite_utils.Database, key: VersionKey) -> dict[str, int]:
+def counts(db: Database, key: VersionKey) -> dict[str, int]:
     """Per flag, how many enrolled devices have it for this version."""
     sums = ", ".join(f"coalesce(sum({flag}), 0)" for flag in FLAGS)
     row = db.execute(
@@ -346,7 +344,7 @@ def failure_rate(found: dict[str, int]) -> float | None:
     return found["failed"] / outcomes if outcomes else None
 
 
-def log_change(db: sqlite_utils.Database, key: VersionKey, actor: str, change: dict[str, Any]) -> None:
+def log_change(db: Database, key: VersionKey, actor: str, change: dict[str, Any]) -> None:
     db.execute(
         "INSERT INTO device_rollout_log (target, name, version, actor, change, created)"
         " VALUES (?, ?, ?, ?, ?, ?)",

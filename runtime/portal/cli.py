@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import click
-import sqlite_utils
 
 from builder.cli import Store, keys_option, run_build, store_options
 from runtime.accounts import User
+from runtime.database import Database
+from runtime.storage import build_lock, configured_url
 
 
-def _db(store: Store) -> sqlite_utils.Database:
+def _db(store: Store) -> Database:
     from runtime.dialects import load_dialects
     from runtime.storage import open_database
 
@@ -26,7 +27,7 @@ def _db(store: Store) -> sqlite_utils.Database:
     return open_database(store.data)
 
 
-def _user(db: sqlite_utils.Database, name: str) -> User:
+def _user(db: Database, name: str) -> User:
     from runtime.accounts import Accounts
 
     user = Accounts(db).get(name)
@@ -124,7 +125,8 @@ def register(main: click.Group) -> None:
         except ReviewError as exc:
             raise click.ClickException(str(exc)) from exc
         if rebuild:
-            run_build(store, quiet=True, keys=keys)
+            with build_lock(configured_url(store.data)):  # the nodes' build lock on PostgreSQL
+                run_build(store, quiet=True, keys=keys)
         return row
 
     def _said(row: dict) -> str:
@@ -211,7 +213,7 @@ def register(main: click.Group) -> None:
         """Take a live version out of the catalog (it goes back to approved) and rebuild."""
         from runtime.portal.review import expand_id, withdraw
 
-        def action(db: sqlite_utils.Database) -> dict:
+        def action(db: Database) -> dict:
             return withdraw(db, store.repo, expand_id(db, "version", version_id), _actor())
 
         click.echo(_said(_review(store, action, True, keys)))

@@ -11,7 +11,6 @@ import re
 from datetime import timedelta
 from typing import Any
 
-import sqlite_utils
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -21,6 +20,7 @@ from starlette.routing import BaseRoute, Route
 from builder.jsonsafe import JsonError, loads_json
 from runtime.accounts import Accounts, User, on_password_change
 from runtime.bodies import SMALL_BODY, BodyTooLargeError, read_body
+from runtime.database import Database
 from runtime.errors import ApiError
 from runtime.logins import password_login
 from runtime.portal import upload as portal_upload
@@ -43,7 +43,7 @@ SESSION_PURPOSE = "portal_session"  # a Tokens purpose: revocable, so logout end
 
 
 @on_password_change
-def end_portal_sessions(db: sqlite_utils.Database, user_id: int) -> None:
+def end_portal_sessions(db: Database, user_id: int) -> None:
     Tokens(db).revoke_all(user_id, SESSION_PURPOSE)
 MAX_TOKEN_DAYS = 365
 TOKEN_NAME = re.compile(r"^[\w .@:/-]{0,64}$")

@@ -15,12 +15,11 @@ import json
 import os
 from pathlib import Path
 
-import sqlite_utils
-
 from builder.atomic import ContentChangedError, copy_temp, fsync_dir
 from builder.portal.apk import COUNTRY, FOLDER, VEHICLE_CONTEXT, apk_filename
 from builder.sidecars import write_sidecar
 from runtime.clock import now_iso
+from runtime.database import Database
 from runtime.portal.store import one, record_event, rows, version
 from runtime.storage import transaction
 
@@ -33,7 +32,7 @@ ID_TABLES = {"version": "portal_versions", "finding": "portal_findings"}
 MIN_PREFIX = 4  # a shorter prefix would match by accident
 
 
-def expand_id(db: sqlite_utils.Database, kind: str, prefix: str) -> str:
+def expand_id(db: Database, kind: str, prefix: str) -> str:
     """The full id of the one version (or finding) whose id starts with ``prefix``, as a person
     types it from a listing; a full id is itself. Refused when none or several match."""
     table = ID_TABLES[kind]
@@ -59,14 +58,14 @@ def live_paths(repo: Path, package: str, version_code: int) -> tuple[Path, Path]
     return apk, apk.with_name(apk.name + ".toml")
 
 
-def _get(db: sqlite_utils.Database, version_id: str) -> dict:
+def _get(db: Database, version_id: str) -> dict:
     row = version(db, version_id)
     if row is None:
         raise ReviewError(f"no version {version_id!r}")
     return row
 
 
-def _refuse(db: sqlite_utils.Database, row: dict, action: str, allowed: tuple[str, ...]) -> None:
+def _refuse(db: Database, row: dict, action: str, allowed: tuple[str, ...]) -> None:
     if row["status"] not in allowed:
         hint = ""
         if row["status"] == "draft":
@@ -86,14 +85,14 @@ def _refuse(db: sqlite_utils.Database, row: dict, action: str, allowed: tuple[st
         )
 
 
-def _set_status(db: sqlite_utils.Database, version_id: str, status: str, **extra: object) -> None:
+def _set_status(db: Database, version_id: str, status: str, **extra: object) -> None:
     sets = ", ".join(["status = ?", "updated = ?", *(f"{k} = ?" for k in extra)])
     db.execute(
         f"UPDATE portal_versions SET {sets} WHERE id = ?", [status, now_iso(), *extra.values(), version_id]
     )
 
 
-def approve(db: sqlite_utils.Database, version_id: str, actor: str) -> dict:
+def approve(db: Database, version_id: str, actor: str) -> dict:
     with transaction(db):
         row = _get(db, version_id)
         _refuse(db, row, "approve", ("in_review",))
@@ -102,7 +101,7 @@ def approve(db: sqlite_utils.Database, version_id: str, actor: str) -> dict:
     return _get(db, version_id)
 
 
-def reject(db: sqlite_utils.Database, version_id: str, reason: str, actor: str) -> dict:
+def reject(db: Database, version_id: str, reason: str, actor: str) -> dict:
     if not reason.strip():
         raise ReviewError("a rejection needs a reason the developer can act on")
     with transaction(db):
@@ -138,7 +137,7 @@ def _write_sidecar(apk: Path, row: dict, countries: list[str], contexts: list[st
 
 
 def release(
-    db: sqlite_utils.Database,
+    db: Database,
     repo: Path,
     data: Path,
     version_id: str,
@@ -181,7 +180,7 @@ def release(
     return _get(db, version_id)
 
 
-def withdraw(db: sqlite_utils.Database, repo: Path, version_id: str, actor: str) -> dict:
+def withdraw(db: Database, repo: Path, version_id: str, actor: str) -> dict:
     with transaction(db):
         row = _get(db, version_id)
         _refuse(db, row, "withdraw", ("live",))
@@ -196,7 +195,7 @@ def withdraw(db: sqlite_utils.Database, repo: Path, version_id: str, actor: str)
     return _get(db, version_id)
 
 
-def resolve(db: sqlite_utils.Database, finding_id: str, actor: str) -> dict:
+def resolve(db: Database, finding_id: str, actor: str) -> dict:
     with transaction(db):
         finding = one(db, "SELECT * FROM portal_findings WHERE id = ?", [finding_id])
         if finding is None:

@@ -13,16 +13,15 @@ import json
 import uuid
 from typing import Any
 
-import sqlite_utils
-
 from runtime.clock import now_iso
+from runtime.database import Database
 from runtime.storage import register_schema
 
 STATUSES = ("draft", "in_review", "approved", "live", "rejected")
 SEVERITIES = ("info", "warning", "blocking")
 
 
-def _v1(db: sqlite_utils.Database) -> None:
+def _v1(db: Database) -> None:
     for sql in (
         """CREATE TABLE portal_apps (
             id TEXT PRIMARY KEY,
@@ -94,22 +93,22 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
-def rows(db: sqlite_utils.Database, sql: str, args: list[Any] | tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+def rows(db: Database, sql: str, args: list[Any] | tuple[Any, ...] = ()) -> list[dict[str, Any]]:
     cursor = db.execute(sql, list(args))
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
 
 
-def one(db: sqlite_utils.Database, sql: str, args: list[Any] | tuple[Any, ...] = ()) -> dict[str, Any] | None:
+def one(db: Database, sql: str, args: list[Any] | tuple[Any, ...] = ()) -> dict[str, Any] | None:
     found = rows(db, sql, args)
     return found[0] if found else None
 
 
-def app_by_package(db: sqlite_utils.Database, package: str) -> dict[str, Any] | None:
+def app_by_package(db: Database, package: str) -> dict[str, Any] | None:
     return one(db, "SELECT * FROM portal_apps WHERE package = ?", [package])
 
 
-def version(db: sqlite_utils.Database, version_id: str) -> dict[str, Any] | None:
+def version(db: Database, version_id: str) -> dict[str, Any] | None:
     """A version joined with its app's package, owner and pin."""
     return one(
         db,
@@ -119,7 +118,7 @@ def version(db: sqlite_utils.Database, version_id: str) -> dict[str, Any] | None
     )
 
 
-def runs_with_findings(db: sqlite_utils.Database, version_id: str) -> list[dict[str, Any]]:
+def runs_with_findings(db: Database, version_id: str) -> list[dict[str, Any]]:
     out = []
     for run in rows(
         db, "SELECT * FROM portal_runs WHERE version_id = ? ORDER BY created, rowid", [version_id]
@@ -141,7 +140,7 @@ def runs_with_findings(db: sqlite_utils.Database, version_id: str) -> list[dict[
     return out
 
 
-def open_issue_count(db: sqlite_utils.Database, version_id: str) -> int:
+def open_issue_count(db: Database, version_id: str) -> int:
     row = db.execute(
         "SELECT count(*) FROM portal_findings WHERE version_id = ? AND status = 'open'", [version_id]
     ).fetchone()
@@ -149,7 +148,7 @@ def open_issue_count(db: sqlite_utils.Database, version_id: str) -> int:
 
 
 def record_event(
-    db: sqlite_utils.Database, version_id: str, actor: str, action: str, detail: str = ""
+    db: Database, version_id: str, actor: str, action: str, detail: str = ""
 ) -> None:
     db.execute(
         "INSERT INTO portal_events (version_id, actor, action, detail, created) VALUES (?, ?, ?, ?, ?)",
@@ -157,7 +156,7 @@ def record_event(
     )
 
 
-def version_summary(db: sqlite_utils.Database, row: dict[str, Any]) -> dict[str, Any]:
+def version_summary(db: Database, row: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": row["id"],
         "app_id": row["app_id"],

@@ -315,8 +315,8 @@ def _accept(
 def _remember_key(db: Any, token: Token, key: str | None, sha256: str, version_id: str) -> None:
     if key is not None:
         db.execute(
-            "INSERT OR IGNORE INTO portal_idempotency (user_id, key, sha256, version_id, created)"
-            " VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO portal_idempotency (user_id, key, sha256, version_id, created)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             [token.user_id, key, sha256, version_id, now_iso()],
         )
 

@@ -25,7 +25,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
@@ -34,6 +33,7 @@ from builder.model import PortalSettings
 from builder.portal.signature import MIN_SDK_V2
 from builder.settings import load_settings
 from runtime.clock import now_iso
+from runtime.database import Database
 from runtime.portal.store import new_id, one, rows, version
 from runtime.storage import transaction
 
@@ -178,7 +178,7 @@ def compute_findings(row: dict[str, Any], policy: Policy) -> list[tuple[str, str
     return out
 
 
-def run_validation(db: sqlite_utils.Database, repo: Path, run_id: str) -> str | None:
+def run_validation(db: Database, repo: Path, run_id: str) -> str | None:
     """Finish a running run (once, even if two processes try); returns its final status."""
     run = one(db, "SELECT * FROM portal_runs WHERE id = ?", [run_id])
     if run is None or run["status"] != "running":
@@ -219,7 +219,7 @@ def run_validation(db: sqlite_utils.Database, repo: Path, run_id: str) -> str | 
     return status
 
 
-def finish_stale_runs(db: sqlite_utils.Database, repo: Path, version_id: str) -> None:
+def finish_stale_runs(db: Database, repo: Path, version_id: str) -> None:
     """Complete runs a restarted process left ``running`` (their background task died with it)."""
     cutoff = (datetime.now(UTC) - STALE_RUN).strftime("%Y-%m-%dT%H:%M:%SZ")
     for run in rows(

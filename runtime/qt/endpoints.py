@@ -274,7 +274,7 @@ async def download(request: Request) -> Response:
     # the store-wide download statistics (runtime.downloads): a fresh GET that got the bytes
     fresh = counts_as_download(request.method, request.headers.get("range"))
     if response.status_code in (200, 206) and fresh:
-        counter_for(q.svc.storage.path).record("qt", variant["id"])
+        counter_for(q.svc.storage.url).record("qt", variant["id"])
     return response
 
 

@@ -12,11 +12,11 @@ import secrets
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-import sqlite_utils
 from starlette.requests import Request
 from starlette.responses import Response
 
 from runtime.accounts import Accounts, User, on_password_change
+from runtime.database import Database
 from runtime.signing import LinkError, Signer
 from runtime.storage import Storage, register_schema
 
@@ -24,7 +24,7 @@ COOKIE = "depot_qt_session"
 MAX_AGE = 30 * 24 * 3600
 
 
-def _qt_v1(db: sqlite_utils.Database) -> None:
+def _qt_v1(db: Database) -> None:
     db.table("qt_sessions").create(
         {"sid_hash": str, "user_id": int, "created": str},
         pk="sid_hash",
@@ -57,7 +57,7 @@ def _hash(sid: str) -> str:
 
 
 @on_password_change
-def end_user_sessions(db: sqlite_utils.Database, user_id: int) -> None:
+def end_user_sessions(db: Database, user_id: int) -> None:
     """Log the user out of every Qt session (after a password change); a database whose Qt
     tables were never created has none."""
     if db.table("qt_sessions").exists():
@@ -70,7 +70,7 @@ class Sessions:
         self.storage = storage
 
     @property
-    def db(self) -> sqlite_utils.Database:
+    def db(self) -> Database:
         return self.storage.db  # one connection per thread
 
     def load(self, request: Request) -> QtSession:

@@ -7,13 +7,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from builder.jsonsafe import JsonError, loads_json
 from runtime.accounts import Accounts, User, on_password_change
 from runtime.bodies import SMALL_BODY, BodyTooLargeError, read_body
+from runtime.database import Database
 from runtime.errors import ApiError
 from runtime.ratelimit import RateLimiter, throttled_detail
 from runtime.services import client_address, services
@@ -25,7 +25,7 @@ TOKEN_PURPOSE = "ota"
 
 
 @on_password_change
-def end_ota_tokens(db: sqlite_utils.Database, user_id: int) -> None:
+def end_ota_tokens(db: Database, user_id: int) -> None:
     """A password change ends every shippy login token: a token taken with the old password
     must not outlive it."""
     Tokens(db).revoke_all(user_id, TOKEN_PURPOSE)
@@ -34,7 +34,7 @@ def end_ota_tokens(db: sqlite_utils.Database, user_id: int) -> None:
 NO_STORE = {"cache-control": "no-store"}
 
 
-def _v1(db: sqlite_utils.Database) -> None:
+def _v1(db: Database) -> None:
     db.table("shipper_uploads").create(
         {
             "id": str,  # UUID4

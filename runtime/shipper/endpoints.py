@@ -16,7 +16,6 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
 
-import sqlite_utils
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -31,6 +30,7 @@ from builder.shipper.ota import (
     read_checksum_file,
 )
 from runtime.accounts import Accounts
+from runtime.database import Database
 from runtime.downloads import counter_for
 from runtime.errors import ApiError
 from runtime.files import file_response
@@ -143,7 +143,7 @@ def record_download(request: Request, codename: str, path: Path, download_type: 
 def count_served(request: Request, codename: str, path: Path) -> None:
     """The store-wide download statistics (runtime.downloads, batched in memory): a download
     this runtime served or redirected to, not a count an updater reported."""
-    counter_for(services(request).storage.path).record("ota", f"{codename}/{path.name.removesuffix('.zip')}")
+    counter_for(services(request).storage.url).record("ota", f"{codename}/{path.name.removesuffix('.zip')}")
 
 
 def _find_build(request: Request, fields: dict, v2: bool) -> tuple[str, Path]:
@@ -204,7 +204,7 @@ async def counter_v1(request: Request) -> Response:
     return JSONResponse({"message": "The request was successful!"})
 
 
-def download_count(db: sqlite_utils.Database, period: str, codenames: Sequence[str] | None = None) -> int:
+def download_count(db: Database, period: str, codenames: Sequence[str] | None = None) -> int:
     """shipper's rolling count: rows of the last 1, 7 or 31 days (``day``, ``week``, ``month``)
     or every row (``all``); only those devices' with ``codenames``. KeyError: another period."""
     where: list[str] = []

@@ -50,7 +50,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -75,11 +74,13 @@ from builder.shipper.ota import (
 )
 from builder.sidecars import read_sidecar
 from runtime.accounts import Accounts, User
+from runtime.database import Database, Table
 from runtime.errors import ApiError, InsufficientStorageError
 from runtime.multipart import FormError, StreamedForm, multipart_boundary, stream_form
 from runtime.services import services
 from runtime.shipper.builds import find_by_stem, write_checksum
 from runtime.shipper.common import NO_STORE, authenticate, body_fields, may_maintain, rebuild
+from runtime.storage import Storage
 from runtime.uploads import HashedWriter, check_room
 
 MAX_BYTES = 5_000_000_000
@@ -111,13 +112,20 @@ class ChunkedUploads:
     """The upload sessions of the database and their part files in the data folder, and
     publishing a finished one into repo/builds/: what the endpoints below do, without HTTP."""
 
-    def __init__(self, db: sqlite_utils.Database, data: Path, repo: Path, settings: StoreSettings) -> None:
-        self.db, self.repo, self.settings = db, repo, settings
+    def __init__(self, db: Database | Storage, data: Path, repo: Path, settings: StoreSettings) -> None:
+        self._db, self.repo, self.settings = db, repo, settings
         self.folder = data / UPLOADS_DIR
         self.folder.mkdir(parents=True, exist_ok=True)
 
     @property
-    def table(self) -> sqlite_utils.db.Table:
+    def db(self) -> Database:
+        """The calling thread's connection: one request's steps run on the event loop and in
+        worker threads, and a connection must never run statements of two threads at once
+        (SQLite then fails with "another row available" or loses an offset update)."""
+        return self._db.db if isinstance(self._db, Storage) else self._db
+
+    @property
+    def table(self) -> Table:
         return self.db.table("shipper_uploads")
 
     def part(self, upload_id: str) -> Path:
@@ -126,7 +134,7 @@ class ChunkedUploads:
 
 def uploads(request: Request) -> ChunkedUploads:
     svc = services(request)
-    return ChunkedUploads(svc.storage.db, svc.config.data, svc.config.repo, svc.settings())
+    return ChunkedUploads(svc.storage, svc.config.data, svc.config.repo, svc.settings())
 
 
 def _iso(ts: float | None) -> str | None:
@@ -236,6 +244,21 @@ class PartShorterError(Exception):
     def __init__(self, size: int) -> None:
         super().__init__(f"the part file holds {size} bytes")
         self.size = size
+
+
+def running_digest(upload_id: str, fd: int, offset: int) -> Any | None:
+    """The running SHA-256 at ``offset`` when this process has it, else None: the chunk is then
+    written without hashing and completion hashes the part file once (:func:`digest_at`). So
+    chunks that alternate between processes or nodes (round robin) cost one read of the file at
+    the end, not a re-read of all of it per chunk. Raises PartShorterError when the file lacks
+    some of those bytes (a power loss)."""
+    digest = HASHES.get(upload_id, offset)
+    if digest is not None:
+        return digest
+    size = os.fstat(fd).st_size
+    if size < offset:
+        raise PartShorterError(size)
+    return None
 
 
 def digest_at(upload_id: str, fd: int, offset: int) -> Any:
@@ -398,7 +421,7 @@ async def put_chunk(request: Request) -> Response:
                     row = await run_in_threadpool(_open_row, ups, row["id"], fd, start, total)
                     digest = await run_in_threadpool(_digest_or_rewind, ups, row, fd)
                     os.ftruncate(fd, start)  # anything past the offset was never acknowledged
-                    writer = HashedWriter(fd, start, (digest,))
+                    writer = HashedWriter(fd, start, () if digest is None else (digest,))
                 except (ApiError, FileNotFoundError) as exc:
                     refusal = exc if isinstance(exc, ApiError) else _detail(404, NOT_FOUND)
         try:
@@ -436,9 +459,12 @@ async def put_chunk(request: Request) -> Response:
                 raise refusal
             assert row is not None and writer is not None
             row["offset"] = start + form.file_size
-            update = "UPDATE shipper_uploads SET offset = ? WHERE id = ?"
+            update = 'UPDATE shipper_uploads SET "offset" = ? WHERE id = ?'
             await run_in_threadpool(ups.db.execute, update, [row["offset"], row["id"]])
-        HASHES.put(row["id"], row["offset"], writer.digests[0])
+        if writer.digests:
+            HASHES.put(row["id"], row["offset"], writer.digests[0])
+        else:
+            HASHES.drop(row["id"])  # a state at an older offset is of no use any more
         return JSONResponse(serialize(request, row), headers=NO_STORE)
     except BaseException:
         if pk is None and fd >= 0:
@@ -478,13 +504,13 @@ def _open_row(ups: ChunkedUploads, upload_id: str, fd: int, start: int, total: i
 
 
 def _digest_or_rewind(ups: ChunkedUploads, row: dict[str, Any], fd: int) -> Any:
-    """The running SHA-256 at the row's offset; when the part file lost acknowledged bytes (a
-    power loss), the offset moves back to what the file holds and the chunk is refused with the
-    offset to resume from."""
+    """The running SHA-256 at the row's offset, or None (:func:`running_digest`); when the part
+    file lost acknowledged bytes (a power loss), the offset moves back to what the file holds
+    and the chunk is refused with the offset to resume from."""
     try:
-        return digest_at(row["id"], fd, row["offset"])
+        return running_digest(row["id"], fd, row["offset"])
     except PartShorterError as exc:
-        ups.db.execute("UPDATE shipper_uploads SET offset = ? WHERE id = ?", [exc.size, row["id"]])
+        ups.db.execute('UPDATE shipper_uploads SET "offset" = ? WHERE id = ?', [exc.size, row["id"]])
         raise _detail(
             400, "Offsets do not match", expected_offset=exc.size, provided_offset=row["offset"]
         ) from exc

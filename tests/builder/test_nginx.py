@@ -62,7 +62,7 @@ def test_nginx_serves_package_files_with_ranges_and_immutable_caching(stack: tup
 
 def test_nginx_passes_dynamic_and_unknown_urls_to_the_runtime(stack: tuple[ServedStore, str]) -> None:
     _store, front = stack
-    assert httpx.get(front + "/healthz").json() == {"status": "ok"}
+    assert httpx.get(front + "/healthz").json() == {"status": "ok", "database": "ok", "disk": "ok"}
     missing = httpx.get(front + "/no/such/file")
     assert missing.status_code == 404
     assert missing.json() == {"detail": "Not Found"}

@@ -128,7 +128,7 @@ def test_a_short_key_file_stops_the_start_too(tmp_path: Path) -> None:
 
 def test_a_key_of_32_bytes_is_enough(tmp_path: Path) -> None:
     with serve_store(tmp_path, env={"DEPOT_SECRET_KEY": "k" * 32}) as served:
-        assert httpx.get(served.url + "/healthz").json() == {"status": "ok"}
+        assert httpx.get(served.url + "/healthz").json() == {"status": "ok", "database": "ok", "disk": "ok"}
 
 
 # -- 15: the database is the runtime's alone ----------------------------------------------------
@@ -151,6 +151,7 @@ def database_files(data: Path) -> dict[str, int]:
     return {p.name: mode(p) for p in sorted(data.glob("depot.db*"))}
 
 
+@pytest.mark.sqlite_only  # the SQLite file itself
 def test_depot_user_add_makes_a_private_folder_and_database(tmp_path: Path) -> None:
     data = tmp_path / "deep" / "var"
     with umask(0o022):
@@ -159,6 +160,7 @@ def test_depot_user_add_makes_a_private_folder_and_database(tmp_path: Path) -> N
     assert database_files(data) == {"depot.db": 0o600}  # SQLite removed its WAL at the last close
 
 
+@pytest.mark.sqlite_only  # the SQLite file itself
 def test_depot_serve_keeps_the_database_and_its_wal_private(tmp_path: Path) -> None:
     with umask(0o022), serve_store(tmp_path, env={"DEPOT_SECRET_KEY": SECRET}) as served:
         with served.client() as client:  # a write, so the WAL holds something
@@ -170,6 +172,7 @@ def test_depot_serve_keeps_the_database_and_its_wal_private(tmp_path: Path) -> N
     assert files == {"depot.db": 0o600, "depot.db-shm": 0o600, "depot.db-wal": 0o600}
 
 
+@pytest.mark.sqlite_only  # the SQLite file itself
 def test_an_existing_readable_database_is_made_private(tmp_path: Path) -> None:
     """A data folder an older Depot left with a 0644 depot.db (umask 022)."""
     data = tmp_path / "var"
@@ -314,7 +317,7 @@ def test_a_connection_must_finish_its_request_head_in_time(tmp_path: Path) -> No
             # a kept-alive connection gets the same deadline for its next head
             kept_alive.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             answer = b""
-            while not answer.endswith(b'{"status":"ok"}'):
+            while not answer.endswith(b'"disk":"ok"}'):
                 answer += kept_alive.recv(4096)
             assert answer.startswith(b"HTTP/1.1 200")
             kept_alive.sendall(PARTIAL_HEAD)

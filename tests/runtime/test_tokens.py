@@ -7,6 +7,8 @@ import subprocess
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from runtime.accounts import Accounts
 from runtime.clock import iso_in
 from runtime.dialects import load_dialects
@@ -20,6 +22,7 @@ def _db(tmp_path: Path):
     return open_database(tmp_path)
 
 
+@pytest.mark.sqlite_only  # the SQLite file itself
 def test_a_lookup_costs_the_same_with_many_old_sessions(tmp_path: Path) -> None:
     """Every session token starts with the same shown prefix: a lookup by prefix walked all of
     them. Counted in SQLite VM steps, not seconds, so the test is deterministic."""

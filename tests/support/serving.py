@@ -93,18 +93,18 @@ def point_base_url_at(repo: Path, url: str) -> None:
 
 @contextmanager
 def serve_store(
-    tmp: Path, repo: Path | None = None, env: dict[str, str] | None = None
+    tmp: Path, repo: Path | None = None, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
 ) -> Iterator[ServedStore]:
-    """Run `depot serve` as a real process on a free port; stop it afterwards."""
+    """Run `depot serve` as a real process on a free port (with ``args`` added); stop it
+    afterwards."""
     repo = repo or copy_demo_repo(tmp / "repo")
     site, data, log = tmp / "site", tmp / "var", tmp / "serve.log"
     port = free_port()
     point_base_url_at(repo, f"http://127.0.0.1:{port}")
+    folders = ("--repo", str(repo), "--site", str(site), "--data", str(data))
     with log.open("wb") as out:
         process = subprocess.Popen(
-            depot_command(
-                "serve", "--repo", str(repo), "--site", str(site), "--data", str(data), "--port", str(port)
-            ),
+            depot_command("serve", *folders, "--port", str(port), *args),
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},

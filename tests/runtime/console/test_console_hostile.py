@@ -16,7 +16,7 @@ from builder.sidecars import read_sidecar
 from runtime.accounts import Accounts
 from runtime.console.pages import safe_next
 from runtime.console.session import same_site
-from runtime.storage import open_database
+from runtime.storage import configured_url, open_database
 from runtime.tokens import Tokens
 from tests.support.console import PASSWORD, ConsoleStore, console_store
 
@@ -389,7 +389,7 @@ def test_maintainers_page_token_cannot_act_for_another_device(store: ConsoleStor
 def test_stats_item_of_another_account_shows_nothing(store: ConsoleStore) -> None:
     from runtime import downloads
 
-    counter = downloads.counter_for(store.data / "depot.db")
+    counter = downloads.counter_for(configured_url(store.data))
     counter.record("apk", "com.other.app 1", 3)
     counter.record("ota", "angler/Secret-build", 2)
     counter.record("ota", "bullhead/../angler/x", 2)

@@ -552,7 +552,7 @@ def test_revoking_your_own_session_signs_you_out(store: ConsoleStore) -> None:
 def test_the_disabled_column_is_core_migration_v5(store: ConsoleStore) -> None:
     db = db_of(store)
     assert len(SCHEMAS["core"]) >= 5
-    assert "disabled" in db.table("users").columns_dict
+    assert "disabled" in db.table("users").columns
     version = db.execute("SELECT version FROM schema_versions WHERE namespace = 'core'").fetchone()[0]
     assert version == len(SCHEMAS["core"])
 

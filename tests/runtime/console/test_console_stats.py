@@ -12,7 +12,7 @@ import pytest
 
 from runtime import downloads
 from runtime.accounts import Accounts
-from runtime.storage import open_database
+from runtime.storage import configured_url, open_database
 from tests.support.browser import browser_page, requires_chromium, screenshot
 from tests.support.console import PASSWORD, ConsoleStore, add_accounts, console_store
 from tests.support.serving import serve_store
@@ -76,7 +76,7 @@ def test_a_download_shows_at_once(store: ConsoleStore) -> None:
 
 def test_each_role_sees_what_it_answers_for(store: ConsoleStore) -> None:
     own_package(store, "dev", "com.dev.app")
-    counter = downloads.counter_for(store.data / "depot.db")
+    counter = downloads.counter_for(configured_url(store.data))
     counter.record("apk", "com.dev.app 3", 4)
     counter.record("apk", "com.other.app 1", 5)
     counter.record("module", "ax 2.6.4", 6)

@@ -21,10 +21,11 @@ from builder.build import build
 from builder.nginx import LOG_FORMAT, LOG_FORMAT_LINE
 from runtime import downloads
 from runtime.cli import main as depot_main
+from runtime.database import connect
 from runtime.dialects import load_dialects
 from runtime.downloadlog import LogImportError, import_log, parse_line
 from runtime.downloads import DownloadCounter, counts_as_download, item_of_path, utc_day
-from runtime.storage import open_database
+from runtime.storage import configured_url, open_database
 from tests.support.console import ConsoleStore, console_store
 from tests.support.nginx import NGINX, generated_config, running_nginx
 from tests.support.paths import PROJECT
@@ -34,14 +35,15 @@ BULLHEAD = "Bliss-v14-bullhead-OFFICIAL-gapps-20200608"
 MODULE = "files/cc/0f2b187ef29ff0/ax.2.6.4.pi64.tar.gz"
 
 
-def database(tmp_path: Path) -> Path:
+def database(tmp_path: Path) -> str:
+    """The URL of the run's database (SQLite in the data folder, or PostgreSQL), migrated."""
     load_dialects()
     open_database(tmp_path / "var").close()
-    return tmp_path / "var" / "depot.db"
+    return configured_url(tmp_path / "var")
 
 
-def stored(path: Path) -> dict[tuple[str, str, str], int]:
-    db = open_database(path.parent)
+def stored(url: str) -> dict[tuple[str, str, str], int]:
+    db = connect(url)
     try:
         return {
             (k, i, d): n for k, i, d, n in db.execute("SELECT kind, item, day, count FROM downloads_daily")
@@ -118,7 +120,7 @@ def test_many_records_are_one_flush(tmp_path: Path) -> None:
 
 def test_a_flush_that_fails_keeps_its_counts(tmp_path: Path) -> None:
     (tmp_path / "var").mkdir()
-    path = tmp_path / "var" / "depot.db"  # no schema yet: the flush fails
+    path = configured_url(tmp_path / "var")  # no schema yet: the flush fails
     counter = DownloadCounter(path)
     counter.record("apk", "a.b 1", 2)
     with pytest.raises(Exception, match="downloads_daily"):
@@ -148,7 +150,7 @@ ADDER = """
 import sys, threading
 from pathlib import Path
 from runtime.downloads import DownloadCounter
-path, rounds, per = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+path, rounds, per = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 counter = DownloadCounter(path)
 for _ in range(rounds):
     for _ in range(per):
@@ -207,9 +209,9 @@ def test_ota_downloads_count_in_both_places(store: ConsoleStore) -> None:
         f"/api/v1/general/build/magic_download/bullhead/{BULLHEAD}/", follow_redirects=False
     )
     assert magic.status_code == 302
-    counter = downloads.counter_for(store.data / "depot.db")
+    counter = downloads.counter_for(configured_url(store.data))
     counter.flush()
-    assert stored(store.data / "depot.db") == {("ota", f"bullhead/{BULLHEAD}", utc_day()): 2}
+    assert stored(configured_url(store.data)) == {("ota", f"bullhead/{BULLHEAD}", utc_day()): 2}
     assert store.client.get("/api/v1/download/count/all/").json() == {"count": 2}  # shipper's, as before
 
 
@@ -229,8 +231,8 @@ def test_qt_downloads_count(store: ConsoleStore) -> None:
     path = bought["url"].split("://", 1)[1].split("/", 1)[1]
     assert client.get("/" + path).status_code == 200
     assert client.get("/" + path, headers={"Range": "bytes=10-"}).status_code == 206
-    downloads.counter_for(store.data / "depot.db").flush()
-    assert stored(store.data / "depot.db") == {("qt", "com.example.plain", utc_day()): 1}
+    downloads.counter_for(configured_url(store.data)).flush()
+    assert stored(configured_url(store.data)) == {("qt", "com.example.plain", utc_day()): 1}
 
 
 # -- nginx's access log --------------------------------------------------------------------------
@@ -296,7 +298,7 @@ def test_import_log_adds_only_new_lines(tmp_path: Path) -> None:
     log = tmp_path / "access.log"
     day = "2026-12-02"
     log.write_text(line_for() + "\n" + line_for(status="404") + "\n" + line_for() + "\n")
-    db = open_database(path.parent)
+    db = connect(path)
     first = import_log(db, log)
     assert (first.lines, first.counted, first.skipped) == (3, 2, 1)
     assert stored(path) == {("module", "ax 2.6.4", day): 2}
@@ -341,7 +343,7 @@ def test_import_log_survives_hostile_lines(tmp_path: Path) -> None:
         out.write(b"\r\n\n\n")
         out.write(line_for().encode() + b"\n")
         out.write(b"y" * 100_000)  # a huge unfinished line at the end: left for next time
-    db = open_database(path.parent)
+    db = connect(path)
     result = import_log(db, log)
     assert result.counted == 2 and result.lines == 11
     assert stored(path) == {("module", "ax 2.6.4", "2026-12-02"): 2}
@@ -349,7 +351,7 @@ def test_import_log_survives_hostile_lines(tmp_path: Path) -> None:
         out.write(b"y\n" + line_for().encode() + b"\n")
     assert import_log(db, log).counted == 1
     db.close()
-    db = open_database(path.parent)
+    db = connect(path)
     with pytest.raises(LogImportError, match=r"(?i)is a directory"):
         import_log(db, tmp_path)
     with pytest.raises(LogImportError, match="not a regular file"):
@@ -399,7 +401,7 @@ def test_a_real_nginx_log_imports(tmp_path: Path) -> None:
     lines = log.read_text().splitlines()
     assert len(lines) >= 7, lines
     path = database(tmp_path)
-    db = open_database(path.parent)
+    db = connect(path)
     result = import_log(db, log)
     db.close()
     assert result.counted == 2, lines  # the GET and the Range from byte 0
@@ -433,7 +435,7 @@ def test_the_static_mount_counts_package_files_from_memory_and_from_disk(tmp_pat
         )  # a resume: not counted
         assert store.client.head(path).status_code == 200
         assert store.client.get("/device/pi64/index.json").status_code == 200  # an index, not a package
-        counter_for(store.data / "depot.db").flush()
+        counter_for(configured_url(store.data)).flush()
         db = open_database(store.data)
         try:
             assert totals(db).get(item) == 4

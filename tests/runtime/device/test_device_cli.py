@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import tomllib
 from pathlib import Path
 
@@ -13,7 +12,9 @@ from click.testing import CliRunner, Result
 
 from builder.build import build
 from runtime.cli import main
+from runtime.storage import open_database
 from tests.runtime.device.conftest import make_repo
+from tests.support.database import dump_database
 
 
 @pytest.fixture
@@ -50,9 +51,9 @@ def test_device_add_prints_the_token_once_and_keeps_only_its_hash(folders) -> No
     raw = ok(result).strip()
     assert raw.startswith("depot_device_") and "\n" not in raw
     assert "not shown again" in result.stderr
-    db = sqlite3.connect(folders[2] / "depot.db")
+    db = open_database(folders[2])
     try:
-        dump = "\n".join(db.iterdump())
+        dump = dump_database(db)
         [(stored_hash, purpose, owner)] = db.execute(
             "SELECT t.token_hash, t.purpose, u.name FROM tokens t JOIN users u ON u.id = t.user_id"
         ).fetchall()
@@ -100,8 +101,8 @@ def test_device_groups_and_remove(folders) -> None:
     assert "none" in ok(depot(folders, "device", "groups", "robot-1", "--set", ""))
     ok(depot(folders, "device", "remove", "robot-1"))
     assert len(ok(depot(folders, "device", "list")).splitlines()) == 1
-    db = sqlite3.connect(folders[2] / "depot.db")
-    assert db.execute("SELECT revoked FROM tokens").fetchall() == [(1,)]
+    db = open_database(folders[2])
+    assert [tuple(r) for r in db.execute("SELECT revoked FROM tokens").fetchall()] == [(1,)]
     db.close()
     missing = depot(folders, "device", "remove", "robot-1")
     assert missing.exit_code == 1 and "no device" in missing.output

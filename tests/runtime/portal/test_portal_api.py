@@ -4,6 +4,7 @@ get the same verdicts in an extra check at the end, when ../shared/fixtures is t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import socket
 import time
@@ -238,7 +239,7 @@ def test_token_failures_get_401_and_store_nothing(client: httpx.Client, store: S
     from runtime.tokens import Tokens, token_hash
 
     db = open_database(store.data)
-    row = next(db["tokens"].rows_where("token_hash = ?", [token_hash(revoked)]))
+    row = db.table("tokens").rows_where("token_hash = ?", [token_hash(revoked)])[0]
     Tokens(db).revoke(row["id"])
     db.close()
     expired = make_token(store.data, uid, expires_in=timedelta(seconds=-1))
@@ -365,13 +366,13 @@ def test_ci_token_endpoints_with_a_portal_session(client: httpx.Client, store: S
 
 
 @pytest.fixture(scope="module")
-def real(tmp_path_factory: pytest.TempPathFactory) -> tuple[httpx.Client, str]:
+def real(tmp_path_factory: pytest.TempPathFactory, separate_database) -> tuple[httpx.Client, str]:
     """A store of its own for the real APKs: their packages are those of the generated ones."""
-    with (
-        portal_store(tmp_path_factory.mktemp("portal-real"), POLICY) as served,
-        served.client() as c,
-    ):
-        yield c, make_token(served.data, add_user(served.data, "carol"))
+    with contextlib.ExitStack() as stack:
+        with separate_database():  # and a database of its own, on PostgreSQL
+            served = stack.enter_context(portal_store(tmp_path_factory.mktemp("portal-real"), POLICY))
+            token = make_token(served.data, add_user(served.data, "carol"))
+        yield stack.enter_context(served.client()), token
 
 
 # In upload order: (file, HTTP status, the error code or the validation finding; "" = passed)

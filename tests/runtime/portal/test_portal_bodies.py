@@ -39,4 +39,4 @@ def test_deep_json_is_a_400(store: ServedStore, tmp_path: Path) -> None:
         headers={"content-type": "application/json"},
     )
     assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_json"
-    assert httpx.get(store.url + "/healthz").json() == {"status": "ok"}
+    assert httpx.get(store.url + "/healthz").json() == {"status": "ok", "database": "ok", "disk": "ok"}

@@ -58,7 +58,7 @@ def test_cookie_is_an_opaque_revocable_token(store: ServedStore) -> None:
         assert cookie.startswith("depot_portal_session_")
     db = open_database(store.data)
     try:
-        rows = list(db["tokens"].rows_where("purpose = 'portal_session'"))
+        rows = db.table("tokens").rows_where("purpose = 'portal_session'")
         assert len(rows) == 1 and rows[0]["expires"]  # 12 hours, stored as a hash only
         assert cookie not in str(rows[0])
     finally:

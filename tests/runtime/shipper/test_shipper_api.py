@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-import sqlite3
 import subprocess
 import time
 
 import httpx
 import pytest
 
+from tests.support.database import store_database
 from tests.support.serving import ServedStore, depot_command
 from tests.support.shipper import ANGLER, BULLHEAD, DREAM, USER, login, served_fixtures, sha256
 
@@ -23,8 +23,9 @@ store, client, auth = served_fixtures("shipper-api")
 
 
 def downloads(store: ServedStore) -> list[tuple]:
-    with sqlite3.connect(store.data / "depot.db") as db:
-        return db.execute("SELECT file_name, download_type FROM shipper_downloads ORDER BY id").fetchall()
+    with store_database(store.data) as db:
+        found = db.execute("SELECT file_name, download_type FROM shipper_downloads ORDER BY id").fetchall()
+        return [tuple(row) for row in found]
 
 
 def test_feed_happy_path(client: httpx.Client, store: ServedStore) -> None:
@@ -110,7 +111,7 @@ def test_token_errors(client: httpx.Client, header: str | None, detail: str) -> 
 def test_revoked_token_is_refused_at_once(client: httpx.Client, store: ServedStore) -> None:
     headers = login(client)
     assert client.get("/api/v1/maintainers/token_check/", headers=headers).status_code == 200
-    with sqlite3.connect(store.data / "depot.db") as db:
+    with store_database(store.data) as db:
         db.execute("UPDATE tokens SET revoked = 1")
     response = client.get("/api/v1/maintainers/token_check/", headers=headers)
     assert response.status_code == 401 and response.json() == {"detail": "Invalid token."}
@@ -207,7 +208,7 @@ def test_v2_and_v1_counters(client: httpx.Client, store: ServedStore) -> None:
 
 
 def test_rolling_counts(client: httpx.Client, store: ServedStore) -> None:
-    with sqlite3.connect(store.data / "depot.db") as db:
+    with store_database(store.data) as db:
         db.execute("DELETE FROM shipper_downloads")
         now = time.time()
         for days in (1, 3, 5, 9, 31):

@@ -37,7 +37,7 @@ def test_a_large_body_is_refused_before_it_is_read(client: httpx.Client, path: s
 
 
 def test_the_server_is_fine_afterwards(store: ServedStore) -> None:
-    assert httpx.get(store.url + "/healthz").json() == {"status": "ok"}
+    assert httpx.get(store.url + "/healthz").json() == {"status": "ok", "database": "ok", "disk": "ok"}
 
 
 def test_nesting_depth_skips_strings() -> None:

@@ -5,11 +5,11 @@ that retries the completion is answered as the finished upload, not asked to sen
 from __future__ import annotations
 
 import signal
-import sqlite3
 from pathlib import Path
 
 import httpx
 
+from tests.support.database import store_database
 from tests.support.serving import serve_store
 from tests.support.shipper import NO_THROTTLE, add_user, login, make_repo, ota_zip, sha256
 
@@ -30,7 +30,7 @@ def _upload_all_but_completion(client: httpx.Client, auth: dict[str, str], name:
 
 def _mark_complete(data_dir: Path, upload_id: str) -> None:
     """The state a process killed right after marking the upload complete leaves behind."""
-    with sqlite3.connect(data_dir / "depot.db") as db:
+    with store_database(data_dir) as db:
         db.execute("UPDATE shipper_uploads SET status = 2, completed_at = 1 WHERE id = ?", [upload_id])
 
 

@@ -5,7 +5,6 @@ completion that re-checks its upload under the lock."""
 from __future__ import annotations
 
 import datetime
-import sqlite3
 import tomllib
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from builder.settings import load_settings
 from runtime.errors import ApiError
 from runtime.shipper.upload import NOT_FOUND, ChunkedUploads, _complete
 from runtime.storage import open_database
+from tests.support.database import store_database
 from tests.support.serving import ServedStore
 from tests.support.shipper import BULLHEAD, ota_zip, served_fixtures, sha256
 
@@ -106,9 +106,8 @@ def test_completion_rechecks_the_upload_under_the_lock(
     )
     assert put.status_code == 200, put.text
     upload_id = put.json()["id"]
-    with sqlite3.connect(store.data / "depot.db") as db:
-        db.row_factory = sqlite3.Row
-        stale = dict(db.execute("SELECT * FROM shipper_uploads WHERE id = ?", [upload_id]).fetchone())
+    with store_database(store.data) as db:
+        stale = db.rows("SELECT * FROM shipper_uploads WHERE id = ?", [upload_id])[0]
     # another request completes it after this one has read the row
     done = client.post(f"{BASE}{upload_id}/", headers=auth, data={"sha256": sha256(data)})
     assert done.status_code == 200, done.text

@@ -3,10 +3,10 @@ a password change ends them, and `depot token revoke` ends one."""
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 from pathlib import Path
 
+from tests.support.database import store_database
 from tests.support.serving import depot_command
 from tests.support.shipper import PASSWORD, USER, login, shipper_store
 
@@ -14,7 +14,7 @@ CHECK = "/api/v1/maintainers/token_check/"
 
 
 def _expiry(data: Path) -> str:
-    with sqlite3.connect(data / "depot.db") as db:
+    with store_database(data) as db:
         return db.execute("select expires from tokens where purpose = 'ota' order by id desc").fetchone()[0]
 
 
@@ -23,12 +23,12 @@ def test_ota_tokens_expire_renew_and_end_with_the_password(tmp_path: Path) -> No
         auth = login(client)
         first = _expiry(store.data)
         assert first and first.startswith(("20", "21"))  # an expiry is set, 90 days out by default
-        with sqlite3.connect(store.data / "depot.db") as db:  # pretend it was issued long ago
+        with store_database(store.data) as db:  # pretend it was issued long ago
             db.execute("update tokens set expires = '2026-01-01T00:00:00Z' where purpose = 'ota'")
         assert client.get(CHECK, headers=auth).status_code == 401  # expired: refused
 
         auth = login(client)
-        with sqlite3.connect(store.data / "depot.db") as db:
+        with store_database(store.data) as db:
             db.execute("update tokens set expires = '2099-01-01T00:00:00Z' where purpose = 'ota'")
         assert client.get(CHECK, headers=auth).status_code == 200
         assert _expiry(store.data) < "2099-01-01T00:00:00Z"  # a use moved it to 90 days from now

@@ -5,13 +5,13 @@ failure nothing published, nothing half-written, no stray files."""
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.support.database import store_database
 from tests.support.serving import ServedStore
 from tests.support.shipper import BULLHEAD, login, ota_zip, served_fixtures, sha256
 
@@ -265,7 +265,7 @@ def test_expired_uploads_answer_410_and_are_cleaned_up(
 ) -> None:
     name = "Bliss-v14-bullhead-OFFICIAL-vanilla-20200610.zip"
     upload_id = put(client, auth, name, b"x" * 10, 0, 20).json()["id"]
-    with sqlite3.connect(store.data / "depot.db") as db:
+    with store_database(store.data) as db:
         db.execute(
             "UPDATE shipper_uploads SET created_at = ? WHERE id = ?", [time.time() - 2 * 86400, upload_id]
         )

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import builder.hashing
 import runtime.shipper.upload as upload_module
 from runtime.app import create_app
 from runtime.config import Limits, RuntimeConfig
+from tests.support.database import store_database
 from tests.support.serving import serve_store
 from tests.support.shipper import NO_THROTTLE, add_user, login, make_repo, ota_zip
 
@@ -226,9 +226,9 @@ def test_a_part_file_that_lost_bytes_sends_the_client_back(tmp_path: Path) -> No
         first.process.wait()
     part = tmp_path / "var" / "shipper-uploads" / f"{upload_id}.part"
     os.truncate(part, CHUNK + 123)  # what the disk kept
-    with sqlite3.connect(tmp_path / "var" / "depot.db") as db:
+    with store_database(tmp_path / "var") as db:
         assert (
-            db.execute("SELECT offset FROM shipper_uploads WHERE id = ?", [upload_id]).fetchone()[0]
+            db.execute('SELECT "offset" FROM shipper_uploads WHERE id = ?', [upload_id]).fetchone()[0]
             == 2 * CHUNK
         )
     with serve_store(tmp_path, repo=repo, env=NO_THROTTLE) as second, second.client() as client:

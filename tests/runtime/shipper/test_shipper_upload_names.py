@@ -4,13 +4,13 @@ maintainers, within a per-account quota (issue: hostile clients)."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import httpx
 import pytest
 
 from builder.build import build
+from tests.support.database import store_database
 from tests.support.serving import ServedStore
 from tests.support.shipper import BULLHEAD, login, make_repo, ota_zip, served_fixtures
 
@@ -66,6 +66,6 @@ def test_only_maintainers_upload_and_within_a_quota(client: httpx.Client, store:
             break
         opened.append(answer.json()["id"])
     assert 1 <= len(opened) <= 4
-    with sqlite3.connect(store.data / "depot.db") as db:
+    with store_database(store.data) as db:
         open_rows = db.execute("select count(*) from shipper_uploads where status = 1").fetchone()[0]
     assert open_rows == len(opened)
