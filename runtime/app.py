@@ -45,7 +45,7 @@ async def health(request: Request) -> Response:
     free = {name: free_bytes(folder) for name, folder in folders.items() if folder.exists()}
     body: dict[str, object] = {"status": "ok", "database": "ok", "disk": "ok"}
     try:
-        await run_in_threadpool(svc.storage.db.value, "SELECT 1")
+        await run_in_threadpool(lambda: svc.storage.db.value("SELECT 1"))  # the worker's connection
     except DatabaseError as exc:
         log.error("health check: the database (%s) is unavailable: %s", engine_of(svc.storage.url), exc)
         body.update(status="database_unavailable", database="unavailable")

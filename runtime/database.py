@@ -69,6 +69,10 @@ class DatabaseUnavailableError(DatabaseError):
     """The database cannot be reached or stayed locked too long (the store answers 503)."""
 
 
+class UnstorableTextError(DatabaseError):
+    """A value holds a NUL character, which PostgreSQL's text cannot hold (answered 400)."""
+
+
 class Cursor:
     """A statement's whole result, fetched while the statement ran under its connection's
     lock (:class:`Database`): SQLite runs a statement step by step as rows are read, so a
@@ -123,8 +127,15 @@ def _make_private(path: Path) -> None:
 
 def describe(url: str) -> str:
     """The URL without its password, for logs and messages."""
-    hidden = re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
-    return re.sub(r"(?i)([?&]password=)[^&]*", r"\1***", hidden)
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        authority, slash, path = rest.partition("/")
+        if "@" in authority:  # user[:password]@host: the password may itself hold an @
+            credentials, _, host = authority.rpartition("@")
+            user = credentials.split(":", 1)[0]
+            authority = f"{user}:***@{host}" if ":" in credentials else f"{user}@{host}"
+        url = f"{scheme}://{authority}{slash}{path}"
+    return re.sub(r"(?i)([?&]password=)[^&]*", r"\1***", url)
 
 
 def engine_of(url: str) -> str:
@@ -177,13 +188,42 @@ def _connect_sqlite(path: Path) -> Database:
     return Database(SQLITE, conn, f"sqlite://{path}")
 
 
+# Every PostgreSQL connection: a lock waited for longer than lock_timeout, or a transaction left
+# idle (a node stuck mid-request), ends instead of stopping every writer on every node; TCP
+# keepalives notice a node or database host that vanished in about a minute, not two hours.
+CONNECT_OPTIONS = {
+    "connect_timeout": 10,
+    "application_name": "depot",
+    "options": "-c lock_timeout=30s -c idle_in_transaction_session_timeout=60s",
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+
+def _without_secrets(exc: Exception, url: str) -> str:
+    from urllib.parse import unquote
+
+    text = str(exc).strip() or type(exc).__name__
+    credentials = url.partition("://")[2].partition("/")[0].rpartition("@")[0]
+    password = credentials.split(":", 1)[1] if ":" in credentials else ""
+    for secret in {password, unquote(password)} - {""}:
+        text = text.replace(secret, "***")
+    return text
+
+
 def _connect_postgresql(url: str) -> Database:
     import psycopg
 
     try:
-        conn = psycopg.connect(url, autocommit=True, connect_timeout=10, application_name="depot")
+        conn = psycopg.connect(url, autocommit=True, **CONNECT_OPTIONS)  # type: ignore[arg-type]
     except psycopg.Error as exc:
-        raise _translated(exc) from exc
+        # libpq's message may quote the URL (a % or @ it could not parse): never the password
+        reason = _without_secrets(exc, url)
+        raise _translated(exc).__class__(f"cannot connect to {describe(url)}: {reason}") from None
+    except Exception as exc:  # a URL libpq cannot even parse
+        raise DatabaseError(f"cannot connect to {describe(url)}: {type(exc).__name__}") from None
     conn.adapters.register_loader("numeric", _numeric_loader_class())  # sum() of BIGINT is NUMERIC
     return Database(POSTGRESQL, conn, url)
 
@@ -221,11 +261,21 @@ def _translated(exc: Exception) -> DatabaseError:
 
     if isinstance(exc, psycopg.errors.IntegrityError):
         return IntegrityError(message)
-    if isinstance(exc, psycopg.errors.DiskFull | psycopg.errors.InsufficientResources):
+    if isinstance(exc, psycopg.errors.DiskFull):
         return DatabaseFullError(message)
-    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+    state = getattr(exc, "sqlstate", None) or ""
+    # the server is gone, going, refusing connections or out of them, or a lock did not come:
+    # the store's condition, for a while (503). Anything else (a query too big, bad input) is
+    # a bug or a refusal that waiting will not cure.
+    if isinstance(exc, psycopg.InterfaceError) or (
+        isinstance(exc, psycopg.OperationalError) and (not state or state[:2] == "08" or state in UNAVAILABLE)
+    ):
         return DatabaseUnavailableError(message)
     return DatabaseError(message)
+
+
+UNAVAILABLE = {"57P01", "57P02", "57P03", "53300", "55P03", "57014"}  # shutdown, crash, starting,
+# too many connections, lock_timeout, statement cancelled (statement_timeout)
 
 
 def _engine_errors() -> tuple[type[Exception], ...]:
@@ -295,7 +345,10 @@ def postgresql_sql(sql: str) -> str:
 
 def _pg_params(params: Sequence[Any]) -> Sequence[Any]:
     # a bool compared with a BIGINT column is an error on PostgreSQL; SQLite stores it as 0/1
-    return [int(p) if isinstance(p, bool) else p for p in params]
+    out = [int(p) if isinstance(p, bool) else p for p in params]
+    if any(isinstance(p, str) and "\x00" in p for p in out):
+        raise UnstorableTextError("a value holds a NUL character")
+    return out
 
 
 def quote(name: str) -> str:
@@ -322,6 +375,7 @@ class Database:
         # One statement at a time, each with its whole result, and a transaction's statements
         # together: a connection handed to a worker thread by mistake cannot interleave.
         self._lock = threading.RLock()
+        self._in_transaction = False
 
     @property
     def is_postgresql(self) -> bool:
@@ -330,14 +384,39 @@ class Database:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         with self._lock:
             try:
-                if self.engine == POSTGRESQL:
-                    raw = self.conn.execute(postgresql_sql(sql), _pg_params(params))
-                else:
-                    raw = self.conn.execute(sql, params)
-                rows = raw.fetchall() if raw.description is not None else []
-                return Cursor(rows, raw.description, raw.rowcount)
+                return self._run(sql, params)
+            except self._errors as exc:
+                error = _translated(exc)
+                if not self._may_retry(sql, error):
+                    raise error from exc
+            # PostgreSQL dropped the connection (it restarted, a failover, an idle cut): a read
+            # outside a transaction is safe to send again on a new one; a write is not (it may
+            # have been applied), and its caller gets the 503
+            self._reconnect()
+            try:
+                return self._run(sql, params)
             except self._errors as exc:
                 raise _translated(exc) from exc
+
+    def _run(self, sql: str, params: Sequence[Any]) -> Cursor:
+        if self.engine == POSTGRESQL:
+            raw = self.conn.execute(postgresql_sql(sql), _pg_params(params))
+        else:
+            raw = self.conn.execute(sql, params)
+        rows = raw.fetchall() if raw.description is not None else []
+        return Cursor(rows, raw.description, raw.rowcount)
+
+    def _may_retry(self, sql: str, error: DatabaseError) -> bool:
+        return (
+            isinstance(error, DatabaseUnavailableError)
+            and self.is_broken()
+            and not self._in_transaction
+            and sql.lstrip()[:6].upper() == "SELECT"
+        )
+
+    def _reconnect(self) -> None:
+        self.close()
+        self.conn = _connect_postgresql(self.url).conn
 
     def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> None:
         with self._lock:
@@ -379,22 +458,31 @@ class Database:
         """One writer at a time, across every process and node sharing the database, so a
         read-check-write (a report counted once, a rollout paused once) cannot interleave."""
         with self._lock:  # the connection is this thread's until the transaction ends
-            if self.engine == POSTGRESQL:
-                try:
-                    with self.conn.transaction():
-                        self.execute("SELECT pg_advisory_xact_lock(?)", [WRITE_LOCK])
-                        yield
-                except self._errors as exc:
-                    raise _translated(exc) from exc
-                return
-            self.execute("BEGIN IMMEDIATE")
+            self._in_transaction = True
             try:
-                yield
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    self.conn.execute("ROLLBACK")
-                raise
-            self.execute("COMMIT")
+                with self._transaction():
+                    yield
+            finally:
+                self._in_transaction = False
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        if self.engine == POSTGRESQL:
+            try:
+                with self.conn.transaction():
+                    self.execute("SELECT pg_advisory_xact_lock(?)", [WRITE_LOCK])
+                    yield
+            except self._errors as exc:
+                raise _translated(exc) from exc
+            return
+        self.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            raise
+        self.execute("COMMIT")
 
     def table(self, name: str) -> Table:
         return Table(self, name)

@@ -16,6 +16,7 @@ import contextlib
 import importlib
 import re
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,7 @@ from runtime.database import (
     describe,
     engine_of,
     make_data_folder,
+    postgresql_sql,
     quote,
     sqlite_path,
 )
@@ -203,17 +205,19 @@ def _engine_errors() -> tuple[type[Exception], ...]:
     return (sqlite3.Error, psycopg.Error)
 
 
-def batches(db: Database, sql: str, size: int = BATCH) -> Iterator[list[tuple[Any, ...]]]:
-    """The rows of ``sql`` (no parameters), ``size`` at a time, without holding a whole table in
-    memory (a server-side cursor on PostgreSQL, inside :func:`snapshot`)."""
+def batches(
+    db: Database, sql: str, args: Sequence[Any] = (), size: int = BATCH
+) -> Iterator[list[tuple[Any, ...]]]:
+    """The rows of ``sql``, ``size`` at a time, without holding a whole table in memory (a
+    server-side cursor on PostgreSQL, inside :func:`snapshot`)."""
     try:
         if db.engine == POSTGRESQL:
             with db.conn.cursor(name="depot_db_copy") as cursor:
-                cursor.execute(sql)
+                cursor.execute(postgresql_sql(sql), list(args))
                 while rows := cursor.fetchmany(size):
                     yield [tuple(r) for r in rows]
             return
-        cursor = db.conn.execute(sql)
+        cursor = db.conn.execute(sql, list(args))
         while rows := cursor.fetchmany(size):
             yield [tuple(r) for r in rows]
     except _engine_errors() as exc:
@@ -308,24 +312,36 @@ def copy_database(source_url: str, target_url: str, say: Callable[[str], None] =
     return copied
 
 
+# Throwaway rows a copy leaves behind: rate-limit windows that are over, and keys from before
+# they were stored hashed (runtime.ratelimit.stored_key; those could hold anything a client
+# sent, a NUL included, which PostgreSQL cannot store). Losing them loses no data: a limit's
+# window is at most a day.
+TRANSIENT = {"rate_limits": "expires >= ? AND length(key) = 64"}
+
+
 def _copy_table(source: Database, target: Database, table: str, say: Callable[[str], None]) -> Copied:
     theirs = source.table(table).columns
     ours = target.table(table).columns
-    columns = [c for c in theirs if c in ours]
-    for column in theirs:
-        if column not in ours:
-            say(f"note: {table}.{column} is not in the target and is not copied")
+    missing = [c for c in theirs if c not in ours]
+    if missing:  # the same schema versions were checked: this is a hand-made change
+        raise DatabaseCopyError(f"the target's table {table} lacks the columns {', '.join(missing)}")
+    columns = theirs
     names = ", ".join(quote(c) for c in columns)
-    read = f"SELECT {names} FROM {quote(table)}{insertion_order(source, table)}"
+    where, args = "", []
+    if table in TRANSIENT:
+        where, args = f" WHERE {TRANSIENT[table]}", [time.time()]
+    read = f"SELECT {names} FROM {quote(table)}{where}{insertion_order(source, table)}"
     write = f"INSERT INTO {quote(table)} ({names}) VALUES ({', '.join('?' for _ in columns)})"
     try:
-        for rows in batches(source, read):
+        for rows in batches(source, read, args):
             insert_batch(target, write, rows)
         if target.engine == POSTGRESQL:
             reset_sequences(target, table)
     except DatabaseError as exc:
         raise type(exc)(f"copying table {table}: {exc}") from exc
-    return Copied(table, source.table(table).count(), target.table(table).count())
+    counted = source.value(f"SELECT count(*) FROM {quote(table)}{where}", args) if where else None
+    total = source.table(table).count() if counted is None else int(counted)
+    return Copied(table, total, target.table(table).count())
 
 
 def _show(copied: list[Copied], say: Callable[[str], None]) -> None:

@@ -37,7 +37,7 @@ from urllib.parse import unquote
 
 from builder.device.firmware import FILENAME as FIRMWARE_FILENAME
 from builder.names import FILENAME as MODULE_FILENAME
-from runtime.database import Database, connect
+from runtime.database import Database, connect, describe
 from runtime.storage import register_schema, transaction
 
 log = logging.getLogger("runtime.downloads")
@@ -190,6 +190,9 @@ class DownloadCounter:
             return sum(batch.values())
 
     def _connection(self) -> Database:
+        if self._db is not None and self._db.is_broken():  # PostgreSQL restarted: a new one
+            self._db.close()
+            self._db = None
         if self._db is None:
             self._db = connect(self.database)
         return self._db
@@ -254,7 +257,8 @@ class _Flusher:
             try:
                 counter.flush()
             except Exception:  # a locked or vanished database: the sums wait for the next one
-                log.warning("download counts not written yet to %s", counter.database, exc_info=True)
+                where = describe(counter.database)
+                log.warning("download counts not written yet to %s", where, exc_info=True)
 
 
 _FLUSHER = _Flusher()
@@ -286,7 +290,7 @@ def close_all() -> None:
         try:
             counter.close()
         except Exception:
-            log.warning("download counts lost at exit for %s", counter.database, exc_info=True)
+            log.warning("download counts lost at exit for %s", describe(counter.database), exc_info=True)
 
 
 atexit.register(close_all)

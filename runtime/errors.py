@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 
 from builder.errors import DepotError, SettingsError
 from runtime.accesslog import redact_path
-from runtime.database import DatabaseFullError, DatabaseUnavailableError
+from runtime.database import DatabaseFullError, DatabaseUnavailableError, UnstorableTextError
 
 log = logging.getLogger("runtime")
 SETTINGS_UNUSABLE = "The store's settings (depot.toml) cannot be used; the server log says why."
@@ -105,6 +105,12 @@ async def database_unavailable(request: Request, exc: Exception) -> Response:
     return shaped(request, 503, "database_unavailable", DATABASE_UNAVAILABLE, {"retry-after": "5"})
 
 
+async def unstorable_text(request: Request, exc: Exception) -> Response:
+    """A NUL character in a value the store was asked to look up or keep: no name, token or
+    field of the store holds one, and PostgreSQL's text cannot; the client's mistake (400)."""
+    return shaped(request, 400, "invalid_characters", "The request holds a NUL character.")
+
+
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, redact_path(request.url.path))
     return JSONResponse({"detail": "internal server error"}, status_code=500)
@@ -118,5 +124,6 @@ HANDLERS = {
     OSError: storage_error,
     DatabaseFullError: storage_error,
     DatabaseUnavailableError: database_unavailable,
+    UnstorableTextError: unstorable_text,
     Exception: unexpected_error,
 }

@@ -4,6 +4,7 @@ the caller learns how many seconds remain until the window ends (for ``Retry-Aft
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import time
@@ -89,7 +90,7 @@ class RateLimiter:
             'count = CASE WHEN rate_limits."window" = excluded."window"'
             " THEN rate_limits.count + 1 ELSE 1 END, "
             '"window" = excluded."window", expires = excluded.expires RETURNING count',
-            [key, window, ends],
+            [stored_key(key), window, ends],
         ).fetchone()
         if int(now) % 97 == 0:  # now and then, forget windows that are over
             self.db.execute("DELETE FROM rate_limits WHERE expires < ?", [now])
@@ -101,7 +102,9 @@ class RateLimiter:
             return None
         now = time.time() if now is None else now
         window, ends = self._window(rate, now)
-        row = self.db.execute('SELECT "window", count FROM rate_limits WHERE key = ?', [key]).fetchone()
+        row = self.db.execute(
+            'SELECT "window", count FROM rate_limits WHERE key = ?', [stored_key(key)]
+        ).fetchone()
         if row and row[0] == window and row[1] >= rate.limit:
             return max(1, math.ceil(ends - now))
         return None
@@ -114,11 +117,18 @@ class RateLimiter:
         window, _ends = self._window(rate, now)
         self.db.execute(
             'UPDATE rate_limits SET count = count - 1 WHERE key = ? AND "window" = ? AND count > 0',
-            [key, window],
+            [stored_key(key), window],
         )
 
     def reset(self, key: str) -> None:
-        self.db.execute("DELETE FROM rate_limits WHERE key = ?", [key])
+        self.db.execute("DELETE FROM rate_limits WHERE key = ?", [stored_key(key)])
+
+
+def stored_key(key: str) -> str:
+    """The key as the table keeps it: its SHA-256, so a client's name of any length or bytes
+    (a 6 kB login name, a NUL) is a short plain key on both engines, and the table holds no
+    account names or addresses."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def throttled_detail(seconds: int) -> str:
@@ -225,6 +235,8 @@ async def guarded_login(
 
 
 def _known(db: Database, account: str, address: str, now: float) -> bool:
+    if "\x00" in account + address:  # no account's name holds one (nor can PostgreSQL's text)
+        return False
     row = db.execute(
         "SELECT last FROM login_known WHERE account = ? AND address = ?", [account, address]
     ).fetchone()

@@ -7,6 +7,7 @@ bridges the two). The schema is created or migrated when the database is opened.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,12 +17,15 @@ from runtime.database import (
     DATABASE_FILE,
     POSTGRESQL,
     Database,
+    DatabaseError,
     connect,
     database_url,
     engine_of,
     make_data_folder,
 )
 from runtime.environment import env_value
+
+log = logging.getLogger("runtime.storage")
 
 __all__ = ["DATABASE_FILE", "Database", "Storage", "make_data_folder", "open_database", "transaction"]
 
@@ -208,7 +212,14 @@ def build_lock(url: str) -> Iterator[None]:
         try:
             yield
         finally:
-            with contextlib.suppress(Exception):
-                db.execute("SELECT pg_advisory_unlock(?)", [BUILD_LOCK])
+            try:
+                held = db.value("SELECT pg_advisory_unlock(?)", [BUILD_LOCK])
+            except DatabaseError:
+                held = False
+            if not held:
+                # the server dropped the lock's connection during the build (a restart, or no
+                # keepalive for a minute): another node may have built meanwhile. The build's
+                # own flock of the site still held on this host; say so, for the operator
+                log.error("the build lock's database connection was lost during the build")
     finally:
         db.close()

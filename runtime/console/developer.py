@@ -65,7 +65,7 @@ def my_apps(db: Any, repo: Any, user_id: int) -> list[dict[str, Any]]:
 @guarded()
 async def apps_page(request: Request, session: ConsoleSession) -> Response:
     svc = services(request)
-    apps = await run_in_threadpool(my_apps, svc.storage.db, svc.config.repo, session.user.id)
+    apps = await run_in_threadpool(lambda: my_apps(svc.storage.db, svc.config.repo, session.user.id))
     return page(request, "apps.html", session, title="My apps", apps=apps)
 
 

@@ -207,8 +207,9 @@ async def _version_page(
     request: Request, session: ConsoleSession, version_id: str, status: int = 200, **extra: Any
 ) -> Response:
     svc = services(request)
+    settings = svc.settings().portal
     context = await run_in_threadpool(
-        _version_context, svc.storage.db, svc.config.repo, version_id, svc.settings().portal
+        lambda: _version_context(svc.storage.db, svc.config.repo, version_id, settings)
     )
     if context is None:
         return not_found(request, session, f"There is no version {version_id!r}.")
@@ -721,7 +722,8 @@ async def token_revoke(request: Request, session: ConsoleSession) -> Response:
     token_id = whole_number(request.path_params["token_id"])
     if token_id is None:
         return not_found(request, session, "There is no such token.")
-    revoked = await run_in_threadpool(Tokens(services(request).storage.db).revoke, token_id)
+    storage = services(request).storage
+    revoked = await run_in_threadpool(lambda: Tokens(storage.db).revoke(token_id))
     if not revoked:
         return not_found(request, session, f"There is no live token {token_id}.")
     if token_id == session.token_id:  # this very session: it has ended

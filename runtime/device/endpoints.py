@@ -159,7 +159,7 @@ async def get_rollout(request: Request) -> Response:
     target = FOLDERS[request.path_params["folder"]]
     key = (target, request.path_params["name"], request.path_params["version"])
     try:
-        rule = await run_in_threadpool(read_rule, svc.storage.db, svc.config.repo, key)
+        rule = await run_in_threadpool(lambda: read_rule(svc.storage.db, svc.config.repo, key))
     except NoSuchVersionError:
         raise error(404, f"No {target} {key[1]} {key[2]} in the store.") from None
     except FormatError as exc:

@@ -39,11 +39,14 @@ class ReportError(DepotError):
 
 def _encodable(value: str, what: str) -> str:
     """The one check of every string a report brings: json.loads turns ``"\\ud800"`` into a lone
-    surrogate, which no UTF-8 can hold (sqlite3 would raise UnicodeEncodeError when binding it)."""
+    surrogate, which no UTF-8 can hold (sqlite3 would raise UnicodeEncodeError when binding it),
+    and ``"\\u0000"`` into a NUL, which PostgreSQL's text cannot hold: refused on both engines."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise ReportError(f"{what} is not valid Unicode (a lone surrogate)") from None
+    if "\x00" in value:
+        raise ReportError(f"{what} holds a NUL character")
     return value
 
 

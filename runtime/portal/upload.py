@@ -75,7 +75,7 @@ async def handle_upload(request: Request, svc: Any, token: Token) -> tuple[dict[
     limit = min(svc.config.max_upload_bytes, policy.upload_limit_bytes)
     # Authorised before the body is read: the token is live (endpoints.bearer_token) and so is
     # its account; a declared body over the limit is refused without reading it.
-    if await run_in_threadpool(Accounts(svc.storage.db).by_id, token.user_id) is None:
+    if await run_in_threadpool(lambda: Accounts(svc.storage.db).by_id(token.user_id)) is None:
         raise _error(401, "token_invalid", "The account of this token no longer exists.")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit + MAX_OTHER_PARTS:

@@ -213,7 +213,7 @@ def download_count(db: Database, period: str, codenames: Sequence[str] | None = 
         where.append("time >= ?")
         args.append(time.time() - WINDOWS[period] * 86400)
     if codenames is not None:
-        where.append(f"codename IN ({', '.join('?' for _ in codenames)})" if codenames else "0")
+        where.append(f"codename IN ({', '.join('?' for _ in codenames)})" if codenames else "1 = 0")
         args.extend(codenames)
     sql = "SELECT count(*) FROM shipper_downloads" + (" WHERE " + " AND ".join(where) if where else "")
     (n,) = db.execute(sql, args).fetchone()
@@ -225,7 +225,8 @@ async def count(request: Request) -> Response:
     period = request.path_params["period"]
     if period != "all" and period not in WINDOWS:
         return JSONResponse({"detail": "Not found."}, status_code=404)
-    n = download_count(services(request).storage.db, period)
+    storage = services(request).storage
+    n = await run_in_threadpool(lambda: download_count(storage.db, period))
     return JSONResponse({"count": n}, headers=NO_STORE)
 
 

@@ -19,6 +19,7 @@ from runtime.database import (
     connect,
     postgresql_sql,
 )
+from runtime.database_cli import load_schemas
 from runtime.storage import SCHEMAS, migrate, open_database
 from tests.support.postgres import PostgresCluster
 from tests.support.serving import free_port
@@ -169,6 +170,8 @@ def test_a_failed_transaction_leaves_nothing(engines: dict[str, Database]) -> No
 def test_every_schema_migrates_on_postgresql_and_twice_is_nothing(
     postgres: PostgresCluster, tmp_path: Path
 ) -> None:
+    load_schemas()  # every dialect's namespace, and the runtime's own
+    assert {"core", "ratelimit", "downloads", "qt", "shipper", "portal", "device"} <= set(SCHEMAS)
     url = postgres.create_database("s")
     try:
         db = open_database(tmp_path, url)

@@ -3,6 +3,7 @@ PostgreSQL (both ways, and PostgreSQL to PostgreSQL) with every row, and works o
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,9 @@ def populate(data: Path) -> tuple[str, dict[str, str]]:
         tokens.create(bob.id, "ota", name="shippy")
         db.execute("DELETE FROM tokens WHERE id = ?", [gone.id])  # a gap in the ids
         limiter = RateLimiter(db)
-        limiter.hit("login:bob", Rate(5, 60), now=1_700_000_000.25)
-        limiter.hit("login:203.0.113.9", Rate(5, 60), now=1_700_000_001.5)
+        # live windows (a copy leaves ended ones behind: runtime.database_cli.TRANSIENT)
+        limiter.hit("login:bob", Rate(5, 3600), now=time.time())
+        limiter.hit("login:203.0.113.9", Rate(5, 3600), now=time.time() + 1.5)
         db.execute(
             "INSERT INTO login_known (account, address, last) VALUES (?, ?, ?)", ["bob", "203.0.113.9", 1.5e9]
         )

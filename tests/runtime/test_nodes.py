@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from runtime.database import BUILD_LOCK, connect
+from runtime.ratelimit import stored_key
 from tests.support.nginx import NGINX
 from tests.support.nodes import (
     UPLOADS,
@@ -272,7 +273,7 @@ def test_a_qt_login_on_one_node_buys_on_another(cluster: Cluster) -> None:
 
 
 def rate_count(cluster: Cluster, key: str) -> int:
-    return int(query(cluster, "SELECT count FROM rate_limits WHERE key = ?", [key]) or 0)
+    return int(query(cluster, "SELECT count FROM rate_limits WHERE key = ?", [stored_key(key)]) or 0)
 
 
 def test_failed_logins_count_once_across_nodes(cluster: Cluster) -> None:

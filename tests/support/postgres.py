@@ -16,6 +16,7 @@ import itertools
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -79,7 +80,7 @@ class PostgresCluster:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()  # smart shutdown would wait for clients; SIGTERM is "fast"
+            self.process.send_signal(signal.SIGINT)  # "fast" shutdown: SIGTERM ("smart") waits for clients
             try:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:
