@@ -29,12 +29,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import filecmp
 import gc
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -50,6 +48,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from common import machine  # noqa: E402
 from synth import KINDS, add_module, generate, parse_kinds  # noqa: E402
 
 from builder.build import build, retained_history, state_dir_for  # noqa: E402
@@ -240,24 +239,6 @@ def bench_size(count: int, work: Path, args: argparse.Namespace) -> SizeResult:
 # -- report -------------------------------------------------------------------------------------
 
 
-def machine() -> dict[str, str]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return {
-        "cpus": str(len(os.sched_getaffinity(0))),
-        "cpu": model,
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "os": f"{platform.system()} {platform.release()}",
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "load": load,
-    }
 
 
 PHASES = ("scan", "plan", "publish", "total")

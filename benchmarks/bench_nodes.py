@@ -42,11 +42,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import http.client
 import json
 import os
-import platform
 import queue
 import re
 import shutil
@@ -66,6 +64,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import depot_cmd, free_port, machine, nginx_main_conf, stop, wait_up  # noqa: E402
 
 BEGIN, END = "<!-- nodes:begin -->", "<!-- nodes:end -->"
 HEADING = "## Several nodes on PostgreSQL (issue 16)"
@@ -97,39 +97,12 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-def depot_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "runtime.cli", *args]
 
 
-def wait_up(url: str, process: subprocess.Popen | None = None, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"{url}: the server exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(url)
 
 
-def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(sig)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 # -- CPU time of process trees -----------------------------------------------------------------
@@ -294,25 +267,7 @@ def nginx(tmp: Path, site: Path, upstreams: list[str], label: str) -> Iterator[t
     conf.mkdir()
     block, how = nginx_block(site, upstreams, port)
     (conf / "depot.conf").write_text(block)
-    (conf / "nginx.conf").write_text(
-        f"""
-user root;
-daemon off;
-worker_processes 2;
-pid {conf}/nginx.pid;
-error_log {conf}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {conf}/body;
-    proxy_temp_path {conf}/proxy;
-    fastcgi_temp_path {conf}/fastcgi;
-    uwsgi_temp_path {conf}/uwsgi;
-    scgi_temp_path {conf}/scgi;
-    include {conf}/depot.conf;
-}}
-"""
-    )
+    (conf / "nginx.conf").write_text(nginx_main_conf(conf, 2))
     check = subprocess.run([NGINX, "-t", "-c", str(conf / "nginx.conf")], capture_output=True, text=True)
     if check.returncode:
         raise RuntimeError(f"nginx -t: {check.stderr}")
@@ -622,20 +577,6 @@ def fmt(rate: float) -> str:
     return f"{rate:,.0f}"
 
 
-def machine() -> dict[str, str]:
-    model = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    return {
-        "cpus": str(len(os.sched_getaffinity(0))),
-        "cpu": model,
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "os": f"{platform.system()} {platform.release()}",
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "load": ", ".join(f"{x:.2f}" for x in os.getloadavg()),
-    }
 
 
 ROWS = {

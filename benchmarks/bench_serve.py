@@ -38,7 +38,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,6 +51,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import depot_cmd, free_port, nginx_main_conf, stop, wait_up  # noqa: E402
 from builder.device.module import pack_module  # noqa: E402
 
 BEGIN, END = "<!-- serve:begin -->", "<!-- serve:end -->"
@@ -64,37 +64,12 @@ PURCHASE_OVER_DJANGO = (8.0, 10.0)  # the issue: Depot's /app/purchase was 8-10x
 STATIC_GOAL, PURCHASE_GOAL = 0.25, 20.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-def depot_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "runtime.cli", *args]
 
 
-def wait_up(url: str, process: subprocess.Popen | None = None, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"{url}: server exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(url)
 
 
-def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    process.send_signal(sig)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 # -- the store ---------------------------------------------------------------------------------
@@ -178,25 +153,7 @@ def nginx(tmp: Path, site: Path, upstream: str, processes: int) -> Iterator[str]
         check=True,
     ).stdout
     (conf / "depot.conf").write_text(generated)
-    (conf / "nginx.conf").write_text(
-        f"""
-user root;
-daemon off;
-worker_processes {processes};
-pid {conf}/nginx.pid;
-error_log {conf}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {conf}/body;
-    proxy_temp_path {conf}/proxy;
-    fastcgi_temp_path {conf}/fastcgi;
-    uwsgi_temp_path {conf}/uwsgi;
-    scgi_temp_path {conf}/scgi;
-    include {conf}/depot.conf;
-}}
-"""
-    )
+    (conf / "nginx.conf").write_text(nginx_main_conf(conf, processes))
     process = subprocess.Popen([NGINX, "-c", str(conf / "nginx.conf")], stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:

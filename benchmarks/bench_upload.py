@@ -23,12 +23,10 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import datetime as dt
 import hashlib
 import http.client
 import json
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -45,6 +43,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import free_port, machine  # noqa: E402
 
 BEGIN, END = "<!-- upload:begin -->", "<!-- upload:end -->"
 MB = 1_000_000
@@ -66,10 +66,6 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def depot(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -481,20 +477,6 @@ def portal_upload(server: Server, path: Path) -> dict[str, Any]:
     }
 
 
-def machine() -> dict[str, str]:
-    model = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    return {
-        "cpus": str(len(os.sched_getaffinity(0))),
-        "cpu": model,
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "os": f"{platform.system()} {platform.release()}",
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "load": ", ".join(f"{x:.2f}" for x in os.getloadavg()),
-    }
 
 
 def mib(n: float) -> str:

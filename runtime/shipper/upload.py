@@ -186,7 +186,10 @@ def cleanup_expired(ups: ChunkedUploads, now: float | None = None) -> int:
     known = {r[0] for r in ups.db.execute("SELECT id FROM shipper_uploads").fetchall()}
     for entry in ups.folder.iterdir():
         stem = entry.name.removesuffix(".part")
-        stale = entry.stat().st_mtime < now - EXPIRATION
+        try:
+            stale = entry.stat().st_mtime < now - EXPIRATION
+        except FileNotFoundError:  # another request completed or dropped that upload meanwhile
+            continue
         if stale and (stem not in known or entry.name.startswith(TEMP_PREFIX)):
             with contextlib.suppress(FileNotFoundError):
                 entry.unlink()
