@@ -14,8 +14,15 @@ The runtime writes its SQL once, in the dialect both engines agree on (``?`` pla
 - ``transaction()`` is SQLite's ``BEGIN IMMEDIATE`` (one writer across every process), and on
   PostgreSQL a transaction holding one advisory lock for its duration, which serialises the
   runtime's read-check-write transactions across every node the same way;
+- generated ids are unique and increasing on both, but not the same numbers: PostgreSQL never
+  hands one out twice and a refused insert uses one up, while SQLite may give the highest id
+  again after it was deleted. Nothing in the runtime depends on their values;
 - the engines' errors become one family: :class:`IntegrityError`, :class:`DatabaseFullError`
-  (answered 507), :class:`DatabaseUnavailableError` (503) and :class:`DatabaseError`.
+  (answered 507), :class:`DatabaseUnavailableError` (503), :class:`UnstorableTextError` (a NUL,
+  which PostgreSQL's text cannot hold: 400) and :class:`DatabaseError`;
+- a connection runs one statement at a time, each with its whole result, under its own lock,
+  and a PostgreSQL connection the server dropped is opened again (a read is sent again once;
+  a write is not, since it may have been applied).
 
 :class:`Table` is the small helper the schemas and simple lookups use (create, add a column,
 rows where, insert, update, delete where); everything else is plain SQL through
@@ -33,12 +40,9 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from builder.errors import DepotError
-
-if TYPE_CHECKING:
-    pass
 
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
