@@ -208,6 +208,9 @@ def build_lock(url: str) -> Iterator[None]:
         return
     db = connect(url)
     try:
+        # wait as long as the other node's build takes (a cold build of a big store takes
+        # minutes), like flock; the 30 s lock_timeout is for the short write transactions
+        db.execute("SET lock_timeout = 0")
         db.execute("SELECT pg_advisory_lock(?)", [BUILD_LOCK])
         try:
             yield

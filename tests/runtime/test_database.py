@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from runtime import database
 from runtime.database import (
     Database,
     DatabaseUnavailableError,
@@ -20,7 +21,7 @@ from runtime.database import (
     postgresql_sql,
 )
 from runtime.database_cli import load_schemas
-from runtime.storage import SCHEMAS, migrate, open_database
+from runtime.storage import SCHEMAS, build_lock, migrate, open_database
 from tests.support.postgres import PostgresCluster
 from tests.support.serving import free_port
 
@@ -186,3 +187,40 @@ def test_every_schema_migrates_on_postgresql_and_twice_is_nothing(
 def test_an_unreachable_server_is_unavailable_not_a_crash() -> None:
     with pytest.raises(DatabaseUnavailableError):
         connect(f"postgresql://depot@127.0.0.1:{free_port()}/nothing?connect_timeout=2")
+
+
+def test_the_build_lock_waits_longer_than_the_write_lock_timeout(
+    postgres: PostgresCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node waits for another node's build however long it takes, like flock: the lock
+    timeout of the connections (here 1 s instead of 30 s) is for the short write transactions."""
+    options = dict(database.CONNECT_OPTIONS, options="-c lock_timeout=1s")
+    monkeypatch.setattr(database, "CONNECT_OPTIONS", options)
+    url = postgres.create_database("b")
+    try:
+        order: list[str] = []
+        with build_lock(url):
+            waiter = threading.Thread(target=lambda: _build_after(url, order))
+            waiter.start()
+            time.sleep(2.5)  # well past the 1 s lock timeout
+            order.append("first build done")
+        waiter.join(30)
+        assert order == ["first build done", "second build"]
+        db = connect(url)
+        try:  # and a write transaction still gives up after the lock timeout
+            with pytest.raises(DatabaseUnavailableError):
+                holder = connect(url)
+                try:
+                    with holder.transaction(), db.transaction():
+                        pass
+                finally:
+                    holder.close()
+        finally:
+            db.close()
+    finally:
+        postgres.drop_database(url)
+
+
+def _build_after(url: str, order: list[str]) -> None:
+    with build_lock(url):
+        order.append("second build")
