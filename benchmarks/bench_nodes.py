@@ -42,14 +42,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import os
 import queue
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -65,7 +63,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import depot_cmd, free_port, machine, nginx_main_conf, stop, wait_up  # noqa: E402
+from benchmarks.common import Conn, depot_cmd, free_port, machine, nginx_main_conf, stop, wait_up  # noqa: E402
 
 BEGIN, END = "<!-- nodes:begin -->", "<!-- nodes:end -->"
 HEADING = "## Several nodes on PostgreSQL (issue 16)"
@@ -325,36 +323,6 @@ def wrk(url: str, seconds: float, header: str | None = None, script: Path | None
     return Load(rate, requests, requests - bad, seconds, errors=errors)
 
 
-class Conn:
-    """HTTP/1.1 over one keep-alive socket (the body pieces go out with sendall)."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self._connect()
-
-    def _connect(self) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", self.port))
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def request(
-        self, method: str, path: str, headers: dict[str, str], body: list[bytes]
-    ) -> tuple[int, bytes]:
-        length = sum(len(p) for p in body)
-        head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nContent-Length: {length}\r\n"
-        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
-        self.sock.sendall(head.encode())
-        for piece in body:
-            self.sock.sendall(piece)
-        response = http.client.HTTPResponse(self.sock)
-        response.begin()
-        data = response.read()
-        if response.getheader("connection", "").lower() == "close" or response.will_close:
-            self.close()
-            self._connect()
-        return response.status, data
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 BOUNDARY = "depotbenchnodes0123456789"

@@ -29,7 +29,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,7 +43,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import free_port, machine  # noqa: E402
+from benchmarks.common import Conn, free_port, machine  # noqa: E402
 
 BEGIN, END = "<!-- upload:begin -->", "<!-- upload:end -->"
 MB = 1_000_000
@@ -120,34 +119,6 @@ class Memory:
         self.growth = max(0, self.peak - self.before)
 
 
-class Raw:
-    """HTTP/1.1 over one keep-alive socket: the request head and body pieces go out with
-    sendall, the answer is read with http.client."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.sock = socket.create_connection(("127.0.0.1", port))
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def request(
-        self, method: str, path: str, headers: dict[str, str], body: list[bytes | memoryview]
-    ) -> tuple[int, bytes]:
-        length = sum(len(p) for p in body)
-        head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nContent-Length: {length}\r\n"
-        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
-        self.sock.sendall(head.encode())
-        for piece in body:
-            self.sock.sendall(piece)
-        response = http.client.HTTPResponse(self.sock)
-        response.begin()
-        data = response.read()
-        if response.getheader("connection", "").lower() == "close":
-            self.close()
-            self.sock = socket.create_connection(("127.0.0.1", self.port))
-        return response.status, data
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def multipart(fields: dict[str, str], file_field: str, filename: str, data: bytes) -> tuple[str, list[Any]]:
@@ -282,7 +253,7 @@ class Server:
 
 def chunked_upload(server: Server, token: str, path: Path, name: str, chunk: int) -> ChunkRun:
     size = path.stat().st_size
-    raw = Raw(server.port)
+    raw = Conn(server.port)
     auth = {"Authorization": f"Token {token}"}
     upload_id = None
     fd = os.open(path, os.O_RDONLY)
@@ -410,7 +381,7 @@ def shippy_run(server: Server, token: str, path: Path, name: str, work: Path) ->
 
 
 def qt_upload(server: Server, path: Path) -> dict[str, Any]:
-    raw = Raw(server.port)
+    raw = Conn(server.port)
     data = path.read_bytes()
     fields = {"description": "d", "short-description": "s", "category": "Tools", "vendor": "Qt"}
     with open(server.repo / "depot.toml") as f:
@@ -452,7 +423,7 @@ def portal_upload(server: Server, path: Path) -> dict[str, Any]:
         token = Tokens(db).create(user.id, "ci", name="bench", scope="")[1]
     finally:
         db.close()
-    raw = Raw(server.port)
+    raw = Conn(server.port)
     data = path.read_bytes()
     ctype, body = multipart({}, "apk", "app.apk", data)
     try:

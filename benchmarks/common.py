@@ -4,6 +4,7 @@ waited for and stopped, and the machine a figure was measured on (for docs/bench
 from __future__ import annotations
 
 import datetime as dt
+import http.client
 import os
 import platform
 import signal
@@ -92,3 +93,34 @@ http {{
     include {conf}/depot.conf;
 }}
 """
+
+class Conn:
+    """HTTP/1.1 over one keep-alive socket (the body pieces go out with sendall)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self._connect()
+
+    def _connect(self) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", self.port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def request(
+        self, method: str, path: str, headers: dict[str, str], body: list[bytes] | list[bytes | memoryview]
+    ) -> tuple[int, bytes]:
+        length = sum(len(p) for p in body)
+        head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nContent-Length: {length}\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+        self.sock.sendall(head.encode())
+        for piece in body:
+            self.sock.sendall(piece)
+        response = http.client.HTTPResponse(self.sock)
+        response.begin()
+        data = response.read()
+        if response.getheader("connection", "").lower() == "close" or response.will_close:
+            self.close()
+            self._connect()
+        return response.status, data
+
+    def close(self) -> None:
+        self.sock.close()

@@ -72,7 +72,7 @@ class DepotApp(Starlette):
 
 
 def make_services(config: RuntimeConfig) -> Services:
-    storage = Storage(config.data, config.database_url or None)  # "": DEPOT_DATABASE_URL, else SQLite
+    storage = Storage(config.data, config.database_url)
     return Services(
         config=config,
         storage=storage,

@@ -114,11 +114,16 @@ class RuntimeConfig:
     # The key folder that signs site/tuf/ (builder.trust): the rebuilds sign with it and a
     # background task signs the timestamp again before it expires. None: no signed metadata.
     keys: Path | None = None
-    # The database (runtime.database); "" (a config made by hand, in tests): DEPOT_DATABASE_URL,
-    # else depot.db in the data folder.
+    # The database (runtime.database); left out (a config made by hand, in tests), it is
+    # DEPOT_DATABASE_URL, else depot.db in the data folder, as from_folders resolves it.
     database_url: str = ""
     # False: ``depot serve --no-build``, a node that serves site/ as another node builds it.
     builds: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.database_url:
+            url = database_url(self.data, env_value("DEPOT_DATABASE_URL"))
+            object.__setattr__(self, "database_url", url)  # frozen: resolved once, here
 
     @classmethod
     def from_folders(

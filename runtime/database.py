@@ -42,7 +42,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from builder.errors import DepotError
+from builder.errors import DepotError, SettingsError
 
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
@@ -148,8 +148,6 @@ def engine_of(url: str) -> str:
         return POSTGRESQL
     if url.startswith("sqlite:///"):
         return SQLITE
-    from builder.errors import SettingsError
-
     raise SettingsError(
         f"database URL {describe(url)!r}: expected postgresql://USER@HOST/NAME or sqlite:///PATH"
     )

@@ -168,10 +168,6 @@ class Storage:
             self._connections[thread.ident or 0] = (thread, db)
         return db
 
-    def connect(self) -> Database:
-        """A connection of the caller's own (a background flusher), closed by the caller."""
-        return connect(self.url)
-
     def _close_ended(self) -> None:
         for ident, (thread, db) in list(self._connections.items()):
             if not thread.is_alive():

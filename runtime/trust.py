@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from builder.errors import DepotError
 from builder.settings import load_settings
 from runtime.config import RuntimeConfig
-from runtime.storage import build_lock, configured_url
+from runtime.storage import build_lock
 
 log = logging.getLogger("runtime.trust")
 
@@ -41,7 +41,7 @@ def resign_if_due(config: RuntimeConfig) -> tuple[int, str] | None:
 
     assert config.keys is not None
     try:
-        with build_lock(configured_url(config.data, config.database_url or None)):  # one node at a time
+        with build_lock(config.database_url):  # on PostgreSQL, one node at a time signs
             signed = sign_timestamp(config.repo, config.site, config.keys, force=False)
     except DepotError as exc:
         log.error("the TUF timestamp was not signed again: %s: %s", type(exc).__name__, exc)
