@@ -98,7 +98,14 @@ def test_what_counts_as_one_download() -> None:
 # -- batching ------------------------------------------------------------------------------------
 
 
-def test_many_records_are_one_flush(tmp_path: Path) -> None:
+def no_background_flush(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests call flush() themselves: the process's flusher thread, which wakes every
+    FLUSH_SECONDS, must not flush in between (a loaded CI machine let it, once)."""
+    monkeypatch.setattr(downloads._FLUSHER, "wake", lambda counter, now: None)
+
+
+def test_many_records_are_one_flush(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    no_background_flush(monkeypatch)
     path = database(tmp_path)
     counter = DownloadCounter(path)
     for _ in range(5000):
@@ -118,7 +125,8 @@ def test_many_records_are_one_flush(tmp_path: Path) -> None:
     counter.close()
 
 
-def test_a_flush_that_fails_keeps_its_counts(tmp_path: Path) -> None:
+def test_a_flush_that_fails_keeps_its_counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    no_background_flush(monkeypatch)
     (tmp_path / "var").mkdir()
     path = configured_url(tmp_path / "var")  # no schema yet: the flush fails
     counter = DownloadCounter(path)
