@@ -15,8 +15,8 @@ adds firmware, Qt packages, OTA builds and APKs in fixed proportions; ``--kinds`
   file is a generator or builder bug, and would make the figures measure less than the store);
 * **verify**: a clean build of the final repo into another folder must equal the
   incrementally built site/ byte for byte, once the retained history is left out (the old
-  pinned platform indexes each added module retires, and their rows of routes.json: a clean
-  build has none; ``builder.build.retained_history``).
+  pinned platform indexes each added module retires, and their rows of the route table: a
+  clean build has none; ``builder.build.retained_history``).
 
 Quick measurements are repeated and the median is reported. Results go into
 docs/benchmarks.md between the ``results`` markers; the text outside them is kept.
@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import filecmp
 import gc
+import hashlib
 import json
 import os
 import resource
@@ -52,6 +53,15 @@ from common import machine  # noqa: E402
 from synth import KINDS, add_module, generate, parse_kinds  # noqa: E402
 
 from builder.build import build, retained_history, state_dir_for  # noqa: E402
+from builder.routes import (  # noqa: E402
+    ROUTES_FILE,
+    SHARD_FOLDER,
+    bucket_of,
+    entry_bytes,
+    load_routes,
+    shard_bytes,
+    shard_path,
+)
 
 GOALS = {
     "cold_s": 10.0,  # 10,000 items
@@ -150,26 +160,47 @@ def snapshot(site: Path) -> dict[str, tuple[int, int, int]]:
 def trees_equal(incremental: Path, clean: Path) -> tuple[bool, int]:
     """Whether the incremental site equals a clean build byte for byte, leaving out the retained
     history (old pinned platform indexes kept for readers of older entries, and their rows of
-    routes.json: ``builder.build.retained_history``), which a clean build cannot have; and how
-    many retained files were left out."""
-    from tests.support.repos import without_history
+    the route table: ``builder.build.retained_history``), which a clean build cannot have; and
+    how many retained files were left out."""
 
     def files(root: Path) -> set[str]:
         return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
 
     retained = retained_history(incremental)
-    names = files(incremental) - retained
-    if names != files(clean):
+    names, clean_names = files(incremental) - retained, files(clean)
+    if retained and ROUTES_FILE in names:  # the table holds the history's rows: compared apart
+        table = {n for n in names if is_table_file(n)}
+        clean_table = {n for n in clean_names if is_table_file(n)}
+        names, clean_names = names - table, clean_names - clean_table
+        if table_without_history(incremental, retained) != {n: (clean / n).read_bytes() for n in clean_table}:
+            return False, len(retained)
+    if names != clean_names:
         return False, len(retained)
-    plain = sorted(names - {"routes.json"})
-    _match, mismatch, errors = filecmp.cmpfiles(incremental, clean, plain, shallow=False)
+    _match, mismatch, errors = filecmp.cmpfiles(incremental, clean, sorted(names), shallow=False)
     if mismatch or errors:
         return False, len(retained)
-    if "routes.json" in names:
-        routes = without_history({"routes.json": (incremental / "routes.json").read_bytes()}, retained)
-        if routes["routes.json"] != (clean / "routes.json").read_bytes():
-            return False, len(retained)
     return True, len(retained)
+
+
+def is_table_file(name: str) -> bool:
+    return name == ROUTES_FILE or name.startswith(SHARD_FOLDER + "/")
+
+
+def table_without_history(site: Path, retained: set[str]) -> dict[str, bytes]:
+    """The files of the route table of ``site`` (relative path → bytes) as the builder would
+    write them without the rows of the ``retained`` files: a schema-1 single file, or the
+    shards (an empty one is no file) and their entry."""
+    from tests.support.repos import without_history
+
+    if "routes" in json.loads((site / ROUTES_FILE).read_bytes()):  # schema 1
+        return without_history({ROUTES_FILE: (site / ROUTES_FILE).read_bytes()}, retained)
+    buckets: dict[str, list[dict[str, Any]]] = {}
+    for row in load_routes(site):
+        if row["file"] not in retained:
+            buckets.setdefault(bucket_of(row["url"]), []).append(row)
+    out = {shard_path(bucket): shard_bytes(rows) for bucket, rows in buckets.items()}
+    out[ROUTES_FILE] = entry_bytes([(b, hashlib.sha256(out[shard_path(b)]).hexdigest()) for b in buckets])
+    return out
 
 
 def bench_size(count: int, work: Path, args: argparse.Namespace) -> SizeResult:
@@ -237,8 +268,6 @@ def bench_size(count: int, work: Path, args: argparse.Namespace) -> SizeResult:
 
 
 # -- report -------------------------------------------------------------------------------------
-
-
 
 
 PHASES = ("scan", "plan", "publish", "total")

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 import os
 import platform
 import re
@@ -53,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import depot_cmd, free_port, nginx_main_conf, stop, wait_up  # noqa: E402
 from builder.device.module import pack_module  # noqa: E402
+from builder.routes import load_routes  # noqa: E402
 
 BEGIN, END = "<!-- serve:begin -->", "<!-- serve:end -->"
 USER, PASSWORD = "bench", "bench-password"
@@ -62,14 +62,6 @@ NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").e
 DJANGO_ICONS = 1000.0  # req/s, the issue's measurement of the Qt reference server's /app/icons
 PURCHASE_OVER_DJANGO = (8.0, 10.0)  # the issue: Depot's /app/purchase was 8-10x Django's, before
 STATIC_GOAL, PURCHASE_GOAL = 0.25, 20.0
-
-
-
-
-
-
-
-
 
 
 # -- the store ---------------------------------------------------------------------------------
@@ -99,7 +91,7 @@ def make_store(tmp: Path) -> tuple[Path, Path, Path]:
 
 
 def urls_of(site: Path) -> dict[str, str]:
-    routes = json.loads((site / "routes.json").read_text())["routes"]
+    routes = load_routes(site)
     icon = next(r["url"] for r in routes if r["url"].startswith("/app/icons/com.example.plain"))
     return {
         "small icon (169 B)": icon,

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
-from pathlib import Path
 
-from builder.model import Catalog
+from builder.model import Record, StoreSettings
 from builder.publish import LEAF, Output
-from builder.render import RenderContext
+from builder.render import Part, RenderContext, Renderer
 
 MEDIA_TYPES = {
     ".gz": "application/gzip",
@@ -18,21 +16,26 @@ MEDIA_TYPES = {
 }
 
 
-def render(catalog: Catalog, ctx: RenderContext) -> Iterable[Output]:
-    repo: Path = ctx.extras["repo"]
-    seen: set[str] = set()
-    for record in catalog.records:
+class Blobs(Renderer):
+    """One part per content address: the same bytes in two package files are one file of site/,
+    copied from the first of them by path."""
+
+    name = "blobs"
+
+    def parts(self, record: Record, settings: StoreSettings) -> list[str]:
         blob = getattr(record, "blob", None)
-        if blob is None or not record.public_download:
-            continue
-        site_path = blob.site_path
-        if site_path in seen:
-            continue
-        seen.add(site_path)
-        yield Output(
-            path=site_path,
-            fingerprint=f"{blob.size}:{blob.sha256}",
-            media_type=MEDIA_TYPES.get(os.path.splitext(blob.path)[1], "application/octet-stream"),
-            tier=LEAF,
-            source=repo / blob.path,
+        return [blob.site_path] if blob is not None and record.public_download else []
+
+    def render_part(self, part: str, records: list[Record], ctx: RenderContext) -> Part:
+        blob = records[0].blob  # type: ignore[attr-defined]
+        return Part(
+            outputs=[
+                Output(
+                    path=part,
+                    fingerprint=f"{blob.size}:{blob.sha256}",
+                    media_type=MEDIA_TYPES.get(os.path.splitext(blob.path)[1], "application/octet-stream"),
+                    tier=LEAF,
+                    source=ctx.repo / blob.path,
+                )
+            ]
         )

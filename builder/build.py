@@ -1,8 +1,15 @@
 """``depot build``: repo/ → site/, incrementally, one writer at a time.
 
 The build keeps its state beside site/ (``.<site>.depot/``), never inside it, so that site/
-stays a pure function of repo/: the scan cache, the output manifest, the last build report and
-the single-writer lock live there.
+stays a pure function of repo/: the build state (builder/state.py: stats, scan cache, parts,
+fragments, the output manifest), the last build report and the single-writer lock live there.
+
+A build follows the change, not the store: it finds the package files whose stat changed
+(builder/scan.py), re-plans the parts their records feed and the targets whose fragments
+changed (builder/plan.py), and publishes the outputs of those owners (builder/publish.py). A
+change of settings, templates or builder code plans everything again (reading only the packages
+whose cache key moved); a first build, a build after a killed one and ``full`` also check
+every file of site/.
 
 A package file that vanishes or changes between the scan and the publish does not stop the
 build (see :func:`_publish_holding`): that file is published as the last build left it (or not
@@ -16,12 +23,12 @@ import errno
 import fcntl
 import gc
 import hashlib
-import json
 import logging
 import os
+import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -29,17 +36,21 @@ from typing import Any
 
 import jinja2
 
-from builder import fastpath
 from builder.atomic import atomic_write, remove_stale_temps
 from builder.errors import BuildError, DiskFullError, TrustError
-from builder.model import Catalog, Record
-from builder.publish import ENTRY, InputChangedError, Output, Publisher, PublishReport
+from builder.model import Record, StoreSettings
+from builder.plan import Planner
+from builder.publish import InputChangedError, Output, Publisher, PublishReport
 from builder.registry import renderers
 from builder.render import RenderContext, fingerprint, json_bytes
-from builder.scan import Progress, Scanner, ScanResult, walk_repo_stats
+from builder.routes import ROUTES_FILE
+from builder.scan import Progress, ScanDelta, scan_changes, walk_repo_stats
 from builder.settings import load_settings
+from builder.state import STATE_FILE, BuildState
 
-ROUTES_FILE = "routes.json"
+TRUST_OWNER = "trust"
+# The build state of Depot before the SQLite one: deleted by the first build that finds it.
+LEGACY_STATE_FILES = ("manifest.json", "manifest.json.delta", "scan-cache.json", "scan-cache.json.delta", "inputs.json")
 
 log = logging.getLogger("builder.build")
 
@@ -137,68 +148,21 @@ def template_digest() -> str:
     return digest.hexdigest()
 
 
-def route_table(outputs: list[Output]) -> Output:
-    """The one table that maps every static URL to its file and media type (DESIGN section 2).
-
-    The runtime's static mount and the generated nginx configuration both read it."""
-
-    def row(o: Output) -> dict[str, Any]:
-        r: dict[str, Any] = {"url": o.public_url, "file": o.path, "type": o.media_type}
-        if o.query:
-            r["query"] = o.query
-        if o.status and o.status != 200:
-            r["status"] = o.status
-        return r
-
-    routes = sorted(
-        (row(o) for o in outputs),
-        key=lambda r: (r["url"], sorted(r["query"].items()) if "query" in r else []),
-    )
-    # Compact JSON, one dumps of the whole table: the C encoder, several times faster than the
-    # indented output of json_bytes on ten thousand routes. The same text is the fingerprint.
-    table = json.dumps(routes, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return Output(
-        path=ROUTES_FILE,
-        fingerprint=fingerprint("routes", table),
-        media_type="application/json",
-        tier=ENTRY,
-        render=lambda: f'{{"routes":{table},"schema":1}}\n'.encode(),
-    )
-
-
-def render_outputs(
-    catalog: Catalog,
-    repo: Path,
-    published: Callable[[str, str], tuple[int, str] | None] | None = None,
-    history: Callable[[list[Output]], list[Output]] | None = None,
-    trust: Callable[[list[Output]], list[Output]] | None = None,
-) -> list[Output]:
-    """Every file of the site for ``catalog``, the route table last (nothing rendered yet).
-    ``published`` is Publisher.known, for renderers that state other files' digests;
-    ``trust`` adds the signed metadata of the renderers' outputs (builder.trust.metadata, only
-    with a key folder); ``history`` is Publisher.history, the retained files of earlier builds
-    still kept (they join the route table, so they are still served)."""
-    env, template_digest = template_environment()
-    extras: dict[str, Any] = {"repo": repo}
-    if published is not None:
-        extras["published"] = published
-    ctx = RenderContext(templates=env, template_digest=template_digest, extras=extras)
-    outputs: list[Output] = []
-    for render in renderers():
-        outputs.extend(render(catalog, ctx))
-    if trust is not None:
-        outputs.extend(trust(outputs))
-    if history is not None:
-        outputs.extend(history(outputs))
-    outputs.append(route_table(outputs))
-    return outputs
-
-
 def retained_history(site: Path) -> set[str]:
     """The files of ``site`` kept as history (old pinned platform indexes that older entries
     name, see docs/device-index.md): not outputs of the current repo/, so a clean build has
-    none. They and their rows of routes.json are all that an incremental site has more."""
-    return Publisher(site.resolve(), state_dir_for(site) / "manifest.json").retained()
+    none. They and their routes are all that an incremental site has more."""
+    site = site.resolve()
+    state_file = state_dir_for(site) / STATE_FILE
+    if not state_file.exists():
+        return set()
+    db = sqlite3.connect(f"file:{state_file}?mode=ro", uri=True)
+    try:
+        return {r[0] for r in db.execute("SELECT path FROM outputs WHERE owner = ''")}
+    except sqlite3.DatabaseError:
+        return set()
+    finally:
+        db.close()
 
 
 def build(
@@ -209,16 +173,24 @@ def build(
     wait: bool = True,
     on_wait: Callable[[], None] | None = None,
     keys: Path | None = None,
+    changed: Iterable[str] | None = None,
+    full: bool = False,
 ) -> BuildResult:
     """Publish ``repo`` into ``site``. Raises SettingsError when depot.toml is unusable,
     BuildBusyError when another build runs and ``wait`` is False, DiskFullError when the disk
     of site/ (or of its build state) is full; the old site stays as it was. With ``keys`` (a
     key folder, builder.trust.keys) it also publishes the signed metadata under site/tuf/, and
-    raises TrustError when the folder cannot sign (too few keys, inside repo/ or site/)."""
+    raises TrustError when the folder cannot sign (too few keys, inside repo/ or site/).
+
+    ``changed``: the files of repo/ (relative paths, or folders) that changed since the last
+    build, when the caller knows (the runtime after an upload, ``depot watch``): then only
+    they are stat'ed, not every file of repo/ (builder/scan.py). ``full``: also check every
+    file of site/ against the manifest and repair what is missing or damaged (a build after a
+    killed one does that by itself)."""
     repo, site = repo.resolve(), site.resolve()
     try:
         with build_lock(site, wait=wait, on_wait=on_wait), _fewer_gc_passes():
-            return _build_locked(repo, site, progress, keys)
+            return _build_locked(repo, site, progress, keys, changed, full)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DiskFullError(f"no space left for {site}: free some, then build again") from exc
@@ -262,17 +234,25 @@ def refuse_foreign_site(site: Path) -> None:
         )
 
 
-def _build_locked(repo: Path, site: Path, progress: Progress | None, keys: Path | None = None) -> BuildResult:
+def _build_locked(
+    repo: Path,
+    site: Path,
+    progress: Progress | None,
+    keys: Path | None,
+    changed: Iterable[str] | None,
+    full: bool,
+) -> BuildResult:
     result = BuildResult()
-    state = state_dir_for(site)
-    dirty_marker = state / "build-in-progress"
+    state_dir = state_dir_for(site)
+    dirty_marker = state_dir / "build-in-progress"
     result.recovered = dirty_marker.exists()
-    # A build killed while saving its state (marker, cache, manifest, report) leaves a temporary
-    # file here; we hold the lock, so no writer owns one now. (site/ is swept after a killed build.)
-    remove_stale_temps(state)
+    # A build killed while saving its state leaves a temporary file here; we hold the lock, so
+    # no writer owns one now. (site/ is swept after a killed build.)
+    remove_stale_temps(state_dir)
+    for old in LEGACY_STATE_FILES:  # the JSON state of builds before the SQLite one
+        (state_dir / old).unlink(missing_ok=True)
     t0 = time.perf_counter()
 
-    stats = walk_repo_stats(repo)
     key_state = ""
     if keys is not None:
         from builder.trust.keys import check_location, folder_state, open_keys
@@ -288,110 +268,178 @@ def _build_locked(repo: Path, site: Path, progress: Progress | None, keys: Path 
             "give --keys DIR or DEPOT_KEYS (or run from the folder holding ./keys); to publish "
             f"it unsigned on purpose, delete {site / 'tuf'} first"
         )
-    inputs = fastpath.inputs_digest(repo, site, template_digest(), stats, key_state)
-    publisher = Publisher(site, state / "manifest.json")
-    last = None if result.recovered else fastpath.load(state)
-    if (
-        last is not None
-        and last["digest"] == inputs
-        and publisher.manifest
-        and not publisher.history_due()
-        and not (keys is not None and _timestamp_due(repo, site))
-    ):
-        t1 = time.perf_counter()
-        if fastpath.site_intact(site, publisher.manifest):
-            # Nothing the build reads changed and site/ is as the last build left it.
-            result.skipped, result.files_cached = last["skipped"], last["inputs"]
-            result.retained = len(publisher.retained())
-            if keys is not None:
-                from builder.trust.keys import open_keys
-                from builder.trust.metadata import expiry_warnings
-
-                result.warnings = expiry_warnings(open_keys(keys))
-            result.outputs = result.unchanged = len(publisher.manifest) - result.retained
-            t2 = time.perf_counter()
-            result.timings.update(scan=t1 - t0, plan=0.0, publish=t2 - t1, total=t2 - t0)
-            atomic_write(state / "report.json", json_bytes(result.to_dict()))
-            return result
-
     settings = load_settings(repo)
-    scanner = Scanner(repo, state / "scan-cache.json")
-    scan = scanner.scan(settings, progress=progress, stats=stats)
-    result.skipped = scan.skipped
-    result.files_read, result.files_cached = scan.files_read, scan.files_cached
+    state = BuildState(state_dir, {"repo": str(repo), "site": str(site)})
+    try:
+        return _build_in(state, repo, site, settings, progress, keys, key_state, changed, full, result, t0)
+    except BaseException:
+        state.rollback()
+        raise
+    finally:
+        state.close()
+
+
+def _render_key(settings: StoreSettings, repo: Path) -> str:
+    """What every part and target depends on besides records: the builder's code, templates,
+    settings, and the files the settings name (category icons): when it changes, everything
+    is planned again."""
+    icons = []
+    for category in settings.categories:
+        if category.icon:
+            try:
+                st = os.stat(repo / category.icon)
+                icons.append(f"{category.icon}:{st.st_size}:{st.st_mtime_ns}")
+            except OSError:
+                icons.append(f"{category.icon}:-")
+    return fingerprint("render-key", template_digest(), settings.digest, *icons)
+
+
+def _build_in(
+    state: BuildState,
+    repo: Path,
+    site: Path,
+    settings: StoreSettings,
+    progress: Progress | None,
+    keys: Path | None,
+    key_state: str,
+    changed: Iterable[str] | None,
+    full: bool,
+    result: BuildResult,
+    t0: float,
+) -> BuildResult:
+    dirty_marker = state_dir_for(site) / "build-in-progress"
+    render_key = _render_key(settings, repo)
+    everything = state.meta("render_key") != render_key
+    verify = full or result.recovered or state.fresh or not _site_as_left(state, site)
+    feed = None if (verify or everything or changed is None) else changed
+    delta = scan_changes(repo, state, settings, paths=feed, rekey=everything, progress=progress)
+    result.skipped = delta.skipped
+    result.files_read, result.files_cached = delta.files_read, delta.files_cached
     t1 = time.perf_counter()
     result.timings["scan"] = t1 - t0
 
-    catalog = Catalog(settings=settings, records=scan.records)
-    trust = _trust_step(keys, repo, site, catalog, stats, publisher, result)
-    outputs = render_outputs(catalog, repo, publisher.known, publisher.history, trust)
+    publisher = Publisher(site, state)
+    timestamp_due = keys is not None and _timestamp_due(settings, site)
+    trust_changed = keys is not None and state.meta("key_state") != key_state
+    if (
+        not delta.changed
+        and not everything
+        and not verify
+        and not publisher.history_due()
+        and not timestamp_due
+        and not trust_changed
+    ):
+        # Nothing the build reads changed: nothing to plan, render or write.
+        if keys is not None:
+            from builder.trust.keys import open_keys
+            from builder.trust.metadata import expiry_warnings
+
+            result.warnings = expiry_warnings(open_keys(keys))
+        result.retained = len(publisher.retained())
+        result.outputs = result.unchanged = state.output_count() - result.retained
+        state.commit()  # the stats of touched files
+        t2 = time.perf_counter()
+        result.timings.update(scan=t1 - t0, plan=0.0, publish=t2 - t1, total=t2 - t0)
+        atomic_write(state_dir_for(site) / "report.json", json_bytes(result.to_dict()))
+        return result
+
+    force: set[str] = set()
+    if verify and not state.fresh:
+        force, _damaged = publisher.damaged()
+    env, digest = template_environment()
+    ctx = RenderContext(
+        settings=settings, repo=repo, templates=env, template_digest=digest, extras={"published": publisher.known}
+    )
+    planner = Planner(state, renderers(), ctx)
+    desired = planner.plan(delta.changed, everything=everything or state.fresh, force=force)
     t2 = time.perf_counter()
     result.timings["plan"] = t2 - t1
 
-    if not publisher.manifest and not result.recovered:
+    if state.fresh and not result.recovered:
         refuse_foreign_site(site)
     if not dirty_marker.exists():
         atomic_write(dirty_marker, b"a build started and has not finished\n")
-    report, outputs = _publish_holding(catalog, repo, stats, scan, scanner, publisher, outputs, result, trust)
-    result.outputs = sum(1 for o in outputs if o.retired is None)
+    report = _publish_holding(repo, state, delta, planner, publisher, desired, result, sweep=verify)
+    if keys is not None:
+        _trust_step(keys, repo, site, settings, state, publisher, report, result)
     t3 = time.perf_counter()
     result.timings["publish"] = t3 - t2
 
-    publisher.save()
-    scanner.save_cache()
-    # Only now, and before the marker goes: a build killed before this leaves the marker. A file
-    # that could not be read, or that changed while it was published, is tried again next time,
-    # so no fast path then.
-    digest = None if scan.unreadable or result.changed else inputs
-    atomic_write(
-        state / fastpath.INPUTS_FILE,
-        fastpath.record(digest, scan.skipped, scan.files_read + scan.files_cached),
-    )
+    state.set_meta("render_key", render_key)
+    state.set_meta("key_state", key_state)
+    # A file that could not be read, or that changed while it was published, is tried again
+    # by the next build (the scan's recheck list).
+    state.set_meta_json("recheck", sorted(set(delta.unreadable) | set(result.changed)))
+    state.commit()
     dirty_marker.unlink()
+    result.retained = report.retained
+    result.outputs = state.output_count() - result.retained
     result.written, result.unchanged = report.written, report.unchanged
     result.deleted, result.bytes_written = report.deleted, report.bytes_written
-    result.retained = report.retained
     result.timings["total"] = time.perf_counter() - t0
-    atomic_write(state / "report.json", json_bytes(result.to_dict()))
+    result.timings["parts_rendered"] = planner.parts_rendered
+    result.timings["targets_assembled"] = planner.targets_assembled
+    atomic_write(state_dir_for(site) / "report.json", json_bytes(result.to_dict()))
     return result
 
 
-def _timestamp_due(repo: Path, site: Path) -> bool:
+def _site_as_left(state: BuildState, site: Path) -> bool:
+    """site/'s route table is the one the last build wrote: one stat that tells a site/ that
+    was deleted, replaced or restored from elsewhere (then the build checks every file). A
+    single file deleted or edited inside site/ is repaired by ``full`` (``depot build --full``)
+    or by the next build that publishes it."""
+    row = state.output(ROUTES_FILE)
+    if row is None:
+        return False
+    try:
+        st = os.stat(site / ROUTES_FILE)
+    except OSError:
+        return False
+    return (st.st_size, st.st_mtime_ns) == (row.size, row.mtime_ns)
+
+
+def _timestamp_due(settings: StoreSettings, site: Path) -> bool:
     """The published timestamp must be signed again (less than half of its validity left): then
     a build with a key folder is no no-change build."""
     from builder.trust import timestamp
 
-    return timestamp.due(site, load_settings(repo).trust.timestamp_hours)
+    return timestamp.due(site, settings.trust.timestamp_hours)
 
 
 def _trust_step(
-    keys: Path | None,
+    keys: Path,
     repo: Path,
     site: Path,
-    catalog: Catalog,
-    stats: dict[str, list[int] | None],
+    settings: StoreSettings,
+    state: BuildState,
     publisher: Publisher,
+    report: PublishReport,
     result: BuildResult,
-) -> Callable[[list[Output]], list[Output]] | None:
-    """The step that adds the signed metadata to the renderers' outputs, or None without a key
-    folder (then python-tuf is never imported)."""
-    if keys is None:
-        return None
+) -> None:
+    """Sign what the renderers published (builder.trust.metadata) and publish the signed
+    metadata after it: targets name every file a device reads, so this reads the whole
+    manifest (only with a key folder; then python-tuf is imported)."""
     from builder.trust.keys import open_keys
     from builder.trust.metadata import newest_input, trust_outputs
 
     folder = open_keys(keys)
-    newest = newest_input(repo, stats)
-    settings = catalog.settings.trust
-
-    def step(outputs: list[Output]) -> list[Output]:
-        signed = trust_outputs(outputs, folder, site, settings, newest, publisher.known)
-        result.warnings = signed.warnings
-        for warning in signed.warnings:
-            log.warning("warning: %s", warning)
-        return signed.outputs
-
-    return step
+    current = [
+        Output(
+            path=row.path,
+            fingerprint=row.fp,
+            media_type=row.type,
+            tier=row.tier,
+            source=Path(row.source) if row.source else None,
+        )
+        for row in state.all_outputs()
+        if row.owner and not row.owner.startswith(TRUST_OWNER)
+    ]
+    newest = newest_input(repo, state.newest_mtime())
+    signed = trust_outputs(current, folder, site, settings.trust, newest, publisher.known)
+    result.warnings = signed.warnings
+    for warning in signed.warnings:
+        log.warning("warning: %s", warning)
+    publisher.publish({TRUST_OWNER: signed.outputs}, report=report)
 
 
 # What a package file that vanished or changed while the build published it becomes.
@@ -400,43 +448,47 @@ _LEFT_OUT = "not published until the next build"
 
 
 def _publish_holding(
-    catalog: Catalog,
     repo: Path,
-    stats: dict[str, list[int] | None],
-    scan: ScanResult,
-    scanner: Scanner,
+    state: BuildState,
+    delta: ScanDelta,
+    planner: Planner,
     publisher: Publisher,
-    outputs: list[Output],
+    desired: dict[str, list[Output]],
     result: BuildResult,
-    trust: Callable[[list[Output]], list[Output]] | None = None,
-) -> tuple[PublishReport, list[Output]]:
-    """Publish ``outputs``; when package files vanish or change under the build (a maintainer's
-    rm or cp, an upload replacing a file), hold them and publish again. Returns the report and
-    the outputs finally published.
+    sweep: bool,
+) -> PublishReport:
+    """Publish ``desired``; when package files vanish or change under the build (a maintainer's
+    rm or cp, an upload replacing a file), hold them and publish again.
 
-    A held file is published as the last finished build left it (its records from the scan
-    cache before this scan, when every package file they name is still intact in site/), else
-    left out; held a second time, it is left out. Each attempt stops before any index that
-    could name the missing bytes, and the plan is made again from the catalog without them, so
-    every index of site/ always names files that are there. Each attempt holds at least one
-    more file or escalates one, so this ends; a failure no changed input explains (a bug in a
-    renderer) is raised as it is. The held files are reported in ``result.changed``, dropped
-    from the scan cache and keep the fast path off, so the next build reads them again."""
+    A held file is published as the last finished build left it (its records before this
+    scan, when every package file they name is still intact in site/), else left out; held a
+    second time, it is left out. Each attempt stops before any index that could name the
+    missing bytes, and the held files' parts are planned again, so every index of site/ always
+    names files that are there. Each attempt holds at least one more file or escalates one, so
+    this ends; a failure no changed input explains (a bug in a renderer) is raised as it is.
+    The held files are reported in ``result.changed`` and read again by the next build."""
     held: dict[str, list[Record]] = {}
+    report = PublishReport()
     while True:
         try:
-            return publisher.publish(outputs, full_sweep=result.recovered), outputs
+            return publisher.publish(desired, report=report, sweep=sweep)
         except InputChangedError as exc:
-            changed = _changed_inputs(exc, repo, stats, scan)
+            changed = _changed_inputs(exc, repo, state, delta)
             progress = False
+            holding: dict[str, tuple[list[Record], list[Record]]] = {}
             for relpath, what in sorted(changed.items()):
                 if relpath in held and not held[relpath]:
                     continue  # already left out: it has no outputs left to fail
-                before = [] if relpath in held else scanner.previous(relpath)
+                now = held.get(relpath, delta.changed.get(relpath, ([], []))[1])
+                before = [] if relpath in held else delta.changed.get(relpath, ([], []))[0]
+                if relpath not in delta.changed and relpath not in held:
+                    before = planner._records_of([relpath])[relpath]
+                    now = before
                 blobs = [b for r in before if r.public_download and (b := getattr(r, "blob", None))]
                 if not all(publisher.intact(b.site_path, b.sha256) for b in blobs):
                     before = []
                 held[relpath] = before
+                holding[relpath] = (now, before)
                 result.changed[relpath] = f"{what} during the build; {_AS_BEFORE if before else _LEFT_OUT}"
                 log.warning("warning: %s %s", relpath, result.changed[relpath])
                 progress = True
@@ -444,35 +496,40 @@ def _publish_holding(
                 if exc.errors:
                     raise next(iter(exc.errors.values())) from None  # a bug, not a race
                 raise BuildError(str(exc)) from exc
-            scanner.forget(held)
-            records = [r for relpath, rs in scan.by_file.items() for r in held.get(relpath, rs)]
-            catalog = Catalog(settings=catalog.settings, records=records)
-            outputs = render_outputs(catalog, repo, publisher.known, publisher.history, trust)
+            for relpath, (_now, before) in holding.items():
+                # The cache entry says what is published now, and is read again next build.
+                state.set_entry(
+                    relpath,
+                    {"key": None, "error": None, "records": [r.to_dict() for r in before],
+                     "digests": [r.digest for r in before]},
+                )
+            desired.update(planner.plan(holding))
 
 
-def _changed_inputs(
-    exc: InputChangedError, repo: Path, stats: dict[str, list[int] | None], scan: ScanResult
-) -> dict[str, str]:
+def _changed_inputs(exc: InputChangedError, repo: Path, state: BuildState, delta: ScanDelta) -> dict[str, str]:
     """The package files behind a publish that InputChangedError stopped: relpath → what
     happened to them."""
     changed: dict[str, str] = {}
+    known = state.entry_paths()
     for source, what in exc.changed.items():
         relpath = _relpath(repo, source)
-        if relpath in scan.by_file:
+        if relpath in known or relpath in delta.changed:
             changed[relpath] = what
     if exc.errors:
         # An output that reads repo/ while it is published (an app's icon, out of its package)
-        # failed: a package file that changed since the walk is behind it, if any is.
+        # failed: a package file that changed since the scan is behind it, if any is.
         now = walk_repo_stats(repo)
-        for relpath in scan.by_file:
-            if now.get(relpath) != stats.get(relpath):
+        stats = state.all_stats()
+        for relpath in known:
+            st = now.get(relpath)
+            if (tuple(st) if st else None) != stats.get(relpath):
                 changed.setdefault(relpath, "changed" if relpath in now else "vanished")
         for error in exc.errors.values():
             filename = getattr(error, "filename", None)
             relpath = _relpath(repo, Path(filename)) if isinstance(filename, str) else None
-            if relpath in scan.by_file:
+            if relpath is not None and relpath in known:
                 changed.setdefault(relpath, "vanished" if isinstance(error, FileNotFoundError) else "changed")
-    return changed
+    return {k: v for k, v in changed.items() if k is not None}
 
 
 def _relpath(repo: Path, path: Path) -> str | None:

@@ -256,8 +256,9 @@ def check_config_command(store: Store) -> None:
 def nginx_command(
     ctx: click.Context, store: Store, upstream: str, nodes: tuple[str, ...], server_name: str, listen: str
 ) -> None:
-    """Print an nginx server block generated from site/routes.json."""
+    """Print an nginx server block generated from the route table (site/routes.json)."""
     from builder.nginx import check_node, nginx_config
+    from builder.routes import ROUTES_FILE
 
     if nodes and ctx.get_parameter_source("upstream") is not click.core.ParameterSource.DEFAULT:
         raise click.UsageError("give either --upstream or --node, not both")
@@ -267,12 +268,10 @@ def nginx_command(
             check_node(address)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--node" if nodes else "--upstream") from exc
-    routes = store.site / "routes.json"
+    routes = store.site / ROUTES_FILE
     if not routes.exists():
         raise click.ClickException(f"{routes} does not exist: run depot build first")
-    click.echo(
-        nginx_config(store.site.resolve(), routes, upstream=addresses, server_name=server_name, listen=listen)
-    )
+    click.echo(nginx_config(store.site.resolve(), upstream=addresses, server_name=server_name, listen=listen))
 
 
 @click.group("keys")

@@ -1,10 +1,14 @@
 """Write outputs into site/ incrementally and crash-safely.
 
-Each output has a *fingerprint*: a digest of everything its bytes depend on. The manifest (kept
-beside site/, not in it) remembers, for each file, the fingerprint it was rendered from and the
-size and mtime it was written with. An output whose fingerprint is unchanged and whose file
-still has that size and mtime is neither rendered nor written. One that must be rendered is
-compared with the file on disk and written only when its bytes differ.
+Each output has a *fingerprint*: a digest of everything its bytes depend on. The manifest (the
+``outputs`` table of the build state, beside site/) remembers, for each file, the owner that
+planned it, the fingerprint it was rendered from and the size and mtime it was written with.
+The publisher is given the new outputs of the owners a build re-planned (builder/plan.py) and
+touches nothing else: an output whose fingerprint is unchanged and whose file still has that
+size and mtime is neither rendered nor written; one that must be rendered is compared with the
+file on disk and written only when its bytes differ; the files of those owners that no output
+claims any more are deleted. The route table (builder/routes.py) is kept from the manifest:
+only the shards of URLs that came, went or changed are written again.
 
 Files are published in tiers: leaves (package files, assets) first, then pages and shards, then
 the indexes that point at them, then the signed metadata (targets, snapshot, timestamp: each
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -32,8 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from builder.atomic import ContentChangedError, copy_temp, fsync_dir, write_temp
-from builder.entrystore import EntryStore
 from builder.hashing import sha256_file
+from builder.routes import ROUTES_FILE, bucket_of, entry_bytes, shard_bytes, shard_path
+from builder.state import BuildState, OutputRow
 
 # Above this many files in one tier, one sync(2) is far cheaper than an fsync per file.
 BATCH_SYNC_THRESHOLD = 32
@@ -58,8 +64,7 @@ ENTRY = 6
 RETAIN_GENERATIONS = 3
 RETAIN_SECONDS = 3600.0
 
-# Keys of a manifest entry for a retained file (it is not an output of the current build).
-_HISTORY_KEYS = ("since", "later")
+ROUTES_OWNER = "routes"
 
 
 def wall_clock() -> float:
@@ -111,150 +116,201 @@ class PublishReport:
     unchanged: int = 0
     deleted: list[str] = field(default_factory=list)
     bytes_written: int = 0
-    retained: int = 0  # old retained files still kept (Output.retired)
+    retained: int = 0  # old retained files still kept (history)
+    deleted_dirs: set[str] = field(default_factory=set)  # folders to prune once the files are gone
 
 
 class Publisher:
-    def __init__(self, site: Path, manifest_file: Path) -> None:
+    def __init__(self, site: Path, state: BuildState) -> None:
         self.site = site
-        self.manifest_file = manifest_file
-        # Saved by what changed (see entrystore); a manifest of another site loads as {}.
-        self._store = EntryStore(manifest_file, {"site": str(site.resolve())})
-        self.manifest: dict[str, dict[str, Any]] = self._store.load()
-        self._saved = self.manifest  # what the manifest files hold: save() skips an equal one
-        # What the last finished build left, for the retention plan: after a publish stopped by
-        # InputChangedError, self.manifest also holds that attempt's leaves, so each attempt of
-        # one build plans its history from the same state.
-        self._loaded = self.manifest
+        self.state = state
 
     def known(self, path: str, fp: str) -> tuple[int, str] | None:
         """Size and SHA-256 of ``path`` as last published from fingerprint ``fp``: an output
         that states another file's digest need not render that file when it did not change."""
-        entry = self.manifest.get(path)
-        if entry is None or entry["fp"] != fp:
+        row = self.state.output(path)
+        if row is None or row.fp != fp or not row.owner:
             return None
-        return entry["size"], entry["sha256"]
+        return row.size, row.sha256
 
     def intact(self, path: str, sha256: str) -> bool:
         """``path`` is published with these bytes and nobody touched it since."""
-        entry = self.manifest.get(path)
-        return (
-            entry is not None
-            and entry["sha256"] == sha256
-            and _stat(self.site / path) == (entry["size"], entry["mtime_ns"])
-        )
-
-    def history(self, outputs: list[Output], now: float | None = None) -> list[Output]:
-        """The retained files of earlier builds that this build keeps (``retired`` outputs, to
-        publish and route with ``outputs``): every file of an output marked ``retain`` that
-        ``outputs`` no longer claims, until RETAIN_GENERATIONS newer generations were
-        published and RETAIN_SECONDS passed. A generation is a build whose set of retained
-        outputs differs from the last one's. A file found damaged or missing is not kept."""
-        now = wall_clock() if now is None else now
-        wanted = {o.path for o in outputs}
-        current = {o.path for o in outputs if o.retain}
-        was_current = {p for p, e in self._loaded.items() if e.get("retain") and "since" not in e}
-        newer = 1 if current != was_current else 0
-        kept = []
-        for path, entry in sorted(self._loaded.items()):
-            if not entry.get("retain") or path in wanted:
-                continue
-            if "since" in entry:
-                since, later = float(entry["since"]), int(entry["later"]) + newer
-            else:  # current until this build
-                since, later = now, 0
-            if later >= RETAIN_GENERATIONS and now - since >= RETAIN_SECONDS:
-                continue
-            if _stat(self.site / path) != (entry["size"], entry["mtime_ns"]):
-                continue
-            kept.append(
-                Output(
-                    path=path,
-                    fingerprint=entry["fp"],
-                    media_type=entry["type"],
-                    tier=PAGE,
-                    url=entry.get("url"),
-                    retired=(since, later),
-                )
-            )
-        return kept
-
-    def history_due(self, now: float | None = None) -> bool:
-        """A retained file may be deleted now: the no-change fast path must not skip that."""
-        now = wall_clock() if now is None else now
-        return any(
-            "since" in e and e["later"] >= RETAIN_GENERATIONS and now - e["since"] >= RETAIN_SECONDS
-            for e in self.manifest.values()
-        )
+        row = self.state.output(path)
+        return row is not None and row.sha256 == sha256 and _stat(self.site / path) == (row.size, row.mtime_ns)
 
     def retained(self) -> set[str]:
         """The files of site/ kept as history: no output of the last build claims them."""
-        return {p for p, e in self.manifest.items() if "since" in e}
+        return {row.path for row in self.state.retired()}
 
-    def publish(self, outputs: Iterable[Output], full_sweep: bool = False) -> PublishReport:
-        """Bring site/ to exactly ``outputs``. ``full_sweep`` also hunts files the manifest
-        does not know (after a killed build, or when there is no manifest)."""
-        report = PublishReport()
+    def history_due(self, now: float | None = None) -> bool:
+        """A retained file may be deleted now: a build with nothing else to do must do that."""
+        now = wall_clock() if now is None else now
+        return self.state.history_due(now, RETAIN_GENERATIONS, RETAIN_SECONDS)
+
+    def damaged(self) -> tuple[set[str], int]:
+        """Owners of files of site/ that are missing or not as published (a full check, after a
+        build was killed or when asked), and how many files that was. Damaged retained files
+        are forgotten (their rows dropped): they are history, nobody renders them again."""
+        owners: set[str] = set()
+        count = 0
+        root = str(self.site)
+        for row in self.state.all_outputs():
+            if _stat(f"{root}/{row.path}") == (row.size, row.mtime_ns):
+                continue
+            count += 1
+            if row.owner == ROUTES_OWNER:  # written again from the manifest (_publish_routes)
+                self.state.drop_output(row.path)
+            elif row.owner:
+                owners.add(row.owner)
+                row.fp = ""  # so the owner's new output is written whatever its fingerprint
+                self.state.put_output(row)
+            else:
+                self.state.drop_output(row.path)
+                with contextlib.suppress(FileNotFoundError):
+                    (self.site / row.path).unlink()
+        return owners, count
+
+    def publish(
+        self,
+        desired: dict[str, list[Output]],
+        *,
+        report: PublishReport | None = None,
+        sweep: bool = False,
+        now: float | None = None,
+    ) -> PublishReport:
+        """Bring the files of the owners in ``desired`` to exactly those outputs, tier by tier,
+        then retire or delete what they no longer claim, keep the history and the route table.
+        ``sweep`` also deletes files of site/ the manifest does not know (a first build, or
+        after a killed one). Raises InputChangedError as the module says; what was published
+        before it is in the manifest."""
+        report = report if report is not None else PublishReport()
+        now = wall_clock() if now is None else now
         self.site.mkdir(parents=True, exist_ok=True)
-        by_tier: dict[int, list[Output]] = {}
-        wanted: set[str] = set()
-        for out in outputs:
-            if out.path in wanted:
-                raise ValueError(f"two outputs claim {out.path}")
-            wanted.add(out.path)
-            by_tier.setdefault(out.tier, []).append(out)
-        new_manifest: dict[str, dict[str, Any]] = {}
+        state = self.state
+        wanted: dict[str, tuple[str, Output]] = {}
+        for owner, outputs in desired.items():
+            for out in outputs:
+                if out.path in wanted:
+                    raise ValueError(f"two outputs claim {out.path}")
+                wanted[out.path] = (owner, out)
+        old: dict[str, OutputRow] = {}
+        for owner in desired:
+            old.update((row.path, row) for row in state.outputs_of(owner))
+        at = state.outputs_at(p for p in wanted if p not in old)
+        for path, row in at.items():
+            if row.owner and row.owner not in desired:
+                raise ValueError(f"two outputs claim {path} ({row.owner} and {wanted[path][0]})")
+        rows = {**at, **old}
+        retained_before = state.current_retained()
+        routes_touched: set[str] = set()
+
+        by_tier: dict[int, list[tuple[str, Output]]] = {}
+        for path, (owner, out) in wanted.items():
+            by_tier.setdefault(out.tier, []).append((owner, out))
         for tier in sorted(by_tier):
-            try:
-                self._publish_tier(by_tier[tier], new_manifest, report)
-            except InputChangedError:
-                # What this attempt published stays known, so a second attempt neither copies it
-                # again nor leaves it behind when no output claims it any more.
-                self.manifest = {**self.manifest, **new_manifest}
-                raise
-        # A retained file found damaged has no entry: it goes with the stale ones.
-        kept = set(new_manifest)
-        stale = set(self.manifest) - kept
-        sweep = full_sweep or not self.manifest
-        if sweep:
-            stale |= self._files_on_disk() - kept
-        for path in sorted(stale):
+            self._publish_tier(by_tier[tier], rows, report, routes_touched)
+
+        for path, row in sorted(old.items()):
+            if path in wanted:
+                continue
+            if row.retain and _stat(self.site / path) == (row.size, row.mtime_ns):
+                row.owner, row.since, row.later = "", now, 0
+                state.put_output(row)
+                continue
+            state.drop_output(path)
+            if row.routed:
+                routes_touched.add(row.public_url)
             with contextlib.suppress(FileNotFoundError):
                 (self.site / path).unlink()
                 report.deleted.append(path)
-        empty_candidates = {str(Path(p).parent) for p in stale}
-        if sweep:  # a build killed between deleting a folder's last file and the folder
-            empty_candidates |= self._dirs_on_disk()
-        self._prune_empty_dirs(empty_candidates)
-        self.manifest = new_manifest
+        report.deleted_dirs.update(str(Path(p).parent) for p in old if p not in wanted)
+        self._keep_history(retained_before, now, report, routes_touched)
+        self._publish_routes(routes_touched, report)
+        if sweep:
+            self._sweep(report)
+        self._prune_empty_dirs(report.deleted_dirs)
+        report.deleted_dirs = set()
+        report.retained = len(state.retired())
         return report
 
-    def save(self) -> None:
-        if self.manifest == self._saved and self.manifest_file.exists():
-            return  # a build that changed nothing: the files on disk already say this
-        self._store.save(self.manifest)
-        self._saved = self.manifest
+    def _keep_history(self, retained_before: set[str], now: float, report: PublishReport, routes: set[str]) -> None:
+        """A generation is a build whose set of current retained files changed: every retired
+        file then counts one more newer generation. Past both limits (RETAIN_*) it goes."""
+        state = self.state
+        if state.current_retained() != retained_before:
+            state.db.execute("UPDATE outputs SET later = later + 1 WHERE owner = '' AND since < ?", (now,))
+        for row in state.retired():
+            if (row.later or 0) >= RETAIN_GENERATIONS and now - (row.since or now) >= RETAIN_SECONDS:
+                state.drop_output(row.path)
+                routes.add(row.public_url)
+                with contextlib.suppress(FileNotFoundError):
+                    (self.site / row.path).unlink()
+                    report.deleted.append(row.path)
+                report.deleted_dirs.add(str(Path(row.path).parent))
+
+    def _publish_routes(self, urls: set[str], report: PublishReport) -> None:
+        """Write the shards of the route table whose URLs changed, then its entry."""
+        state = self.state
+        buckets = {bucket_of(u) for u in urls}
+        known = {r.path for r in state.outputs_of(ROUTES_OWNER)}
+        if ROUTES_FILE not in known:  # a first build, or the table was damaged: every shard
+            buckets |= {r[0] for r in state.db.execute("SELECT DISTINCT bucket FROM outputs WHERE routed = 1")}
+            buckets |= {p.removeprefix("routes/").removesuffix(".json") for p in known}
+        elif not buckets:
+            return
+        outputs: list[tuple[str, Output]] = []
+        for bucket in sorted(buckets):
+            rows = [
+                _route(r) for r in state.routes_in(bucket)
+            ]
+            path = shard_path(bucket)
+            if not rows:
+                old = state.output(path)
+                if old is not None:
+                    state.drop_output(path)
+                    with contextlib.suppress(FileNotFoundError):
+                        (self.site / path).unlink()
+                        report.deleted.append(path)
+                continue
+            data = shard_bytes(rows)
+            outputs.append((ROUTES_OWNER, _fixed_output(path, data, "application/json")))
+        self._publish_tier(outputs, state.outputs_at(p.path for _o, p in outputs), report, set(), routed=False)
+        shards = [
+            (r.path.removeprefix("routes/").removesuffix(".json"), r.sha256)
+            for r in state.outputs_of(ROUTES_OWNER)
+            if r.path != ROUTES_FILE
+        ]
+        entry = _fixed_output(ROUTES_FILE, entry_bytes(shards), "application/json")
+        self._publish_tier([(ROUTES_OWNER, entry)], state.outputs_at([ROUTES_FILE]), report, set(), routed=False)
 
     def _publish_tier(
-        self, outputs: list[Output], manifest: dict[str, dict[str, Any]], report: PublishReport
+        self,
+        outputs: list[tuple[str, Output]],
+        rows: dict[str, OutputRow],
+        report: PublishReport,
+        routes: set[str],
+        routed: bool = True,
     ) -> None:
         batch = len(outputs) > BATCH_SYNC_THRESHOLD
         pending: list[tuple[Path, Path]] = []
-        written: list[str] = []
+        written: list[OutputRow] = []
         root = str(self.site)
         changed: dict[Path, str] = {}
         errors: dict[str, Exception] = {}
-        for out in sorted(outputs, key=lambda o: o.path):
-            old = self.manifest.get(out.path)
+        state = self.state
+        for owner, out in sorted(outputs, key=lambda o: o[1].path):
+            old = rows.get(out.path)
             st = _stat(f"{root}/{out.path}")  # a str, not a Path: this runs for every file
-            if out.retired is not None:
-                if old is not None and st == (old["size"], old["mtime_ns"]):
-                    since, later = out.retired
-                    manifest[out.path] = {**old, "since": since, "later": later}
-                    report.retained += 1
-                continue
-            if old and old["fp"] == out.fingerprint and st == (old["size"], old["mtime_ns"]):
-                manifest[out.path] = _current(old, out) if out.retain or "since" in old else old
+            new = _row(owner, out, routed)
+            if old is not None and routed and _route_key(old) != _route_key(new):
+                routes.add(old.public_url)
+                routes.add(new.public_url)
+            elif old is None and routed:
+                routes.add(new.public_url)
+            if old is not None and old.fp == out.fingerprint and st == (old.size, old.mtime_ns):
+                new.sha256, new.size, new.mtime_ns = old.sha256, old.size, old.mtime_ns
+                if _row_key(new) != _row_key(old):
+                    state.put_output(new)
                 report.unchanged += 1
                 continue
             target = self.site / out.path
@@ -286,14 +342,15 @@ class Publisher:
                     tmp = None
                 else:
                     tmp = write_temp(target, data, sync=not batch)
-            manifest[out.path] = _current({"fp": out.fingerprint, "sha256": sha, "size": size}, out)
+            new.sha256, new.size = sha, size
             if tmp is None:
                 report.unchanged += 1
                 assert st is not None
-                manifest[out.path]["mtime_ns"] = st[1]  # untouched since the stat above
+                new.mtime_ns = st[1]  # untouched since the stat above
+                state.put_output(new)
             else:
                 pending.append((tmp, target))
-                written.append(out.path)
+                written.append(new)
                 report.written.append(out.path)
                 report.bytes_written += size
         if batch and pending:
@@ -307,31 +364,33 @@ class Publisher:
         else:
             for d in dirs:
                 fsync_dir(d)
-        for path in written:
-            entry = manifest[path]
-            st = _stat(f"{root}/{path}")
+        for row in written:
+            st = _stat(f"{root}/{row.path}")
             assert st is not None
-            entry["size"], entry["mtime_ns"] = st
+            row.size, row.mtime_ns = st
+            state.put_output(row)
         if changed or errors:
             # A copy that failed after making its folder leaves it empty: no clean build has it.
-            self._prune_empty_dirs({str(Path(o.path).parent) for o in outputs if o.source in changed})
+            self._prune_empty_dirs({str(Path(o.path).parent) for _w, o in outputs if o.source in changed})
             raise InputChangedError(changed, errors)
 
-    def _files_on_disk(self) -> set[str]:
-        found: set[str] = set()
+    def _sweep(self, report: PublishReport) -> None:
+        """Delete every file of site/ the manifest does not know, and every empty folder."""
+        known = {r[0] for r in self.state.db.execute("SELECT path FROM outputs")}
         for dirpath, _dirs, files in os.walk(self.site):
             rel = os.path.relpath(dirpath, self.site).replace(os.sep, "/")
             prefix = "" if rel == "." else rel + "/"
             for name in files:
-                found.add(prefix + name)
-        return found
-
-    def _dirs_on_disk(self) -> set[str]:
-        return {
+                if prefix + name not in known:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(dirpath, name))
+                        report.deleted.append(prefix + name)
+        dirs = {
             os.path.relpath(os.path.join(dirpath, d), self.site).replace(os.sep, "/")
-            for dirpath, dirs, _files in os.walk(self.site)
-            for d in dirs
+            for dirpath, ds, _files in os.walk(self.site)
+            for d in ds
         }
+        self._prune_empty_dirs(dirs)
 
     def _prune_empty_dirs(self, candidates: set[str]) -> None:
         for rel in sorted(candidates, key=len, reverse=True):
@@ -344,16 +403,52 @@ class Publisher:
                 d = d.parent
 
 
-def _current(entry: dict[str, Any], out: Output) -> dict[str, Any]:
-    """The manifest entry of an output of this build: no history keys, and what a retained
-    file needs once it is no longer an output (its media type and URL, for the route table)."""
-    entry = {k: v for k, v in entry.items() if k not in _HISTORY_KEYS and k not in ("retain", "type", "url")}
-    if out.retain:
-        assert not out.query and not out.status, f"{out.path}: a retained file has a plain route"
-        entry.update(retain=True, type=out.media_type)
-        if out.url is not None:
-            entry["url"] = out.url
-    return entry
+def _row(owner: str, out: Output, routed: bool) -> OutputRow:
+    url = out.url
+    return OutputRow(
+        path=out.path,
+        owner=owner,
+        fp=out.fingerprint,
+        sha256="",
+        size=0,
+        mtime_ns=0,
+        type=out.media_type,
+        tier=out.tier,
+        url=url,
+        query=json.dumps(out.query, sort_keys=True) if out.query else None,
+        status=out.status if out.status and out.status != 200 else None,
+        source=str(out.source) if out.source is not None else None,
+        retain=int(out.retain),
+        routed=int(routed),
+        bucket=bucket_of(out.public_url) if routed else None,
+        since=None,
+        later=None,
+    )
+
+
+def _route_key(row: OutputRow) -> tuple[object, ...]:
+    return (row.public_url, row.type, row.query, row.status, row.routed)
+
+
+def _row_key(row: OutputRow) -> tuple[object, ...]:
+    return (row.owner, row.type, row.tier, row.url, row.query, row.status, row.source, row.retain, row.routed,
+            row.since, row.later)
+
+
+def _route(row: OutputRow) -> dict[str, object]:
+    from builder.routes import route_row
+
+    return route_row(row.public_url, row.path, row.type, json.loads(row.query) if row.query else None, row.status)
+
+
+def _fixed_output(path: str, data: bytes, media_type: str) -> Output:
+    return Output(
+        path=path,
+        fingerprint="bytes:" + hashlib.sha256(data).hexdigest(),
+        media_type=media_type,
+        tier=ENTRY,
+        render=lambda: data,
+    )
 
 
 def old_size_sha(out: Output) -> tuple[int, str]:

@@ -1,8 +1,17 @@
 """Scan repo/ into catalog records, re-reading only files whose stat changed.
 
 The cache key of a file is its own (size, mtime_ns), the same for each of its sidecars, and the
-part of the settings its reader depends on. A file whose key is unchanged is not opened at all:
-a no-change rebuild of ten thousand packages is ten thousand ``stat`` calls.
+part of the settings its reader depends on. A file whose key is unchanged is not opened at all.
+
+:func:`scan_changes` finds what changed since the last build (builder/state.py keeps the last
+build's stats and records) in one of two ways:
+
+- **a walk** of repo/ that stats every file (``paths=None``): what ``depot build`` does, so a
+  file rewritten in place, a sidecar edited by hand, is always seen; about 0.3 s at 100,000
+  files on this kind of machine;
+- **a change feed** (``paths``): the files somebody says changed — the runtime's uploads, the
+  events of ``depot watch``, ``depot build --changed`` — stat'ed with their sidecars and the
+  files that failed before; the store's size does not enter.
 """
 
 from __future__ import annotations
@@ -14,12 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from builder.entrystore import EntryStore
 from builder.formats import Reader
 from builder.model import Record, StoreSettings, builder_code_digest, record_from_dict, record_schema
 from builder.registry import readers
 from builder.scan_worker import ScanWorkerError, read_entry, run_workers
 from builder.settings import SETTINGS_FILE
+from builder.state import BuildState
 
 CACHE_VERSION = 2  # 2: entries keep their records' digests
 # Reading a package is mostly Python work, so threads only contend for the GIL; a batch at least
@@ -50,24 +59,12 @@ class ScanResult:
     by_file: dict[str, list[Record]] = field(default_factory=dict)  # relpath → its records
 
 
-def _records(entry: dict[str, Any]) -> list[Record]:
-    digests = entry.get("digests") or [None] * len(entry["records"])
-    return [record_from_dict(r, d) for r, d in zip(entry["records"], digests, strict=True)]
-
-
 def _stat_key(path: Path | str) -> list[int] | None:
     try:
         st = os.stat(path)
     except FileNotFoundError:
         return None
     return [st.st_size, st.st_mtime_ns]
-
-
-def _cache_version() -> str:
-    # The record schema joins the version: a cache written before a record type gained or lost
-    # a field is void, rather than a KeyError or a stale digest.
-    # So does the builder's source: records are only as good as the readers that made them.
-    return f"{CACHE_VERSION}/{record_schema()}/{builder_code_digest()}"
 
 
 def walk_repo(repo: Path) -> list[str]:
@@ -111,118 +108,83 @@ def walk_repo_stats(repo: Path) -> dict[str, list[int] | None]:
 
 
 class Scanner:
-    def __init__(self, repo: Path, cache_file: Path | None) -> None:
+    """Reads packages: every file of a walk (:meth:`scan`, with no state: `depot check`, tests),
+    or the files a change touched (:func:`scan_changes`)."""
+
+    def __init__(self, repo: Path) -> None:
         self.repo = repo
-        self.cache_file = cache_file
         self.readers: list[Reader] = readers()
-        self._cache: dict[str, Any] = self._load_cache()
-        self._cache_changed = True
-        self._stats: dict[str, list[int] | None] = {}
-        self._previous: dict[str, Any] = self._cache  # the entries before the last scan()
-
-    def _load_cache(self) -> dict[str, Any]:
-        if self.cache_file is None:
-            return {}
-        # A damaged or foreign cache loads as {}: it only costs a full re-read.
-        self._store = EntryStore(
-            self.cache_file, {"version": _cache_version(), "repo": str(self.repo.resolve())}
-        )
-        return self._store.load()
-
-    def save_cache(self) -> None:
-        """Save the entries that changed (see entrystore)."""
-        if self.cache_file is None or not self._cache_changed:
-            return
-        self._store.save(self._cache)
 
     def reader_for(self, relpath: str) -> Reader | None:
         return next((r for r in self.readers if r.matches(relpath)), None)
 
-    def scan(
-        self,
-        settings: StoreSettings,
-        progress: Progress | None = None,
-        stats: dict[str, list[int] | None] | None = None,
-    ) -> ScanResult:
-        """``stats``: walk_repo_stats of repo/, when the caller already walked it."""
+    def scan(self, settings: StoreSettings, progress: Progress | None = None) -> ScanResult:
+        """Read every package of repo/ (nothing cached)."""
         result = ScanResult()
-        files = walk_repo(self.repo) if stats is None else list(stats)
-        self._stats = stats or {}
-        present = set(files)
+        stats = walk_repo_stats(self.repo)
+        claimed, sidecars = self.claim(stats)
+        for relpath in stats:
+            if is_stray(relpath, claimed, sidecars):
+                result.skipped[relpath] = STRAY
+        jobs = [(relpath, reader, self.key(relpath, reader, settings, stats)) for relpath, reader in claimed.items()]
+        for (relpath, _reader, _key), entry in zip(jobs, self.read(jobs, settings, progress), strict=True):
+            if entry["error"]:
+                result.skipped[relpath] = entry["error"]
+            records = entry_records(entry)
+            if records:
+                result.by_file[relpath] = records
+                result.records.extend(records)
+        result.files_read = len(jobs)
+        return result
+
+    def claim(self, stats: Iterable[str]) -> tuple[dict[str, Reader], set[str]]:
+        """The package files among ``stats`` (relpath → reader) and every sidecar path they name."""
         claimed: dict[str, Reader] = {}
         sidecars: set[str] = set()
-        for relpath in files:
+        for relpath in stats:
             if relpath == SETTINGS_FILE:
                 continue
             reader = self.reader_for(relpath)
             if reader is not None:
                 claimed[relpath] = reader
                 sidecars.update(reader.sidecars(relpath))
-        for relpath in files:
-            if relpath not in claimed and relpath not in sidecars and relpath.startswith(CONTENT_FOLDERS):
-                result.skipped[relpath] = "not a package Depot can read here"
+        return claimed, sidecars
 
-        new_cache: dict[str, Any] = {}
-        to_read: list[tuple[str, Reader, list[Any]]] = []
-        for relpath, reader in claimed.items():
-            key = self._key(relpath, reader, settings, present)
-            entry = self._cache.get(relpath)
-            if entry is not None and entry["key"] == key:
-                new_cache[relpath] = entry
-                result.files_cached += 1
-            else:
-                to_read.append((relpath, reader, key))
+    def key(
+        self, relpath: str, reader: Reader, settings: StoreSettings, stats: dict[str, list[int] | None]
+    ) -> list[Any]:
+        root = str(self.repo)
+        keys = [
+            # A sidecar the walk did not see does not exist (one stat saved per package), unless
+            # it hides in a dot-name the walk leaves out.
+            (stats[p] if p in stats else (_stat_key(f"{root}/{p}") if "/." in f"/{p}" else None))
+            for p in (relpath, *reader.sidecars(relpath))
+        ]
+        return [keys, reader.settings_key(settings)]
 
-        def read_one(job: tuple[str, Reader, list[Any]]) -> tuple[str, dict[str, Any]]:
-            relpath, reader, key = job
-            entry = read_entry(self.repo, relpath, reader, key, settings)
-            if progress:
-                progress.advance(1)
-            return relpath, entry
+    def read(
+        self, jobs: list[tuple[str, Reader, list[Any]]], settings: StoreSettings, progress: Progress | None
+    ) -> list[dict[str, Any]]:
+        """The scan-cache entry of each job, in order: in worker processes for a big batch."""
+        if not jobs:
+            return []
+        if progress:
+            progress.start(len(jobs), "reading packages")
+        entries = self._read_in_processes(jobs, settings, progress)
+        if entries is None:
 
-        if to_read:
-            if progress:
-                progress.start(len(to_read), "reading packages")
-            entries = self._read_in_processes(to_read, settings, progress)
-            if entries is not None:
-                for (relpath, _reader, _key), entry in zip(to_read, entries, strict=True):
-                    new_cache[relpath] = entry
-            else:
-                workers = min(4, len(to_read))
-                with ThreadPoolExecutor(max_workers=workers) as pool:
-                    for relpath, entry in pool.map(read_one, to_read):
-                        new_cache[relpath] = entry
-            result.files_read = len(to_read)
-            if progress:
-                progress.finish()
+            def read_one(job: tuple[str, Reader, list[Any]]) -> dict[str, Any]:
+                relpath, reader, key = job
+                entry = read_entry(self.repo, relpath, reader, key, settings)
+                if progress:
+                    progress.advance(1)
+                return entry
 
-        for relpath in sorted(new_cache):
-            entry = new_cache[relpath]
-            if entry["error"]:
-                result.skipped[relpath] = entry["error"]
-            records = _records(entry)
-            if records:
-                result.by_file[relpath] = records
-                result.records.extend(records)
-        kept = {k: v for k, v in new_cache.items() if v["key"] is not None}
-        result.unreadable = len(new_cache) - len(kept)
-        # Nothing read and nothing gone: the cache file on disk is still exact, leave it be.
-        self._cache_changed = bool(to_read) or kept.keys() != self._cache.keys()
-        self._previous, self._cache = self._cache, kept
-        return result
-
-    def previous(self, relpath: str) -> list[Record]:
-        """The records the cache held for ``relpath`` before the last scan: what the last build
-        that finished published from it (none when it had none, or could not read it)."""
-        entry = self._previous.get(relpath)
-        return _records(entry) if entry is not None else []
-
-    def forget(self, relpaths: Iterable[str]) -> None:
-        """Drop these files from the cache, so the next scan reads them again whatever their
-        stat says: the build could not publish what it read from them."""
-        for relpath in relpaths:
-            if self._cache.pop(relpath, None) is not None:
-                self._cache_changed = True
+            with ThreadPoolExecutor(max_workers=min(4, len(jobs))) as pool:
+                entries = list(pool.map(read_one, jobs))
+        if progress:
+            progress.finish()
+        return entries
 
     def _read_in_processes(
         self, to_read: list[tuple[str, Reader, list[Any]]], settings: StoreSettings, progress: Progress | None
@@ -249,14 +211,189 @@ class Scanner:
             entries[i::n] = share_entries
         return entries
 
-    def _key(self, relpath: str, reader: Reader, settings: StoreSettings, present: set[str]) -> list[Any]:
-        root = str(self.repo)
-        stats = [
-            # A sidecar the walk did not see does not exist (one stat saved per package), unless
-            # it hides in a dot-name the walk leaves out.
-            (self._stats[p] if p in self._stats else _stat_key(f"{root}/{p}"))
-            if p in present or p == relpath or "/." in f"/{p}"
-            else None
-            for p in (relpath, *reader.sidecars(relpath))
-        ]
-        return [stats, reader.settings_key(settings)]
+
+STRAY = "not a package Depot can read here"
+
+
+def is_stray(relpath: str, claimed: dict[str, Reader] | set[str], sidecars: set[str]) -> bool:
+    """A file of a content folder that is no package and no package's sidecar."""
+    return relpath not in claimed and relpath not in sidecars and relpath.startswith(CONTENT_FOLDERS)
+
+
+def entry_records(entry: dict[str, Any]) -> list[Record]:
+    digests = entry.get("digests") or [None] * len(entry["records"])
+    return [record_from_dict(r, d) for r, d in zip(entry["records"], digests, strict=True)]
+
+
+@dataclass
+class ScanDelta:
+    """What changed in repo/ since the last build, as package files."""
+
+    changed: dict[str, tuple[list[Record], list[Record]]] = field(default_factory=dict)  # (before, now)
+    skipped: dict[str, str] = field(default_factory=dict)  # every skipped file of the store
+    files_read: int = 0
+    files_cached: int = 0
+    unreadable: list[str] = field(default_factory=list)  # tried again by the next build
+    paths_changed: int = 0  # files of repo/ whose stat changed
+
+
+def cache_version() -> str:
+    """Entries of another version are void (read again): the record schema and the builder's
+    source join it, since records are only as good as the readers that made them."""
+    return f"{CACHE_VERSION}/{record_schema()}/{builder_code_digest()}"
+
+
+def scan_changes(
+    repo: Path,
+    state: BuildState,
+    settings: StoreSettings,
+    *,
+    paths: Iterable[str] | None = None,
+    rekey: bool = False,
+    progress: Progress | None = None,
+) -> ScanDelta:
+    """Bring the state's stats and scan cache up to repo/ and say which package files changed.
+    ``paths``: the change feed (relpaths; None walks repo/). ``rekey``: the settings changed,
+    so every package's cache key is computed again (a reader's settings key may have moved)."""
+    scanner = Scanner(repo)
+    delta = ScanDelta()
+    recheck = set(state.meta_json("recheck", []))
+    if paths is None:
+        now = walk_repo_stats(repo)
+        before = state.all_stats()
+        changed_stats = {p: st for p, st in now.items() if _as_tuple(st) != before.get(p, _MISSING)}
+        gone = [p for p in before if p not in now]
+        current: dict[str, list[int] | None] = now
+    else:
+        candidates = {p.strip("/") for p in paths} | {SETTINGS_FILE} | recheck
+        candidates |= _expand(scanner, repo, state, candidates)
+        before = state.stats_of(candidates)
+        now = {}
+        for p in sorted(candidates):
+            if not p or _hidden(p):
+                continue
+            st = _stat_key(repo / p)
+            if st is not None or os.path.islink(repo / p):
+                now[p] = st
+        changed_stats = {p: st for p, st in now.items() if _as_tuple(st) != before.get(p, _MISSING)}
+        gone = [p for p in before if p not in now]
+        current = now
+    delta.paths_changed = len(changed_stats) + len(gone)
+    state.set_stats(changed_stats, gone)
+
+    touched = set(changed_stats) | set(gone) | recheck
+    # Package files a change touches: themselves, or through a sidecar (one that appears too).
+    affected = {p for p in touched if p != SETTINGS_FILE and scanner.reader_for(p) is not None}
+    affected |= state.packages_of_sidecars(touched)
+    if rekey:
+        affected |= state.entry_paths()
+        if paths is None:
+            affected |= {p for p in current if p != SETTINGS_FILE and scanner.reader_for(p) is not None}
+    stats_needed = set()
+    readers_of: dict[str, Reader] = {}
+    for p in affected:
+        reader = scanner.reader_for(p)
+        if reader is not None:
+            readers_of[p] = reader
+            stats_needed.update((p, *reader.sidecars(p)))
+    known = {**state.stats_of(stats_needed - set(current)), **{p: _as_tuple(st) for p, st in current.items()}}
+    stats_now = {p: (list(st) if st is not None else None) for p, st in known.items() if p in stats_needed}
+    entries = state.entries_of(affected)
+    version = cache_version()
+
+    jobs: list[tuple[str, Reader, list[Any]]] = []
+    for p in sorted(affected):
+        reader = readers_of[p]
+        old = entries.get(p)
+        present = p in stats_now
+        if not present:
+            if old is not None:
+                delta.changed[p] = (entry_records(old), [])
+                state.drop_entry(p)
+            state.drop_sidecars(p)
+            continue
+        state.set_sidecars(p, reader.sidecars(p))
+        key = [version, *scanner.key(p, reader, settings, stats_now)]
+        if old is not None and old["key"] == key:
+            continue
+        jobs.append((p, reader, key))
+    for (p, _reader, key), entry in zip(jobs, scanner.read(jobs, settings, progress), strict=True):
+        old = entries.get(p)
+        old_records = entry_records(old) if old is not None else []
+        if entry["key"] is None:  # could not be read (an OSError): tried again next build
+            delta.unreadable.append(p)
+            entry = {**entry, "key": None}
+        state.set_entry(p, entry)
+        old_digests = old.get("digests") if old is not None else []
+        if old is None or old_digests != (entry.get("digests") or []) or len(old_records) != len(entry["records"]):
+            delta.changed[p] = (old_records, entry_records(entry))
+    delta.files_read = len(jobs)
+
+    # Strays: files of content folders that no package claims, among what this change touched.
+    check = touched | {s for p in affected if p in readers_of for s in readers_of[p].sidecars(p)}
+    present_paths = {p for p in check if p in current or (paths is None and p in now)}
+    claimed_sidecars = _claimed_sidecars(state, check)
+    add, drop = [], []
+    for p in check:
+        stray = (
+            p in present_paths
+            and p != SETTINGS_FILE
+            and scanner.reader_for(p) is None
+            and p not in claimed_sidecars
+            and p.startswith(CONTENT_FOLDERS)
+        )
+        (add if stray else drop).append(p)
+    state.set_strays(add, drop)
+
+    delta.skipped = {**{p: STRAY for p in state.strays()}, **state.errors()}
+    total = len(state.entry_paths())
+    delta.files_cached = total - delta.files_read
+    state.set_meta_json("recheck", sorted(delta.unreadable))
+    return delta
+
+
+_MISSING = object()
+
+
+def _as_tuple(st: list[int] | tuple[int, int] | None) -> tuple[int, int] | None:
+    return (st[0], st[1]) if st is not None else None
+
+
+def _hidden(relpath: str) -> bool:
+    return any(part.startswith(".") for part in relpath.split("/"))
+
+
+def _expand(scanner: Scanner, repo: Path, state: BuildState, paths: set[str]) -> set[str]:
+    """The files a change feed implies: a folder's files, a package's sidecars, a sidecar's package."""
+    found: set[str] = set()
+    for p in paths:
+        full = repo / p
+        if p and full.is_dir() and not full.is_symlink():
+            found.update(f"{p}/{q}" for q in walk_repo_stats(full))
+    every = paths | found
+    for p in list(every):
+        reader = scanner.reader_for(p)
+        if reader is not None:
+            found.update(reader.sidecars(p))
+    found |= state.packages_of_sidecars(every)
+    # A folder named in the feed: also the files the last build saw in it (gone ones included).
+    for p in paths:
+        if p:
+            found.update(_recorded_below(state, p))
+    return found
+
+
+def _recorded_below(state: BuildState, folder: str) -> list[str]:
+    # "0" is the character after "/": the range is every path that starts with "folder/".
+    rows = state.db.execute("SELECT path FROM stats WHERE path >= ? AND path < ?", (folder + "/", folder + "0"))
+    return [r[0] for r in rows]
+
+
+def _claimed_sidecars(state: BuildState, paths: set[str]) -> set[str]:
+    found: set[str] = set()
+    items = sorted(paths)
+    for i in range(0, len(items), 500):
+        chunk = items[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        found.update(r[0] for r in state.db.execute(f"SELECT DISTINCT path FROM sidecars WHERE path IN ({marks})", chunk))
+    return found

@@ -1,8 +1,10 @@
 """The embedded static mount: serves site/ through the builder's route table.
 
-Only URLs in ``site/routes.json`` are served, each from the file and with the media type the
-table gives; nothing else under site/ (or outside it) is reachable, whatever the path says. The
-table is re-read when the builder replaces it, so a rebuild is visible on the next request.
+Only URLs of the builder's route table (``site/routes.json`` and the shards it names,
+:mod:`builder.routes`) are served, each from the file and with the media type the table gives;
+nothing else under site/ (or outside it) is reachable, whatever the path says, the table's own
+files included. The table is followed as the builder replaces it (only the shards a build
+changed are read again), so a rebuild is visible on the next request.
 
 Small files are answered from memory (:class:`FileCache`, :class:`StaticFastPath`): read once,
 kept with their whole header block made in advance, and checked against one ``stat`` of the
@@ -14,7 +16,6 @@ X-Accel-Redirect hand-off take the general path (:func:`runtime.files.file_respo
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import stat as stat_module
 import threading
@@ -30,7 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from builder.build import ROUTES_FILE
+from builder.routes import ROUTES_FILE, ShardedTable
 from builder.webpolicy import SECURITY_HEADERS
 from runtime.files import file_response
 
@@ -43,36 +44,32 @@ RouteKey = tuple[str, tuple[tuple[str, str], ...]]
 
 
 class RouteTable:
+    """The route table as the static mount asks it: (URL, query) → row, read through
+    :class:`builder.routes.ShardedTable` (a sharded table or a schema-1 single file). A site
+    without a table has no routes."""
+
     def __init__(self, site: Path) -> None:
         self.site = site
-        self._path = str(site / ROUTES_FILE)
+        self._table = ShardedTable(site)
         self._routes: dict[RouteKey, dict[str, Any]] = {}
         self._urls: frozenset[str] = frozenset()
-        self._stamp: tuple[int, int] | None = None
         self._lock = threading.Lock()
         # Bumped each time a new table is loaded: what the fast path decided per URL is
         # forgotten with the table it was decided for.
         self.generation = 0
 
     def _refresh(self) -> None:
-        path = self._path
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            if self._stamp is not None:
-                self.generation += 1
-            self._routes, self._stamp, self._urls = {}, None, frozenset()
-            return
-        stamp = (st.st_mtime_ns, st.st_size)
-        if stamp == self._stamp:
-            return
+        # One stat of routes.json when nothing changed (ShardedTable compares its mtime and
+        # size), under the lock: ShardedTable is not thread-safe, and a request that comes
+        # while another thread loads a new table waits for it rather than load it again.
         with self._lock:
-            table = json.loads(Path(path).read_text(encoding="utf-8"))
+            if not self._table.refresh():
+                return
             routes: dict[RouteKey, dict[str, Any]] = {}
-            for route in table["routes"]:
-                query = tuple(sorted((route.get("query") or {}).items()))
-                routes[(route["url"], query)] = route
-            self._routes, self._stamp = routes, stamp
+            for route in self._table.rows:
+                query = route.get("query")
+                routes[(route["url"], tuple(sorted(query.items())) if query else ())] = route
+            self._routes = routes
             self._urls = frozenset(url for url, _query in routes)
             self.generation += 1
 

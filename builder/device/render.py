@@ -25,20 +25,47 @@ mirror, sub-path or CDN.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
-from functools import cache
+import json
 from typing import Any
 
-from builder.model import Catalog, Firmware, Module
+from builder.model import Firmware, Module, Record, StoreSettings
 from builder.publish import INDEX, PAGE, Output
-from builder.render import RenderContext, fingerprint, json_bytes, site_relpath
+from builder.render import (
+    Fragment,
+    Part,
+    RenderContext,
+    Renderer,
+    fingerprint,
+    json_bytes,
+    json_fragment,
+    json_with_lists,
+    site_relpath,
+)
+from builder.versions import version_key
 
 SCHEMA = 1
 JSON = "application/json"
+ENTRY = "entry"
+MODULE, FIRMWARE = "module", "firmware"
 
 
 def relative_url(from_file: str, to_file: str) -> str:
     return site_relpath(from_file, to_file)
+
+
+def platform_index_path(platform: str) -> str:
+    """The platform index's stable name (what people and the web catalog link to)."""
+    return f"device/{platform}/index.json"
+
+
+def pinned_index_path(platform: str, fp: str) -> str:
+    """The immutable name of one version of a platform index: the one the entry names."""
+    return f"device/{platform}/index.{fp[:16]}.json"
+
+
+def newest_first(versions: list[Any]) -> list[Any]:
+    """A package's versions as every index lists them: newest first, then by file."""
+    return sorted(versions, key=lambda r: (version_key(r.version), r.blob.path), reverse=True)
 
 
 def _version_entry(index_path: str, item: Module | Firmware) -> dict[str, Any]:
@@ -58,88 +85,82 @@ def _version_entry(index_path: str, item: Module | Firmware) -> dict[str, Any]:
     return entry
 
 
-def _package_entries(index_path: str, by_name: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    entries = []
-    for name, versions in by_name.items():
-        newest = versions[0]
-        entry: dict[str, Any] = {
-            "name": name,
-            "latest_version": newest.version,
-            "description": newest.description,
-            "versions": [_version_entry(index_path, v) for v in versions],
-        }
-        if isinstance(newest, Module):
-            entry["optional"] = newest.optional
-        entries.append(entry)
-    return entries
+def _package_entry(index_path: str, name: str, versions: list[Any]) -> dict[str, Any]:
+    newest = versions[0]
+    entry: dict[str, Any] = {
+        "name": name,
+        "latest_version": newest.version,
+        "description": newest.description,
+        "versions": [_version_entry(index_path, v) for v in versions],
+    }
+    if isinstance(newest, Module):
+        entry["optional"] = newest.optional
+    return entry
 
 
-def platform_index_path(platform: str) -> str:
-    """The platform index's stable name (what people and the web catalog link to)."""
-    return f"device/{platform}/index.json"
+def _target(platform: str) -> str:
+    return "platform:" + platform
 
 
-def pinned_index_path(platform: str, fp: str) -> str:
-    """The immutable name of one version of a platform index: the one the entry names."""
-    return f"device/{platform}/index.{fp[:16]}.json"
+class DeviceIndex(Renderer):
+    """Parts: one per (platform, module or firmware, name), each the package's entry in its
+    platform index. Targets: one per platform (its two files) and the entry (level 2)."""
 
+    name = "device"
 
-def render(catalog: Catalog, ctx: RenderContext) -> Iterable[Output]:
-    modules = catalog.modules_by_platform()
-    firmware = catalog.firmware_by_platform()
-    descriptions = {p.name: p.description for p in catalog.settings.platforms}
-    platforms: list[tuple[str, str, Any]] = []  # (platform, fingerprint, body)
-    # Both files of a platform have the same bytes: their URLs are relative to the same folder.
-    for platform in catalog.platforms():
-        path = platform_index_path(platform)
-        mods = modules.get(platform, {})
-        fws = firmware.get(platform, {})
-        digests = [r.digest for vs in mods.values() for r in vs]
-        digests += [r.digest for vs in fws.values() for r in vs]
-        fp = fingerprint("device-platform", platform, descriptions.get(platform, ""), *digests)
-        body = cache(
-            lambda path=path, platform=platform, mods=mods, fws=fws: json_bytes(
-                {
-                    "schema": SCHEMA,
-                    "platform": platform,
-                    "description": descriptions.get(platform, ""),
-                    "modules": _package_entries(path, mods),
-                    "firmware": _package_entries(path, fws),
-                }
+    def parts(self, record: Record, settings: StoreSettings) -> list[str]:
+        if isinstance(record, Module | Firmware):
+            kind = MODULE if isinstance(record, Module) else FIRMWARE
+            return [json.dumps([record.platform, kind, record.name])]
+        return []
+
+    def render_part(self, part: str, records: list[Record], ctx: RenderContext) -> Part:
+        platform, kind, name = json.loads(part)
+        entry = _package_entry(platform_index_path(platform), name, newest_first(records))
+        return Part(fragments=[Fragment(_target(platform), f"{kind}\n{name}", json_fragment(entry))])
+
+    def fixed_targets(self, settings: StoreSettings) -> list[str]:
+        return [ENTRY, *(_target(p.name) for p in settings.platforms)]
+
+    def level(self, target: str) -> int:
+        return 2 if target == ENTRY else 1
+
+    def assemble(self, target: str, fragments: list[Fragment], ctx: RenderContext) -> Part:
+        settings = ctx.settings
+        descriptions = {p.name: p.description for p in settings.platforms}
+        if target == ENTRY:
+            rows = [json.loads(f.data) for f in fragments]
+            body = json_bytes({"schema": SCHEMA, "store": settings.name, "platforms": rows})
+            fp = fingerprint("device-entry", hashlib.sha256(body).hexdigest())
+            return Part(
+                outputs=[
+                    Output(path="device/index.json", fingerprint=fp, media_type=JSON, tier=INDEX, render=lambda: body)
+                ]
             )
-        )
-        platforms.append((platform, fp, body))
+        platform = target.removeprefix("platform:")
+        lists: dict[str, list[str]] = {MODULE + "s": [], FIRMWARE: []}
+        for f in fragments:
+            kind = f.order.split("\n", 1)[0]
+            lists[MODULE + "s" if kind == MODULE else FIRMWARE].append(f.data)
+        description = descriptions.get(platform, "")
+        body = json_with_lists({"schema": SCHEMA, "platform": platform, "description": description}, lists)
+        sha = hashlib.sha256(body).hexdigest()
+        fp = fingerprint("device-platform", sha)
         pinned = pinned_index_path(platform, fp)
-        yield Output(path=pinned, fingerprint=fp, media_type=JSON, tier=PAGE, render=body, retain=True)
-        yield Output(path=path, fingerprint=fp, media_type=JSON, tier=PAGE, render=body)
-
-    published = ctx.extras.get("published")
-
-    def size_sha(platform: str, fp: str, body: Any) -> tuple[int, str]:
-        # A platform index the last build published from the same fingerprint has the same
-        # bytes: take its size and SHA-256 from the manifest instead of rendering it again.
-        known = published(pinned_index_path(platform, fp), fp) if published else None
-        return known or (len(body()), hashlib.sha256(body()).hexdigest())
-
-    def entry() -> bytes:
-        rows = []
-        for p, fp, body in platforms:
-            size, sha = size_sha(p, fp, body)
-            rows.append(
-                {
-                    "name": p,
-                    "description": descriptions.get(p, ""),
-                    "url": relative_url("device/index.json", pinned_index_path(p, fp)),
-                    "size": size,
-                    "sha256": sha,
-                }
-            )
-        return json_bytes({"schema": SCHEMA, "store": catalog.settings.name, "platforms": rows})
-
-    # The entry's bytes follow from the platform files' bytes, so their fingerprints cover it.
-    entry_fp = fingerprint(
-        "device-entry",
-        catalog.settings.name,
-        *(f"{p}:{descriptions.get(p, '')}:{fp}" for p, fp, _ in platforms),
-    )
-    yield Output(path="device/index.json", fingerprint=entry_fp, media_type=JSON, tier=INDEX, render=entry)
+        # Both files of a platform have the same bytes: their URLs are relative to one folder.
+        # The pinned one is named by its content and kept a while after the entry stops naming
+        # it (retain), for readers of an older entry.
+        outputs = [
+            Output(path=pinned, fingerprint=fp, media_type=JSON, tier=PAGE, render=lambda: body, retain=True),
+            Output(path=platform_index_path(platform), fingerprint=fp, media_type=JSON, tier=PAGE, render=lambda: body),
+        ]
+        declared = [p.name for p in settings.platforms]
+        order = f"0{declared.index(platform):06d}" if platform in declared else "1" + platform
+        row = {
+            "name": platform,
+            "description": description,
+            "url": relative_url("device/index.json", pinned),
+            "size": len(body),
+            "sha256": sha,
+        }
+        return Part(outputs=outputs, fragments=[Fragment(ENTRY, order, json.dumps(row, sort_keys=True))])

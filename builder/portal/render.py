@@ -10,18 +10,30 @@ Layout::
 
 URLs are relative to the file that names them, so the tree works from any host or sub-path.
 The APK bytes themselves are published by the blobs renderer under content-addressed names.
+
+Planned by parts (builder/render.py): one part per package makes its page and sends its entry
+to each country it is live in and its page's row to the index; each country page is a target
+that sends its own row to the index, the last target.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
-from functools import cache
 from typing import Any
 
-from builder.model import AndroidVersion, Catalog
+from builder.model import AndroidVersion, Record, StoreSettings
 from builder.publish import INDEX, PAGE, Output
-from builder.render import RenderContext, fingerprint, json_bytes, site_relpath
+from builder.render import (
+    Fragment,
+    Part,
+    RenderContext,
+    Renderer,
+    fingerprint,
+    json_bytes,
+    json_fragment,
+    json_with_lists,
+    site_relpath,
+)
 
 SCHEMA = 1
 JSON = "application/json"
@@ -53,92 +65,84 @@ def _version_entry(page: str, v: AndroidVersion) -> dict[str, Any]:
     }
 
 
-def _by_package(versions: list[AndroidVersion]) -> dict[str, list[AndroidVersion]]:
-    grouped: dict[str, list[AndroidVersion]] = {}
-    for v in versions:
-        grouped.setdefault(v.package, []).append(v)
-    for items in grouped.values():
-        items.sort(key=lambda v: (v.version_code, v.blob.path), reverse=True)
-    return dict(sorted(grouped.items()))
+# Part and target names (builder/render.py).
+PACKAGE = "package:"
+COUNTRY = "country:"
+INDEX_TARGET = "index"
+PACKAGE_ROW, COUNTRY_ROW = "p\n", "c\n"  # the index's fragments: order prefixes
 
 
-def _described(path: str, body: Callable[[], bytes]) -> dict[str, Any]:
-    return {"size": len(body()), "sha256": hashlib.sha256(body()).hexdigest()}
+class AndroidCatalog(Renderer):
+    """Parts: one per package (its page). Targets: one per country (level 1), from each
+    package's entry for it, and the index (level 2), from each package page's and each country
+    page's row (size and SHA-256 included)."""
 
+    name = "android"
 
-def render(catalog: Catalog, ctx: RenderContext) -> Iterable[Output]:
-    versions = catalog.of(AndroidVersion)
-    packages = _by_package(versions)
-    pages: list[tuple[str, str, Any]] = []  # (package, fingerprint, body)
-    for package, items in packages.items():
-        path = package_path(package)
-        fp = fingerprint("android-package", package, *(v.digest for v in items))
-        body = cache(
-            lambda path=path, package=package, items=items: json_bytes(
-                {
-                    "schema": SCHEMA,
-                    "package": package,
-                    "versions": [_version_entry(path, v) for v in items],
-                }
-            )
+    def parts(self, record: Record, settings: StoreSettings) -> list[str]:
+        return [PACKAGE + record.package] if isinstance(record, AndroidVersion) else []
+
+    def fixed_targets(self, settings: StoreSettings) -> list[str]:
+        return [INDEX_TARGET]
+
+    def level(self, target: str) -> int:
+        return 2 if target == INDEX_TARGET else 1
+
+    def render_part(self, part: str, records: list[Record], ctx: RenderContext) -> Part:
+        package = part.removeprefix(PACKAGE)
+        items = sorted(
+            (r for r in records if isinstance(r, AndroidVersion)),
+            key=lambda v: (v.version_code, v.blob.path),
+            reverse=True,
         )
-        pages.append((package, fp, body))
-        yield Output(path=path, fingerprint=fp, media_type=JSON, tier=PAGE, render=body)
-
-    countries: dict[str, dict[str, list[AndroidVersion]]] = {}
-    for package, items in packages.items():
+        path = package_path(package)
+        body = json_bytes(
+            {"schema": SCHEMA, "package": package, "versions": [_version_entry(path, v) for v in items]}
+        )
+        fp = fingerprint("android-package", package, *(v.digest for v in items))
+        row = {
+            "package": package,
+            "latest_version_code": items[0].version_code,
+            "latest_version_name": items[0].version_name,
+            "url": site_relpath(INDEX_PATH, path),
+            **_described(body),
+        }
+        fragments = [Fragment(INDEX_TARGET, PACKAGE_ROW + package, json_fragment(row))]
+        by_country: dict[str, list[AndroidVersion]] = {}
         for v in items:
             for country in v.countries:
-                countries.setdefault(country, {}).setdefault(package, []).append(v)
-    country_pages: list[tuple[str, str, Any]] = []
-    for country, by_package in sorted(countries.items()):
+                by_country.setdefault(country, []).append(v)
+        for country, versions in sorted(by_country.items()):
+            page = country_path(country)
+            entry = {"package": package, "versions": [_version_entry(page, v) for v in versions]}
+            fragments.append(Fragment(COUNTRY + country, package, json_fragment(entry)))
+        return Part(
+            outputs=[Output(path=path, fingerprint=fp, media_type=JSON, tier=PAGE, render=lambda: body)],
+            fragments=fragments,
+        )
+
+    def assemble(self, target: str, fragments: list[Fragment], ctx: RenderContext) -> Part:
+        if target == INDEX_TARGET:
+            lists: dict[str, list[str]] = {"packages": [], "countries": []}
+            for f in fragments:  # packages by name, countries by code: their order keys
+                lists["packages" if f.order.startswith(PACKAGE_ROW) else "countries"].append(f.data)
+            body = json_with_lists({"schema": SCHEMA, "store": ctx.settings.name}, lists)
+            fp = fingerprint("android-index", hashlib.sha256(body).hexdigest())
+            out = Output(path=INDEX_PATH, fingerprint=fp, media_type=JSON, tier=INDEX, render=lambda: body)
+            return Part(outputs=[out])
+        country = target.removeprefix(COUNTRY)
         path = country_path(country)
-        fp = fingerprint("android-country", country, *(v.digest for vs in by_package.values() for v in vs))
-        body = cache(
-            lambda path=path, country=country, by_package=by_package: json_bytes(
-                {
-                    "schema": SCHEMA,
-                    "country": country,
-                    "packages": [
-                        {"package": p, "versions": [_version_entry(path, v) for v in vs]}
-                        for p, vs in sorted(by_package.items())
-                    ],
-                }
-            )
+        # the packages by name: their order keys
+        body = json_with_lists(
+            {"schema": SCHEMA, "country": country}, {"packages": [f.data for f in fragments]}
         )
-        country_pages.append((country, fp, body))
-        yield Output(path=path, fingerprint=fp, media_type=JSON, tier=PAGE, render=body)
-
-    def index() -> bytes:
-        return json_bytes(
-            {
-                "schema": SCHEMA,
-                "store": catalog.settings.name,
-                "packages": [
-                    {
-                        "package": package,
-                        "latest_version_code": packages[package][0].version_code,
-                        "latest_version_name": packages[package][0].version_name,
-                        "url": site_relpath(INDEX_PATH, package_path(package)),
-                        **_described(package_path(package), body),
-                    }
-                    for package, _fp, body in pages
-                ],
-                "countries": [
-                    {
-                        "country": country,
-                        "url": site_relpath(INDEX_PATH, country_path(country)),
-                        **_described(country_path(country), body),
-                    }
-                    for country, _fp, body in country_pages
-                ],
-            }
+        fp = fingerprint("android-country", hashlib.sha256(body).hexdigest())
+        row = {"country": country, "url": site_relpath(INDEX_PATH, path), **_described(body)}
+        return Part(
+            outputs=[Output(path=path, fingerprint=fp, media_type=JSON, tier=PAGE, render=lambda: body)],
+            fragments=[Fragment(INDEX_TARGET, COUNTRY_ROW + country, json_fragment(row))],
         )
 
-    index_fp = fingerprint(
-        "android-index",
-        catalog.settings.name,
-        *(f"p:{p}:{fp}" for p, fp, _ in pages),
-        *(f"c:{c}:{fp}" for c, fp, _ in country_pages),
-    )
-    yield Output(path=INDEX_PATH, fingerprint=index_fp, media_type=JSON, tier=INDEX, render=index)
+
+def _described(body: bytes) -> dict[str, Any]:
+    return {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}

@@ -18,22 +18,29 @@ Layout of site/ (public URL in brackets)::
 ``<key>`` is ``<id>_<architecture>_<tags_hash>`` with the reference's escaping. The runtime reads
 these files and filters them by the session (tags, architecture) instead of rescanning repo/;
 a plain static server serves what a client that never said hello would see.
+
+Planned by parts (builder/render.py): one part per app id makes its variants' icons and
+descriptions and the id's static choice (a variant key starts with its id, so the first package
+file of a key wins within the part); the settings' part makes the category list and icons; the
+one target, the lists, joins every variant's pre-rendered list entry and qt/variants.json entry
+(its fragment) into the lists of every architecture it finds among them.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from builder.model import AppVariant, Catalog
+from builder.model import AppVariant, Record, StoreSettings
 from builder.publish import INDEX, LEAF, PAGE, Output
 from builder.qt.package import escape_key, variant_key
 from builder.qt.png import ALL_ICON, ERROR_ICON
-from builder.render import RenderContext, fingerprint, json_bytes
+from builder.render import Fragment, Part, RenderContext, Renderer, fingerprint, json_bytes, json_fragment
 from builder.tarsafe import read_member
 from builder.webpolicy import POLICY_VERSION, clean_html
 
@@ -42,6 +49,11 @@ PNG = "image/png"
 HTML = "text/html; charset=utf-8"
 ALL = "All"
 ALL_CATEGORY_ID = -1
+
+# Part and target names (builder/render.py): no app's part (APP + its id) is named CATEGORIES.
+APP = "app:"
+CATEGORIES = "categories"
+LISTS = "lists"
 
 
 def key_of(app: AppVariant) -> str:
@@ -76,10 +88,11 @@ def list_entry(app: AppVariant, category_ids: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def unique_variants(catalog: Catalog) -> list[AppVariant]:
+def unique_variants(records: Iterable[Record]) -> list[AppVariant]:
     """One variant per key (the first package file by path wins), sorted as the lists are."""
     seen: dict[str, AppVariant] = {}
-    for app in sorted(catalog.of(AppVariant), key=lambda a: a.blob.path):
+    apps = [r for r in records if isinstance(r, AppVariant)]
+    for app in sorted(apps, key=lambda a: a.blob.path):
         seen.setdefault(key_of(app), app)
     return sorted(seen.values(), key=lambda a: (a.id, a.architecture, a.tags_hash))
 
@@ -111,14 +124,42 @@ def _static_choice(apps: list[AppVariant]) -> dict[str, AppVariant]:
     return chosen
 
 
-def render(catalog: Catalog, ctx: RenderContext) -> Iterable[Output]:
-    repo: Path = ctx.extras["repo"]
-    settings = catalog.settings
-    categories = settings.categories
-    category_ids = {c.name: c.id for c in categories}
-    apps = unique_variants(catalog)
+class QtStore(Renderer):
+    """Parts: one per app id (its variants' icons and descriptions, and the id's static
+    choice), and the settings' categories (:data:`CATEGORIES`). Target: the app lists and
+    qt/variants.json (:data:`LISTS`), from one fragment per variant."""
 
-    # -- categories ---------------------------------------------------------------------------
+    name = "qt"
+
+    def parts(self, record: Record, settings: StoreSettings) -> list[str]:
+        return [APP + record.id] if isinstance(record, AppVariant) else []
+
+    def fixed_parts(self, settings: StoreSettings) -> list[str]:
+        return [CATEGORIES]
+
+    def fixed_targets(self, settings: StoreSettings) -> list[str]:
+        return [LISTS]
+
+    def render_part(self, part: str, records: list[Record], ctx: RenderContext) -> Part:
+        if part == CATEGORIES:
+            return Part(outputs=list(_category_outputs(ctx.settings, ctx.repo)))
+        apps = unique_variants(records)
+        category_ids = {c.name: c.id for c in ctx.settings.categories}
+        return Part(
+            outputs=list(_app_outputs(apps, ctx.repo)),
+            fragments=[_variant_fragment(app, category_ids) for app in apps],
+        )
+
+    def assemble(self, target: str, fragments: list[Fragment], ctx: RenderContext) -> Part:
+        # The fragments come in (id, architecture, tags_hash) order: their ``order`` keys.
+        rows = [json.loads(f.data) for f in fragments]
+        return Part(outputs=list(_list_outputs(rows, ctx.settings)))
+
+
+def _category_outputs(settings: StoreSettings, repo: Path) -> Iterable[Output]:
+    """The files of the settings alone: the category list and icons. The icons are read from
+    repo/ now, at plan time."""
+    categories = settings.categories
     category_list = [{"id": ALL_CATEGORY_ID, "name": "All"}] + [
         {"id": c.id, "name": c.name} for c in categories
     ]
@@ -146,7 +187,9 @@ def render(catalog: Catalog, ctx: RenderContext) -> Iterable[Output]:
             f"qt/category-icons/{c.id}.png", data, PNG, url="/category/icon", query={"id": str(c.id)}
         )
 
-    # -- app icons and descriptions ----------------------------------------------------------------
+
+def _app_outputs(apps: list[AppVariant], repo: Path) -> Iterable[Output]:
+    """Every variant's icon and description, and the static choice's (all of one app id)."""
     for app in apps:
         key = escape_key(key_of(app))
         package = repo / app.blob.path
@@ -166,7 +209,6 @@ def render(catalog: Catalog, ctx: RenderContext) -> Iterable[Output]:
             render=functools.partial(clean_description, app.description),
         )
     for app_id, app in sorted(_static_choice(apps).items()):
-        key = escape_key(key_of(app))
         package = repo / app.blob.path
         yield Output(
             path=f"qt/app-icon-by-id/{escape_key(app_id)}.png",
@@ -187,18 +229,52 @@ def render(catalog: Catalog, ctx: RenderContext) -> Iterable[Output]:
             query={"id": app_id},
         )
 
-    # -- app lists per architecture and category ---------------------------------------------
-    entries = {key_of(app): list_entry(app, category_ids) for app in apps}
-    archs = sorted({app.architecture for app in apps} - {ALL})
+
+def variants_entry(app: AppVariant) -> dict[str, Any]:
+    """A variant in qt/variants.json (keyed by its purchaseId)."""
+    return {
+        "id": app.id,
+        "architecture": app.architecture,
+        "tags_hash": app.tags_hash,
+        "key": key_of(app),
+        "file": app.blob.path,
+        "size": app.blob.size,
+        "sha256": app.blob.sha256,
+        "digest": app.package_digest,
+        "pkgformat": app.pkgformat,
+    }
+
+
+def _variant_fragment(app: AppVariant, category_ids: dict[str, int]) -> Fragment:
+    """What the lists need of one variant: where it is listed, its pre-rendered list entry and
+    its pre-rendered entry of qt/variants.json."""
+    data = {
+        "architecture": app.architecture,
+        "category": app.category,
+        "entry": _list_item(list_entry(app, category_ids)),
+        "purchase_id": app.purchase_uuid,
+        "variant": json_fragment(variants_entry(app)),
+    }
+    # "\0" sorts before every character of an id, architecture or tags hash: the keys sort as
+    # the (id, architecture, tags_hash) tuples do.
+    order = "\0".join((app.id, app.architecture, app.tags_hash))
+    return Fragment(LISTS, order, json.dumps(data, sort_keys=True, ensure_ascii=False))
+
+
+def _list_outputs(rows: list[dict[str, str]], settings: StoreSettings) -> Iterable[Output]:
+    """The app lists of every architecture and category, and qt/variants.json, from the
+    variants' fragments in list order."""
+    categories = settings.categories
+    archs = sorted({row["architecture"] for row in rows} - {ALL})
     for arch in [ALL, *archs]:
-        visible = [a for a in apps if a.architecture in (ALL, arch)]
-        groups: list[tuple[str, list[AppVariant], dict[str, str] | None]] = [("all", visible, None)]
+        visible = [row for row in rows if row["architecture"] in (ALL, arch)]
+        groups: list[tuple[str, list[dict[str, str]], dict[str, str] | None]] = [("all", visible, None)]
         groups += [
-            (str(c.id), [a for a in visible if a.category == c.name], {"category_id": str(c.id)})
+            (str(c.id), [row for row in visible if row["category"] == c.name], {"category_id": str(c.id)})
             for c in categories
         ]
         for name, members, query in groups:
-            body = json_bytes([entries[key_of(a)] for a in members])
+            body = _json_list([row["entry"] for row in members])
             public = arch == ALL
             yield _bytes_output(
                 list_path(arch, name),
@@ -217,27 +293,30 @@ def render(catalog: Catalog, ctx: RenderContext) -> Iterable[Output]:
                     url="/app/list",
                     query={"category_id": "-1"},
                 )
+    # -- the runtime's index: per purchaseId the last variant in list order, as a dict would --
+    variants = {row["purchase_id"]: row["variant"] for row in rows}
+    index = _json_with_dict({"schema": 1, "architectures": archs}, "variants", sorted(variants.items()))
+    yield _bytes_output("qt/variants.json", index, JSON, tier=INDEX)
 
-    # -- the runtime's index ----------------------------------------------------------------------
-    index = {
-        "schema": 1,
-        "architectures": archs,
-        "variants": {
-            app.purchase_uuid: {
-                "id": app.id,
-                "architecture": app.architecture,
-                "tags_hash": app.tags_hash,
-                "key": key_of(app),
-                "file": app.blob.path,
-                "size": app.blob.size,
-                "sha256": app.blob.sha256,
-                "digest": app.package_digest,
-                "pkgformat": app.pkgformat,
-            }
-            for app in apps
-        },
-    }
-    yield _bytes_output("qt/variants.json", json_bytes(index), JSON, tier=INDEX)
+
+def _list_item(value: Any) -> str:
+    """``value`` as :func:`json_bytes` writes it as an item of a top-level list."""
+    return json.dumps(value, sort_keys=True, indent=1, ensure_ascii=False).replace("\n", "\n ")
+
+
+def _json_list(items: list[str]) -> bytes:
+    """:func:`json_bytes` of the top-level list of those pre-rendered items (:func:`_list_item`)."""
+    return ("[\n " + ",\n ".join(items) + "\n]\n" if items else "[]\n").encode()
+
+
+def _json_with_dict(value: dict[str, Any], key: str, items: list[tuple[str, str]]) -> bytes:
+    """:func:`json_bytes` of ``value`` with ``key`` holding the object of those (name,
+    pre-rendered value (:func:`json_fragment`)) pairs, given sorted by name (``sort_keys``)."""
+    mark = f"\0{key}\0"
+    text = json.dumps({**value, key: mark}, sort_keys=True, indent=1, ensure_ascii=False)
+    pairs = [json.dumps(name, ensure_ascii=False) + ": " + item for name, item in items]
+    joined = "{\n  " + ",\n  ".join(pairs) + "\n }" if pairs else "{}"
+    return (text.replace(json.dumps(mark, ensure_ascii=False), joined, 1) + "\n").encode()
 
 
 def _bytes_output(

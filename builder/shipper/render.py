@@ -11,6 +11,10 @@ The feed carries shipper's fields exactly (``datetime`` = midnight UTC of the fi
 ``id`` = SHA-256) plus ``romtype`` on every entry (:func:`romtype_of`), so that stock LineageOS
 updaters, which require it, accept the entries too. Download URLs are absolute, as shipper's
 are: the OTA reader publishes no build until ``[store] base_url`` is set.
+
+Planned by parts (builder/render.py): one part per declared device makes its feeds, latest
+builds and error bodies from its builds; the system info is a part of the settings alone; the
+device list is a target, from each device's fragment naming the variants it has builds of.
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import html
+import json
 import re
 from collections.abc import Iterable
 from typing import Any
 
-from builder.model import Catalog, OtaBuild, OtaDevice, StoreSettings
+from builder.model import OtaBuild, OtaDevice, Record, StoreSettings
 from builder.publish import INDEX, PAGE, Output
-from builder.render import RenderContext, fingerprint, json_bytes
+from builder.render import Fragment, Part, RenderContext, Renderer, fingerprint, json_bytes
 from builder.shipper.ota import DEFAULT_ROMTYPE, X86_CODENAMES
 from builder.versions import version_key
 
@@ -146,73 +151,121 @@ def _message(url: str, status: int, message: str) -> Output:
     )
 
 
-def render(catalog: Catalog, ctx: RenderContext) -> Iterable[Output]:
-    settings = catalog.settings
-    base = settings.ota_feed_base_url  # [ota] base_url, else [store] base_url
-    devices = [d for d in settings.ota_devices if SLUG.match(d.codename)]
-    variants = [v.codename for v in settings.ota_variants if SLUG.match(v.codename)]
-    x86_types = [t.codename for t in settings.ota_x86_types if SLUG.match(t.codename)]
-    enabled = [b for b in catalog.of(OtaBuild) if b.enabled]
-    grouped: dict[tuple[str, str], list[OtaBuild]] = {}
-    for b in enabled:
-        grouped.setdefault((b.codename, b.variant), []).append(b)
-    grouped = {k: newest_first(v) for k, v in grouped.items()}
+# Part and target names (builder/render.py).
+DEVICE = "device:"
+SYSTEM_INFO = "system-info"
+DEVICES = "devices"
 
-    for device in devices:
-        c = device.codename
-        is_x86 = c in X86_CODENAMES
-        for variant in variants:
-            builds = grouped.get((c, variant), [])
-            # the arm feed
-            url = feed_url(c, variant)
-            if is_x86:
-                yield _message(url, 400, MSG_ARM_ONLY)
-            elif builds:
-                body = {"response": [feed_entry(b, device, base, settings) for b in builds]}
-                romtypes = (device.romtype, settings.ota_romtype)
-                fp = fingerprint("shipper-feed", url, base, *romtypes, *(b.digest for b in builds))
-                yield _json_output(url, body, fp)
-            else:
-                yield _message(url, 404, MSG_NO_BUILDS)
-            # the x86 feeds
-            if is_x86:
-                for x86_type in x86_types:
-                    typed = [b for b in builds if b.x86_type == x86_type]
-                    url = feed_url(c, variant, x86_type)
-                    if typed:
-                        body = {"response": [feed_entry(b, device, base, settings) for b in typed]}
-                        fp = fingerprint(
-                            "shipper-feed",
-                            url,
-                            base,
-                            device.romtype,
-                            settings.ota_romtype,
-                            *(b.digest for b in typed),
-                        )
-                        yield _json_output(url, body, fp)
-                    else:
-                        yield _message(url, 404, MSG_NO_BUILDS)
-            # the latest build
-            url = latest_url(c, variant)
-            if builds:
-                fp = fingerprint("shipper-latest", url, base, builds[0].digest)
-                yield _json_output(url, latest_entry(builds[0], base), fp)
-            else:
-                yield _message(url, 404, MSG_NO_BUILDS)
 
-    # Every declared device, also invisible ones and those without builds (as shipper).
-    all_devices = {
-        d.codename: {
-            "status": d.maintained,
-            "variants": [v for v in variants if grouped.get((d.codename, v))],
-            "note": d.note,
+class ShipperFeeds(Renderer):
+    """Parts: one per declared device (its feeds, latest builds and static error bodies, from
+    its builds) and the system info (settings only). Target: the device list, from one fragment
+    per declared device naming the variants it has builds of."""
+
+    name = "shipper"
+
+    def __init__(self) -> None:
+        self._declared: tuple[StoreSettings, dict[str, OtaDevice]] | None = None
+
+    def declared(self, settings: StoreSettings) -> dict[str, OtaDevice]:
+        """codename → declared device (kept for the settings object asked last)."""
+        if self._declared is None or self._declared[0] is not settings:
+            self._declared = (settings, {d.codename: d for d in settings.ota_devices})
+        return self._declared[1]
+
+    def parts(self, record: Record, settings: StoreSettings) -> list[str]:
+        # Every build of a declared device, also disabled ones: enabling one changes its part.
+        if isinstance(record, OtaBuild) and record.codename in self.declared(settings):
+            return [DEVICE + record.codename]
+        return []
+
+    def fixed_parts(self, settings: StoreSettings) -> list[str]:
+        # Also the devices whose codename is no SLUG: they have no feeds, but the device list
+        # names the variants they have builds of, as shipper's.
+        return [SYSTEM_INFO, *(DEVICE + d.codename for d in settings.ota_devices)]
+
+    def fixed_targets(self, settings: StoreSettings) -> list[str]:
+        return [DEVICES]
+
+    def render_part(self, part: str, records: list[Record], ctx: RenderContext) -> Part:
+        settings = ctx.settings
+        if part == SYSTEM_INFO:
+            info = system_info(settings)
+            fp = fingerprint("shipper-info", json_bytes(info).decode())
+            return Part(outputs=[_json_output(SYSTEM_INFO_URL, info, fp, tier=INDEX)])
+        codename = part.removeprefix(DEVICE)
+        device = self.declared(settings).get(codename)
+        if device is None:  # not a part of these settings
+            return Part()
+        variants = _variants(settings)
+        grouped: dict[str, list[OtaBuild]] = {}
+        for b in records:
+            if isinstance(b, OtaBuild) and b.enabled:
+                grouped.setdefault(b.variant, []).append(b)
+        grouped = {k: newest_first(v) for k, v in grouped.items()}
+        outputs = list(_device_outputs(device, grouped, settings)) if SLUG.match(codename) else []
+        with_builds = [v for v in variants if grouped.get(v)]
+        return Part(outputs=outputs, fragments=[Fragment(DEVICES, codename, json.dumps(with_builds))])
+
+    def assemble(self, target: str, fragments: list[Fragment], ctx: RenderContext) -> Part:
+        with_builds = {f.order: json.loads(f.data) for f in fragments}
+        # Every declared device, also invisible ones and those without builds (as shipper).
+        all_devices = {
+            d.codename: {"status": d.maintained, "variants": with_builds.get(d.codename, []), "note": d.note}
+            for d in ctx.settings.ota_devices
         }
-        for d in settings.ota_devices
-    }
-    yield _json_output(
-        DEVICES_URL, all_devices, fingerprint("shipper-devices", json_bytes(all_devices).decode()), tier=INDEX
-    )
-    info = system_info(settings)
-    yield _json_output(
-        SYSTEM_INFO_URL, info, fingerprint("shipper-info", json_bytes(info).decode()), tier=INDEX
-    )
+        fp = fingerprint("shipper-devices", json_bytes(all_devices).decode())
+        return Part(outputs=[_json_output(DEVICES_URL, all_devices, fp, tier=INDEX)])
+
+
+def _variants(settings: StoreSettings) -> list[str]:
+    return [v.codename for v in settings.ota_variants if SLUG.match(v.codename)]
+
+
+def _device_outputs(
+    device: OtaDevice, grouped: dict[str, list[OtaBuild]], settings: StoreSettings
+) -> Iterable[Output]:
+    """The feeds and latest builds of one device, from its enabled builds by variant (newest
+    first), or their static error bodies."""
+    base = settings.ota_feed_base_url  # [ota] base_url, else [store] base_url
+    x86_types = [t.codename for t in settings.ota_x86_types if SLUG.match(t.codename)]
+    c = device.codename
+    is_x86 = c in X86_CODENAMES
+    for variant in _variants(settings):
+        builds = grouped.get(variant, [])
+        # the arm feed
+        url = feed_url(c, variant)
+        if is_x86:
+            yield _message(url, 400, MSG_ARM_ONLY)
+        elif builds:
+            body = {"response": [feed_entry(b, device, base, settings) for b in builds]}
+            romtypes = (device.romtype, settings.ota_romtype)
+            fp = fingerprint("shipper-feed", url, base, *romtypes, *(b.digest for b in builds))
+            yield _json_output(url, body, fp)
+        else:
+            yield _message(url, 404, MSG_NO_BUILDS)
+        # the x86 feeds
+        if is_x86:
+            for x86_type in x86_types:
+                typed = [b for b in builds if b.x86_type == x86_type]
+                url = feed_url(c, variant, x86_type)
+                if typed:
+                    body = {"response": [feed_entry(b, device, base, settings) for b in typed]}
+                    fp = fingerprint(
+                        "shipper-feed",
+                        url,
+                        base,
+                        device.romtype,
+                        settings.ota_romtype,
+                        *(b.digest for b in typed),
+                    )
+                    yield _json_output(url, body, fp)
+                else:
+                    yield _message(url, 404, MSG_NO_BUILDS)
+        # the latest build
+        url = latest_url(c, variant)
+        if builds:
+            fp = fingerprint("shipper-latest", url, base, builds[0].digest)
+            yield _json_output(url, latest_entry(builds[0], base), fp)
+        else:
+            yield _message(url, 404, MSG_NO_BUILDS)

@@ -95,10 +95,10 @@ def _length_sha(
     return len(data), hashlib.sha256(data).hexdigest()
 
 
-def newest_input(repo: Path, stats: dict[str, list[int] | None]) -> datetime.datetime:
-    """The newest modification time of the walked files, whole seconds, UTC."""
-    mtimes = [st[1] for st in stats.values() if st]
-    newest = max(mtimes) if mtimes else repo.stat().st_mtime_ns
+def newest_input(repo: Path, newest_mtime_ns: int | None) -> datetime.datetime:
+    """The newest modification time of the files of repo/ (from the build state), whole
+    seconds, UTC; the repo folder's own when it has none."""
+    newest = newest_mtime_ns if newest_mtime_ns is not None else repo.stat().st_mtime_ns
     return datetime.datetime.fromtimestamp(newest // 1_000_000_000, datetime.UTC)
 
 

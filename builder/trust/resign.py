@@ -4,7 +4,7 @@ A site synced to a CDN has nobody to renew its timestamp: a cron job runs ``depo
 sign-timestamp`` (``depot serve`` does the same from a background task, runtime/trust.py). It
 holds the build lock, so it never races a build; it names the snapshot the published timestamp
 names (the one site/ serves, not whatever the key folder signed last, which a killed build may
-never have published); and it records the new file in the publisher's manifest with the
+never have published); and it records the new file in the build state's manifest with the
 fingerprint a build gives it, so the next build finds site/ intact (the no-change fast path
 still applies) and signs its own next timestamp above this version.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 from builder.atomic import atomic_write
 from builder.build import build_lock, state_dir_for
 from builder.errors import TrustError
-from builder.publish import Publisher
+from builder.state import STATE_FILE, BuildState
 from builder.settings import load_settings
 from builder.trust import timestamp
 from builder.trust.keys import check_location, open_keys
@@ -91,18 +91,20 @@ def _check_published_root(newest: int, site: Path) -> None:
 
 
 def _record(site: Path, data: bytes) -> None:
-    """Tell the publisher's manifest about the new file, as a build would have recorded it."""
-    publisher = Publisher(site, state_dir_for(site) / "manifest.json")
-    if not publisher.manifest:
+    """Tell the build state's manifest about the new file, as a build would have recorded it."""
+    state_file = state_dir_for(site) / STATE_FILE
+    if not state_file.exists():
         return  # no build state: the next build sweeps and records everything anyway
-    out = timestamp.output(data)
-    st = os.stat(site / out.path)
-    entry = {
-        **publisher.manifest.get(out.path, {}),
-        "fp": out.fingerprint,
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "size": st.st_size,
-        "mtime_ns": st.st_mtime_ns,
-    }
-    publisher.manifest = {**publisher.manifest, out.path: entry}
-    publisher.save()
+    state = BuildState(state_dir_for(site), {"site": str(site)})
+    try:
+        row = state.output(timestamp.PATH)
+        if row is None:
+            return  # the next build records it
+        out = timestamp.output(data)
+        st = os.stat(site / out.path)
+        row.fp, row.sha256 = out.fingerprint, hashlib.sha256(data).hexdigest()
+        row.size, row.mtime_ns = st.st_size, st.st_mtime_ns
+        state.put_output(row)
+        state.commit()
+    finally:
+        state.close()

@@ -2,10 +2,29 @@
 
 Every page links relatively, so the tree works from any host, sub-path or a folder opened in a
 browser; style sheet, script and icons are named by their content, so they can be cached
-forever. Each page's fingerprint covers exactly the records it shows, so changing one app
-rewrites that app's page and the pages that list it, and nothing else. Navigation is the same
-fixed set of links on every page for that reason: a nav listing every device would make every
-page depend on every device.
+forever. Navigation is the same fixed set of links on every page: a nav listing every device
+would make every page depend on every device.
+
+The catalog is rendered in parts (builder/render.py has the protocol), so a change re-renders
+only what shows it:
+
+- parts: one per Qt app id (its page ``apps/<slug>/index.html``), one per app icon (named by its
+  SHA-256: apps that share an icon share the file, copied from the first package by path), one
+  per visible declared OTA device (its page, with or without builds; builds of other codenames
+  show nowhere), one per (module or firmware, platform, name), one per Android package (its
+  page), and the static assets. Each part also pre-renders what the pages that list it show:
+  an app's card, a module's section of its platform page, an Android app's card, and every
+  part's entry of the search index.
+- level 1 targets, joined from those fragments: each declared category's page, each platform's
+  page ``modules/<platform>/index.html``, the Android app list ``android-apps/index.html``, the
+  newest apps for the home page, and the 64 shards of the search index ``search/<bb>.json``.
+- level 2: the home page ``index.html`` (counts and links per section, from the level 1
+  targets: never a list of every item) and the search index's entry ``search.json`` (its shards
+  with their SHA-256). Level 3: ``search.html``, the search form, which links to the sections
+  the home page has.
+
+The pages that list the whole store hold counts and links, the search index is sharded by a
+hash of the entry's name: nothing a build rewrites for one change grows with the store.
 """
 
 from __future__ import annotations
@@ -14,15 +33,25 @@ import functools
 import hashlib
 import json
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from builder.model import AndroidVersion, AppVariant, Catalog, OtaBuild, Record
+from markupsafe import Markup
+
+from builder.model import (
+    AndroidVersion,
+    AppVariant,
+    Firmware,
+    Module,
+    OtaBuild,
+    OtaDevice,
+    Record,
+    StoreSettings,
+)
 from builder.publish import INDEX, LEAF, PAGE, Output
-from builder.render import RenderContext, fingerprint, site_relpath
+from builder.render import Fragment, Part, RenderContext, Renderer, fingerprint, site_relpath
+from builder.routes import bucket_of
 from builder.tarsafe import read_member
 from builder.versions import version_key
 from builder.webpolicy import clean_html
@@ -32,6 +61,18 @@ CSS = "text/css; charset=utf-8"
 JS = "text/javascript; charset=utf-8"
 JSON = "application/json"
 HOME_LIST_LENGTH = 12
+SEARCH_SCHEMA = 2
+
+# part kinds (the first item of a part's key)
+APP, ICON, DEVICE, ANDROID, ASSETS = "app", "icon", "device", "android", "assets"
+MODULE, FIRMWARE = "module", "firmware"
+# targets
+HOME = "index.html"
+SEARCH_ENTRY = "search.json"
+SEARCH_PAGE = "search.html"
+ANDROID_LIST = "android-apps/index.html"
+NEWEST = "newest"  # the home page's newest apps and the app count: no file of its own
+CATEGORY, PLATFORM, SHARD = "category:", "platform:", "search:"
 
 
 def relative_url(from_file: str, to_file: str) -> str:
@@ -68,261 +109,450 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-").lower() or "item"
 
 
-def _asset(name: str, media_type: str) -> tuple[str, bytes, str]:
-    data = resources.files("builder.web").joinpath(f"templates/{name}").read_bytes()
-    stem, ext = name.rsplit(".", 1)
-    return f"assets/{stem}.{hashlib.sha256(data).hexdigest()[:12]}.{ext}", data, media_type
+def app_page_path(app_id: str) -> str:
+    return f"apps/{slug(app_id)}/index.html"
 
 
-@dataclass
-class Page:
-    path: str
-    template: str
-    records: list[Record]
-    context: dict[str, Any]
-    url: str | None = None
-    tier: int = PAGE
+def category_page_path(category: str) -> str:
+    return f"categories/{slug(category)}/index.html"
 
 
-class WebCatalog:
-    """Groups the catalog the way pages show it, then yields one Output per page."""
+def device_page_path(codename: str) -> str:
+    return f"devices/{slug(codename)}/index.html"
 
-    def __init__(self, catalog: Catalog, ctx: RenderContext) -> None:
-        self.catalog, self.ctx = catalog, ctx
-        self.settings = catalog.settings
-        self.assets = [_asset("style.css", CSS), _asset("search.js", JS)]
-        self.apps = self._group_apps()
-        self.builds = self._group_builds()
-        self.android = self._group_android()
-        self.modules = catalog.modules_by_platform()
-        self.firmware = catalog.firmware_by_platform()
 
-    # -- grouping ---------------------------------------------------------------------------
+def platform_page_path(platform: str) -> str:
+    return f"modules/{slug(platform)}/index.html"
 
-    def _group_apps(self) -> dict[str, list[AppVariant]]:
-        grouped: dict[str, list[AppVariant]] = {}
-        for app in self.catalog.of(AppVariant):
-            grouped.setdefault(app.id, []).append(app)
-        for variants in grouped.values():
-            variants.sort(key=lambda a: (a.architecture != "All", a.architecture, version_key(a.version)))
-        return dict(sorted(grouped.items()))
 
-    def _group_builds(self) -> dict[str, dict[str, list[OtaBuild]]]:
-        grouped: dict[str, dict[str, list[OtaBuild]]] = {}
-        for build in self.catalog.of(OtaBuild):
-            if build.enabled:
-                grouped.setdefault(build.codename, {}).setdefault(build.variant, []).append(build)
-        for variants in grouped.values():
-            for builds in variants.values():
-                builds.sort(key=lambda b: (b.date, version_key(b.version), b.blob.path), reverse=True)
-        return grouped
+def android_page_path(package: str) -> str:
+    return f"android-apps/{slug(package)}/index.html"
 
-    def _group_android(self) -> dict[str, list[AndroidVersion]]:
-        grouped: dict[str, list[AndroidVersion]] = {}
-        for version in self.catalog.of(AndroidVersion):
-            grouped.setdefault(version.package, []).append(version)
-        for versions in grouped.values():
-            versions.sort(key=lambda v: v.version_code, reverse=True)
-        return dict(sorted(grouped.items()))
 
-    def ota_devices(self) -> list[Any]:
-        return [d for d in self.settings.ota_devices if d.visible]
+def shard_path(bucket: str) -> str:
+    """A shard of the search index: the entries whose name hashes to ``bucket`` (00 to 3f)."""
+    return f"search/{bucket}.json"
 
-    # -- pages ------------------------------------------------------------------------------
 
-    def pages(self) -> Iterable[Page]:
-        # Newest and updated first: by the sidecar's upload date (apps without one last), then name.
-        apps_newest = sorted(
-            self.apps.values(),
-            key=lambda vs: (-_date_number(max(v.updated for v in vs)), vs[-1].name.lower(), vs[-1].id),
+@functools.lru_cache(maxsize=4)
+def _assets(template_digest: str) -> tuple[tuple[str, bytes, str], ...]:
+    """(site path, bytes, media type) of the style sheet and the script, named by their content
+    (the template digest covers both files, so it keys the cache)."""
+    folder = resources.files("builder.web").joinpath("templates")
+    assets = []
+    for name, media_type in (("style.css", CSS), ("search.js", JS)):
+        data = folder.joinpath(name).read_bytes()
+        stem, ext = name.rsplit(".", 1)
+        assets.append((f"assets/{stem}.{hashlib.sha256(data).hexdigest()[:12]}.{ext}", data, media_type))
+    return tuple(assets)
+
+
+def newest_first(versions: list[Any]) -> list[Any]:
+    """A module's or firmware's versions as its section lists them: newest first, then by file
+    (the device index's order)."""
+    return sorted(versions, key=lambda r: (version_key(r.version), r.blob.path), reverse=True)
+
+
+def visible_devices(settings: StoreSettings) -> list[OtaDevice]:
+    return [d for d in settings.ota_devices if d.visible]
+
+
+def _key(*items: str) -> str:
+    return json.dumps(list(items))
+
+
+def _declared_order(names: list[str], name: str) -> str:
+    """Declared names first, in their order, then the others by name (as catalog.platforms())."""
+    return f"0{names.index(name):06d}" if name in names else "1" + name
+
+
+def _search_fragment(name: str, kind: str, text: str, target: str, anchor: str = "") -> Fragment:
+    """An entry of the search index, for the shard its name hashes to; sorted there by name
+    (folded) and kind, and its URL relative to the shard."""
+    bucket = bucket_of(name)
+    entry = {
+        "name": name,
+        "kind": kind,
+        "text": text,
+        "url": relative_url(shard_path(bucket), target) + anchor,
+    }
+    data = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return Fragment(SHARD + bucket, f"{name.lower()}\n{kind}", data)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class WebCatalog(Renderer):
+    """The web catalog's parts and targets: see the module docstring."""
+
+    name = "web"
+
+    # -- parts ------------------------------------------------------------------------------
+
+    def parts(self, record: Record, settings: StoreSettings) -> list[str]:
+        if isinstance(record, AppVariant):
+            keys = [_key(APP, record.id)]
+            if record.icon_sha256:
+                keys.append(_key(ICON, record.icon_sha256))
+            return keys
+        if isinstance(record, OtaBuild):
+            shown = record.enabled and any(d.codename == record.codename for d in visible_devices(settings))
+            return [_key(DEVICE, record.codename)] if shown else []
+        if isinstance(record, Module):
+            return [_key(MODULE, record.platform, record.name)]
+        if isinstance(record, Firmware):
+            return [_key(FIRMWARE, record.platform, record.name)]
+        if isinstance(record, AndroidVersion):
+            return [_key(ANDROID, record.package)]
+        return []
+
+    def fixed_parts(self, settings: StoreSettings) -> list[str]:
+        return [_key(ASSETS), *(_key(DEVICE, d.codename) for d in visible_devices(settings))]
+
+    def render_part(self, part: str, records: list[Record], ctx: RenderContext) -> Part:
+        kind, *rest = json.loads(part)
+        if kind == APP:
+            return self._app(rest[0], [r for r in records if isinstance(r, AppVariant)], ctx)
+        if kind == ICON:
+            return self._icon(rest[0], [r for r in records if isinstance(r, AppVariant)], ctx)
+        if kind == DEVICE:
+            return self._device(rest[0], [r for r in records if isinstance(r, OtaBuild)], ctx)
+        if kind in (MODULE, FIRMWARE):
+            return self._package(
+                kind, rest[0], rest[1], [r for r in records if isinstance(r, Module | Firmware)], ctx
+            )
+        if kind == ANDROID:
+            return self._android(rest[0], [r for r in records if isinstance(r, AndroidVersion)], ctx)
+        if kind == ASSETS:
+            return Part(outputs=[self._asset(*asset) for asset in _assets(ctx.template_digest)])
+        raise ValueError(f"web: unknown part {part}")
+
+    def _asset(self, path: str, data: bytes, media_type: str) -> Output:
+        return Output(
+            path=path,
+            fingerprint=fingerprint("asset", _sha(data)),
+            media_type=media_type,
+            tier=LEAF,
+            render=functools.partial(bytes, data),
         )
-        yield Page(
-            "index.html",
-            "home.html",
-            [r for r in self.catalog.records if not isinstance(r, OtaBuild) or r.enabled],
-            {
-                "apps": apps_newest[:HOME_LIST_LENGTH],
-                "app_count": len(self.apps),
-                "categories": self._categories(),
-                "devices": self.ota_devices(),
-                "builds": self.builds,
-                "platforms": self.catalog.platforms(),
-                "modules": self.modules,
-                "firmware": self.firmware,
-                "android": self.android,
-            },
-            tier=INDEX,
+
+    def _app(self, app_id: str, variants: list[AppVariant], ctx: RenderContext) -> Part:
+        # sorted copies: the planner's lists stay as it gave them
+        variants = sorted(
+            variants, key=lambda a: (a.architecture != "All", a.architecture, version_key(a.version))
         )
-        yield Page(
-            "search.html",
-            "search.html",
-            # what the entries show: its fingerprint must change when any of them does
-            [r for r in self.catalog.records if not isinstance(r, OtaBuild)],
-            {"entries": self.search_entries("search.html")},
-            tier=INDEX,
-        )
-        for app_id, variants in self.apps.items():
-            yield Page(
-                f"apps/{slug(app_id)}/index.html",
-                "app.html",
-                list(variants),
-                {"app": variants[-1], "variants": variants},
-            )
-        for category in self.settings.categories:
-            members = [vs for vs in self.apps.values() if vs[0].category == category.name]
-            yield Page(
-                f"categories/{slug(category.name)}/index.html",
-                "category.html",
-                [v for vs in members for v in vs],
-                {"category": category, "apps": members},
-            )
-        for device in self.ota_devices():
-            builds = self.builds.get(device.codename, {})
-            yield Page(
-                f"devices/{slug(device.codename)}/index.html",
-                "device.html",
-                [b for bs in builds.values() for b in bs],
-                {"device": device, "variants": builds, "variant_names": self._variant_names()},
-            )
-        for platform in self.catalog.platforms():
-            mods, fws = self.modules.get(platform, {}), self.firmware.get(platform, {})
-            yield Page(
-                f"modules/{slug(platform)}/index.html",
-                "platform.html",
-                [*(r for rs in mods.values() for r in rs), *(r for rs in fws.values() for r in rs)],
-                {"platform": platform, "modules": mods, "firmware": fws},
-            )
-        for package, versions in self.android.items():
-            yield Page(
-                f"android-apps/{slug(package)}/index.html",
-                "android.html",
-                list(versions),
-                {"package": package, "versions": versions},
-            )
+        app = variants[-1]
+        path = app_page_path(app_id)
+        page = self._page(ctx, path, "app.html", variants, {"app": app, "variants": variants})
+        fragments = [_search_fragment(app.name, "App", app.brief_description, path)]
+        category = variants[0].category
+        if any(c.name == category for c in ctx.settings.categories):
+            card = self._macros(ctx, category_page_path(category)).app_card(app)
+            fragments.append(Fragment(CATEGORY + category, app_id, str(card)))
+        # The home page's newest and updated first: by the sidecar's upload date (apps without
+        # one last), then name; the order key sorts the fragments that way.
+        newest = 99999999 - _date_number(max(v.updated for v in variants))
+        order = f"{newest:08d}\n{app.name.lower()}\n{app.id}"
+        fragments.append(Fragment(NEWEST, order, str(self._macros(ctx, HOME).app_card(app))))
+        return Part(outputs=[page], fragments=fragments)
 
-    def _categories(self) -> list[tuple[Any, int]]:
-        counts: dict[str, int] = {}
-        for variants in self.apps.values():
-            counts[variants[0].category] = counts.get(variants[0].category, 0) + 1
-        return [(c, counts.get(c.name, 0)) for c in self.settings.categories]
-
-    def _variant_names(self) -> dict[str, str]:
-        return {v.codename: v.description for v in self.settings.ota_variants}
-
-    def search_entries(self, page: str) -> list[dict[str, str]]:
-        """Name, kind, short description and link of everything a visitor may look for."""
-        entries: list[dict[str, str]] = []
-
-        def add(name: str, kind: str, text: str, target: str, anchor: str = "") -> None:
-            url = relative_url(page, target) + anchor
-            entries.append({"name": name, "kind": kind, "text": text, "url": url})
-
-        for app_id, variants in self.apps.items():
-            app = variants[-1]
-            add(app.name, "App", app.brief_description, f"apps/{slug(app_id)}/index.html")
-        for device in self.ota_devices():
-            name = f"{device.manufacturer} {device.name}".strip()
-            add(name, "OTA device", device.codename, f"devices/{slug(device.codename)}/index.html")
-        for platform in self.catalog.platforms():
-            target = f"modules/{slug(platform)}/index.html"
-            for name, versions in self.modules.get(platform, {}).items():
-                add(name, f"Module ({platform})", versions[0].description, target, f"#module-{slug(name)}")
-            for name, images in self.firmware.get(platform, {}).items():
-                add(name, f"Firmware ({platform})", images[0].description, target, f"#firmware-{slug(name)}")
-        for package, releases in self.android.items():
-            add(package, "Android app", releases[0].version_name, f"android-apps/{slug(package)}/index.html")
-        return sorted(entries, key=lambda e: (e["name"].lower(), e["kind"]))
-
-    # -- outputs ----------------------------------------------------------------------------
-
-    def outputs(self) -> Iterable[Output]:
-        for path, data, media_type in self.assets:
-            yield Output(
-                path=path,
-                fingerprint=fingerprint("asset", hashlib.sha256(data).hexdigest()),
-                media_type=media_type,
-                tier=LEAF,
-                render=functools.partial(bytes, data),
-            )
-        yield from self._icons()
-        yield self._search_index()
-        for page in self.pages():
-            yield self._page_output(page)
-
-    def _icons(self) -> Iterable[Output]:
+    def _icon(self, sha: str, apps: list[AppVariant], ctx: RenderContext) -> Part:
         """Each distinct app icon once, named by its content so it can be cached forever."""
-        seen: set[str] = set()
-        repo = self.ctx.extras["repo"]
-        for variants in self.apps.values():
-            for app in variants:
-                if not app.icon_sha256 or app.icon_sha256 in seen:
-                    continue
-                seen.add(app.icon_sha256)
-                yield Output(
+        app = apps[0]
+        return Part(
+            outputs=[
+                Output(
                     path=icon_path(app),
-                    fingerprint=fingerprint("web-icon", app.icon_sha256, app.blob.sha256),
+                    fingerprint=fingerprint("web-icon", sha, app.blob.sha256),
                     media_type="image/png",
                     tier=LEAF,
-                    render=functools.partial(_icon_of, repo / app.blob.path),
+                    render=functools.partial(_icon_of, ctx.repo / app.blob.path),
                 )
-
-    def _search_index(self) -> Output:
-        entries = self.search_entries("search.json")
-        body = (
-            json.dumps(entries, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n"
-        ).encode()
-        return Output(
-            path="search.json",
-            fingerprint=fingerprint("search", hashlib.sha256(body).hexdigest()),
-            media_type=JSON,
-            tier=PAGE,
-            render=lambda: body,
+            ]
         )
 
-    def _page_output(self, page: Page) -> Output:
-        path = page.path
+    def _device(self, codename: str, builds: list[OtaBuild], ctx: RenderContext) -> Part:
+        device = next(d for d in visible_devices(ctx.settings) if d.codename == codename)
+        variants: dict[str, list[OtaBuild]] = {}
+        for build in builds:
+            variants.setdefault(build.variant, []).append(build)
+        for group in variants.values():
+            group.sort(key=lambda b: (b.date, version_key(b.version), b.blob.path), reverse=True)
+        path = device_page_path(codename)
+        names = {v.codename: v.description for v in ctx.settings.ota_variants}
+        page = self._page(
+            ctx, path, "device.html", builds, {"device": device, "variants": variants, "variant_names": names}
+        )
+        name = f"{device.manufacturer} {device.name}".strip()
+        return Part(
+            outputs=[page],
+            fragments=[
+                _search_fragment(name, "OTA device", device.codename, path),
+                Fragment(
+                    HOME, "device\n" + codename, json.dumps({"device": codename, "builds": len(builds)})
+                ),
+            ],
+        )
+
+    def _package(
+        self, kind: str, platform: str, name: str, versions: list[Module | Firmware], ctx: RenderContext
+    ) -> Part:
+        versions = newest_first(versions)
+        path = platform_page_path(platform)
+        section = self._macros(ctx, path).package_section(kind, name, versions)
+        label = f"{'Module' if kind == MODULE else 'Firmware'} ({platform})"
+        return Part(
+            fragments=[
+                Fragment(PLATFORM + platform, f"{kind}\n{name}", str(section)),
+                _search_fragment(name, label, versions[0].description, path, f"#{kind}-{slug(name)}"),
+            ]
+        )
+
+    def _android(self, package: str, versions: list[AndroidVersion], ctx: RenderContext) -> Part:
+        versions = sorted(versions, key=lambda v: v.version_code, reverse=True)
+        path = android_page_path(package)
+        page = self._page(ctx, path, "android.html", versions, {"package": package, "versions": versions})
+        card = self._macros(ctx, ANDROID_LIST).android_card(package, versions)
+        return Part(
+            outputs=[page],
+            fragments=[
+                Fragment(ANDROID_LIST, package, str(card)),
+                _search_fragment(package, "Android app", versions[0].version_name, path),
+            ],
+        )
+
+    # -- targets ----------------------------------------------------------------------------
+
+    def fixed_targets(self, settings: StoreSettings) -> list[str]:
+        return [
+            HOME,
+            SEARCH_ENTRY,
+            SEARCH_PAGE,
+            ANDROID_LIST,
+            NEWEST,
+            *(CATEGORY + c.name for c in settings.categories),
+            *(PLATFORM + p.name for p in settings.platforms),
+        ]
+
+    def level(self, target: str) -> int:
+        if target == SEARCH_PAGE:
+            return 3
+        return 2 if target in (HOME, SEARCH_ENTRY) else 1
+
+    def assemble(self, target: str, fragments: list[Fragment], ctx: RenderContext) -> Part:
+        if target.startswith(SHARD):
+            return self._shard(target.removeprefix(SHARD), fragments)
+        if target.startswith(CATEGORY):
+            return self._category(target.removeprefix(CATEGORY), fragments, ctx)
+        if target.startswith(PLATFORM):
+            return self._platform(target.removeprefix(PLATFORM), fragments, ctx)
+        if target == NEWEST:
+            cards = [f.data for f in fragments[:HOME_LIST_LENGTH]]
+            data = json.dumps({"count": len(fragments), "cards": cards}, ensure_ascii=False)
+            return Part(fragments=[Fragment(HOME, NEWEST, data)])
+        if target == ANDROID_LIST:
+            body = self._render(ctx, ANDROID_LIST, "android-apps.html", {"cards": _joined(fragments)})
+            count = json.dumps({"count": len(fragments)})
+            return Part(
+                outputs=[_assembled(ANDROID_LIST, body)], fragments=[Fragment(HOME, "android", count)]
+            )
+        if target == SEARCH_ENTRY:
+            return self._search_entry(fragments)
+        if target == HOME:
+            return self._home(fragments, ctx)
+        if target == SEARCH_PAGE:
+            sections = [tuple(s) for f in fragments for s in json.loads(f.data)]
+            body = self._render(ctx, SEARCH_PAGE, "search.html", {"sections": sections})
+            return Part(outputs=[_assembled(SEARCH_PAGE, body)])
+        raise ValueError(f"web: unknown target {target}")
+
+    def _category(self, name: str, fragments: list[Fragment], ctx: RenderContext) -> Part:
+        category = next(c for c in ctx.settings.categories if c.name == name)
+        path = category_page_path(name)
+        body = self._render(ctx, path, "category.html", {"category": category, "cards": _joined(fragments)})
+        count = json.dumps({"category": name, "count": len(fragments)}, ensure_ascii=False)
+        return Part(outputs=[_assembled(path, body)], fragments=[Fragment(HOME, "category\n" + name, count)])
+
+    def _platform(self, platform: str, fragments: list[Fragment], ctx: RenderContext) -> Part:
+        sections: dict[str, list[Fragment]] = {MODULE: [], FIRMWARE: []}
+        for f in fragments:
+            sections[f.order.split("\n", 1)[0]].append(f)
+        path = platform_page_path(platform)
+        context = {
+            "platform": platform,
+            "modules": _joined(sections[MODULE], ""),
+            "firmware": _joined(sections[FIRMWARE], ""),
+        }
+        body = self._render(ctx, path, "platform.html", context)
+        declared = [p.name for p in ctx.settings.platforms]
+        row = {"platform": platform, "modules": len(sections[MODULE]), "firmware": len(sections[FIRMWARE])}
+        order = "platform\n" + _declared_order(declared, platform)
+        return Part(
+            outputs=[_assembled(path, body)],
+            fragments=[Fragment(HOME, order, json.dumps(row, ensure_ascii=False))],
+        )
+
+    def _shard(self, bucket: str, fragments: list[Fragment]) -> Part:
+        # The fragments come sorted by their order key (name folded, kind): the index's order.
+        body = ("[" + ",".join(f.data for f in fragments) + "]\n").encode()
+        sha = _sha(body)
+        path = shard_path(bucket)
+        row = json.dumps({"bucket": bucket, "entries": len(fragments), "sha256": sha})
+        return Part(
+            outputs=[
+                Output(
+                    path=path,
+                    fingerprint=fingerprint("web-search-shard", sha),
+                    media_type=JSON,
+                    tier=PAGE,
+                    render=lambda: body,
+                )
+            ],
+            fragments=[Fragment(SEARCH_ENTRY, bucket, row)],
+        )
+
+    def _search_entry(self, fragments: list[Fragment]) -> Part:
+        """search.json: every shard with its entry count and SHA-256; the URL (relative to
+        search.json) carries the start of the SHA-256, so a cache never mixes an entry with an
+        older shard."""
+        shards = []
+        for f in fragments:
+            row = json.loads(f.data)
+            url = f"{shard_path(row['bucket'])}?v={row['sha256'][:16]}"
+            shards.append({"url": url, "entries": row["entries"], "sha256": row["sha256"]})
+        value = {"schema": SEARCH_SCHEMA, "shards": shards}
+        body = (json.dumps(value, sort_keys=True, separators=(",", ":")) + "\n").encode()
+        output = Output(
+            path=SEARCH_ENTRY,
+            fingerprint=fingerprint("web-search", _sha(body)),
+            media_type=JSON,
+            tier=INDEX,
+            render=lambda: body,
+        )
+        return Part(outputs=[output])
+
+    def _home(self, fragments: list[Fragment], ctx: RenderContext) -> Part:
+        settings = ctx.settings
+        counts: dict[str, int] = {}
+        builds: dict[str, int] = {}
+        platforms: list[tuple[str, str, int, int]] = []
+        descriptions = {p.name: p.description for p in settings.platforms}
+        newest: dict[str, Any] = {"count": 0, "cards": []}
+        android = 0
+        for f in fragments:
+            row = json.loads(f.data)
+            if f.order == NEWEST:
+                newest = row
+            elif f.order == "android":
+                android = row["count"]
+            elif f.order.startswith("category\n"):
+                counts[row["category"]] = row["count"]
+            elif f.order.startswith("device\n"):
+                builds[row["device"]] = row["builds"]
+            elif f.order.startswith("platform\n"):
+                name = row["platform"]
+                platforms.append((name, descriptions.get(name, ""), row["modules"], row["firmware"]))
+        categories = [(c, counts.get(c.name, 0)) for c in settings.categories]
+        devices = [(d, builds.get(d.codename, 0)) for d in visible_devices(settings)]
+        items = newest["count"] + sum(builds.values()) + sum(p[2] + p[3] for p in platforms) + android
+        context = {
+            "empty": not items,
+            "categories": categories,
+            "apps": Markup("".join(card + "\n" for card in newest["cards"])),
+            "shown_apps": len(newest["cards"]),
+            "app_count": newest["count"],
+            "devices": devices,
+            "platforms": platforms,
+            "android_count": android,
+        }
+        body = self._render(ctx, HOME, "home.html", context)
+        # What search.html links to without script: the sections this page has.
+        sections = [["Home", HOME]]
+        if categories:
+            sections.append(["Categories", HOME + "#h-categories"])
+        if newest["cards"]:
+            sections.append(["Newest apps", HOME + "#h-apps"])
+        if devices:
+            sections.append(["OTA devices", HOME + "#h-devices"])
+        if platforms:
+            sections.append(["Device modules and firmware", HOME + "#h-modules"])
+        if android:
+            sections.append(["Android apps", ANDROID_LIST])
+        return Part(
+            outputs=[_assembled(HOME, body, tier=INDEX)],
+            fragments=[Fragment(SEARCH_PAGE, "sections", json.dumps(sections))],
+        )
+
+    # -- rendering --------------------------------------------------------------------------
+
+    def _helpers(self, ctx: RenderContext, path: str) -> dict[str, Any]:
+        """What every template and macro may call, for a file at ``path``."""
 
         def link(target: str) -> str:
             return relative_url(path, target)
 
-        def render() -> bytes:
-            template = self.ctx.templates.get_template(page.template)
-            return template.render(
-                settings=self.settings,
-                page_path=path,
-                link=link,
-                stylesheet=link(self.assets[0][0]),
-                script=link(self.assets[1][0]),
-                download=lambda item: link(item.blob.site_path),
-                # shipper's counted download URL: no ".zip", a trailing slash (relpath drops it)
-                ota_download=lambda b: (
-                    link(f"download_check/{b.codename}/{b.blob.filename.removesuffix('.zip')}") + "/"
-                ),
-                app_page=lambda app_id: link(f"apps/{slug(app_id)}/index.html"),
-                icon=lambda app: link(icon_path(app)) if app.icon_sha256 else "",
-                human_size=human_size,
-                slug=slug,
-                clean_html=clean_html,
-                **page.context,
-            ).encode()
+        assets = _assets(ctx.template_digest)
+        return {
+            "settings": ctx.settings,
+            "page_path": path,
+            "link": link,
+            "stylesheet": link(assets[0][0]),
+            "script": link(assets[1][0]),
+            "download": lambda item: link(item.blob.site_path),
+            # shipper's counted download URL: no ".zip", a trailing slash (relpath drops it)
+            "ota_download": lambda b: (
+                link(f"download_check/{b.codename}/{b.blob.filename.removesuffix('.zip')}") + "/"
+            ),
+            "app_page": lambda app_id: link(app_page_path(app_id)),
+            "android_page": lambda package: link(android_page_path(package)),
+            "icon": lambda app: link(icon_path(app)) if app.icon_sha256 else "",
+            "human_size": human_size,
+            "slug": slug,
+            "clean_html": clean_html,
+        }
 
+    def _macros(self, ctx: RenderContext, path: str) -> Any:
+        """macros.html's macros, linking from the file at ``path``."""
+        return ctx.templates.get_template("macros.html").make_module(vars=self._helpers(ctx, path))
+
+    def _render(self, ctx: RenderContext, path: str, template: str, context: dict[str, Any]) -> bytes:
+        return ctx.templates.get_template(template).render(**self._helpers(ctx, path), **context).encode()
+
+    def _page(
+        self, ctx: RenderContext, path: str, template: str, records: list[Any], context: dict[str, Any]
+    ) -> Output:
+        """A page of one part: rendered only when its fingerprint (the records it shows, the
+        templates, the settings and the asset names) changed."""
         return Output(
             path=path,
             fingerprint=fingerprint(
                 "web",
                 path,
-                page.template,
-                self.ctx.template_digest,
-                self.settings.digest,
-                *(a[0] for a in self.assets),
-                *sorted(r.digest for r in page.records),
+                template,
+                ctx.template_digest,
+                ctx.settings.digest,
+                *(a[0] for a in _assets(ctx.template_digest)),
+                *sorted(r.digest for r in records),
             ),
             media_type=HTML,
-            tier=page.tier,
-            render=render,
-            url=page.url,
+            tier=PAGE,
+            render=lambda: self._render(ctx, path, template, context),
         )
 
 
-def render(catalog: Catalog, ctx: RenderContext) -> Iterable[Output]:
-    return WebCatalog(catalog, ctx).outputs()
+def _joined(fragments: list[Fragment], end: str = "\n") -> Markup:
+    """Pre-rendered (escaped) HTML fragments joined, each followed by ``end``."""
+    return Markup("".join(f.data + end for f in fragments))
+
+
+def _assembled(path: str, body: bytes, tier: int = PAGE) -> Output:
+    """A page an assembly rendered: its fingerprint is its bytes'."""
+    return Output(
+        path=path,
+        fingerprint=fingerprint("web-page", path, _sha(body)),
+        media_type=HTML,
+        tier=tier,
+        render=lambda: body,
+    )

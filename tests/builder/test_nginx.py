@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 
 import httpx
 import pytest
 
+from builder.routes import load_routes
 from tests.support.nginx import NGINX, generated_config, running_nginx
 from tests.support.qt import DEVICE, NEPTUNE_ARCH, USER, USER_PASSWORD, add_user
 from tests.support.serving import ServedStore, free_port, serve_store
@@ -28,7 +28,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
 
 def test_nginx_serves_what_the_runtime_serves(stack: tuple[ServedStore, str]) -> None:
     store, front = stack
-    routes = {r["url"]: r for r in json.loads((store.site / "routes.json").read_text())["routes"]}
+    routes = {r["url"]: r for r in load_routes(store.site)}
     for path in ("/index.html", "/device/index.json", "/device/pi64/index.json", "/search.json"):
         proxied = httpx.get(front + path)
         assert proxied.status_code == 200

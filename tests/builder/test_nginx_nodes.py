@@ -43,14 +43,14 @@ def total(nodes: list[FakeNode], method: str, path: str) -> int:
 
 
 def test_one_node_is_the_block_it_always_was(site: Path) -> None:
-    config = nginx_config(site, site / "routes.json", "127.0.0.1:8000")
-    assert config == nginx_config(site, site / "routes.json", ["127.0.0.1:8000"])
+    config = nginx_config(site, "127.0.0.1:8000")
+    assert config == nginx_config(site, ["127.0.0.1:8000"])
     assert "upstream depot_runtime {\n    server 127.0.0.1:8000;\n}\n" in config
     assert "proxy_next_upstream" not in config and "max_fails" not in config
 
 
 def test_the_generated_upstream(site: Path) -> None:
-    config = nginx_config(site, site / "routes.json", ["10.0.0.1:8000", "10.0.0.2:8000", "[::1]:8000"])
+    config = nginx_config(site, ["10.0.0.1:8000", "10.0.0.2:8000", "[::1]:8000"])
     assert (
         "upstream depot_runtime {\n"
         "    server 10.0.0.1:8000 max_fails=3 fail_timeout=15s;\n"

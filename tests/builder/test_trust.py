@@ -24,6 +24,7 @@ import builder.trust.metadata
 import builder.trust.timestamp
 from builder.build import build, state_dir_for
 from builder.errors import TrustError
+from builder.routes import load_routes
 from builder.trust.keys import describe, init_keys, open_keys, renew_root, rotate
 from builder.trust.resign import sign_timestamp
 from tests.support.paths import PROJECT
@@ -76,7 +77,7 @@ def test_a_device_verifies_the_built_site(store: tuple[Path, Path, Path], tmp_pa
     for path, info in targets.items():
         data = (site / path).read_bytes()
         assert info == {"length": len(data), "hashes": {"sha256": hashlib.sha256(data).hexdigest()}}
-    routes = {r["url"] for r in json.loads((site / "routes.json").read_bytes())["routes"]}
+    routes = {r["url"] for r in load_routes(site)}
     assert {"/tuf/1.root.json", "/tuf/root.json", "/tuf/1.targets.json", "/tuf/timestamp.json"} <= routes
 
     root = (site / "tuf" / "1.root.json").read_bytes()
@@ -389,7 +390,7 @@ def test_nginx_serves_the_metadata_and_revalidates_it(store: tuple[Path, Path, P
 
     repo, site, keys = store
     build(repo, site, keys=keys)
-    config = nginx_config(site, site / "routes.json", upstream="127.0.0.1:8000")
+    config = nginx_config(site, upstream="127.0.0.1:8000")
     for url in ("/tuf/timestamp.json", "/tuf/root.json", "/tuf/1.targets.json"):
         block = config.split(f'location = "{url}" {{', 1)[1].split("\n    }", 1)[0]
         assert 'add_header Cache-Control "no-cache";' in block

@@ -11,6 +11,7 @@ import pytest
 
 from builder.build import build
 from builder.errors import TrustError
+from builder.routes import ROUTES_FILE, SHARD_FOLDER
 from builder.trust.keys import init_keys, rotate
 from builder.trust.resign import sign_timestamp
 from tests.support.repos import add_module, assert_same_tree, copy_demo, site_tree
@@ -53,6 +54,12 @@ def test_a_key_folder_reached_through_a_symlink_into_site_or_repo_is_refused(
             os.rename(inside, keys)
 
 
+def is_table(key: str) -> bool:
+    """A file of the route table (routes.json, or a shard of it): it lists the TUF history
+    this test leaves out, so it is not compared."""
+    return key == ROUTES_FILE or key.startswith(SHARD_FOLDER + "/")
+
+
 def test_rotating_snapshot_then_building_is_followed_and_incremental_equals_clean(
     store: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
@@ -75,8 +82,8 @@ def test_rotating_snapshot_then_building_is_followed_and_incremental_equals_clea
     for old in ("tuf/1.targets.json", "tuf/1.snapshot.json", "tuf/2.snapshot.json"):
         ours.pop(old, None)  # retained history a clean build does not have
     assert_same_tree(
-        {k: v for k, v in ours.items() if "routes.json" not in k},
-        {k: v for k, v in theirs.items() if "routes.json" not in k},
+        {k: v for k, v in ours.items() if not is_table(k)},
+        {k: v for k, v in theirs.items() if not is_table(k)},
     )
 
 

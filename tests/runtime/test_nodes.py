@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from builder.routes import load_routes
 from runtime.database import BUILD_LOCK, connect
 from runtime.ratelimit import stored_key
 from tests.support.nginx import NGINX
@@ -219,7 +220,7 @@ def assert_site_consistent(cluster: Cluster) -> None:
     """Every route of site/routes.json names a file that is there, the feed file is what nginx
     and every node answer, and no build temp or scratch file is left over."""
     site = cluster.store.site
-    routes = json.loads((site / "routes.json").read_text())["routes"]
+    routes = load_routes(site)
     for route in routes:
         assert (site / route["file"]).is_file(), route
     feed_file = next(r["file"] for r in routes if r["url"] == FEED and not r.get("query"))

@@ -5,7 +5,6 @@ files streamed, and a cache that stays within its bounds."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from starlette.routing import Match
 from starlette.testclient import TestClient
 
 from builder.build import build
+from builder.routes import load_routes
 from builder.webpolicy import SECURITY_HEADERS
 from runtime.app import create_app
 from runtime.config import RuntimeConfig
@@ -39,7 +39,7 @@ def store(tmp_path: Path) -> Iterator[tuple[TestClient, StaticSite, Path, Path]]
 
 
 def routes(site: Path) -> list[dict]:
-    return json.loads((site / "routes.json").read_text())["routes"]
+    return load_routes(site)
 
 
 def claimed_by_a_dynamic_route(client: TestClient, url: str) -> bool:

@@ -21,6 +21,7 @@ from typing import Any
 
 from builder.build import build, retained_history, state_dir_for
 from builder.device.module import pack_module
+from builder.routes import ROUTES_FILE, entry_bytes, load_routes, shard_bytes
 from tests.support.paths import DEMO_REPO, PROJECT
 
 DEMO = DEMO_REPO
@@ -119,9 +120,19 @@ def without_history(tree: dict[str, bytes], retained: set[str]) -> dict[str, byt
             if folder in out and not any(f.startswith(folder) for f in files):
                 del out[folder]
     if "routes.json" in out:
-        rows = [r for r in json.loads(out["routes.json"])["routes"] if r["file"] not in retained]
-        table = json.dumps(rows, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        out["routes.json"] = f'{{"routes":{table},"schema":1}}\n'.encode()
+        # The route table without the retained files' rows: its shards as a clean build writes
+        # them (an emptied shard is no file), and the entry naming those shards.
+        entry = json.loads(out["routes.json"])
+        shards: list[tuple[str, str]] = []
+        for shard in entry["shards"]:
+            rows = [r for r in json.loads(out[shard["file"]])["routes"] if r["file"] not in retained]
+            bucket = shard["file"].removeprefix("routes/").removesuffix(".json")
+            if rows:
+                out[shard["file"]] = shard_bytes(rows)
+                shards.append((bucket, sha256(out[shard["file"]])))
+            else:
+                del out[shard["file"]]
+        out["routes.json"] = entry_bytes(shards)
     return out
 
 
@@ -219,9 +230,8 @@ def assert_site_usable(site: Path) -> set[str]:
                 assert len(blob_bytes) == v["size"], f"{blob}: size differs from {rel}"
                 assert sha256(blob_bytes) == v["sha256"], f"{blob}: SHA-256 differs from {rel}"
                 referenced.add(blob)
-    routes_file = site / "routes.json"
-    if routes_file.exists():
-        for route in json.loads(routes_file.read_bytes())["routes"]:
+    if (site / ROUTES_FILE).exists():
+        for route in load_routes(site):
             assert (site / route["file"]).is_file(), f"routes.json names {route['file']}, which is missing"
             referenced.add(route["file"])
     home = site / "index.html"

@@ -14,6 +14,7 @@ from builder.build import build
 from builder.errors import FormatError
 from builder.formats import Source
 from builder.nginx import nginx_config
+from builder.routes import load_routes
 from builder.settings import DEFAULT_OTA_PATTERN, load_settings, parse_settings
 from builder.shipper.ota import OtaReader, derived_build_id, parse_build_name, read_build
 from tests.support.paths import PROJECT
@@ -28,7 +29,7 @@ def read_json(site: Path, rel: str):
 
 
 def routes(site: Path) -> dict[str, dict]:
-    return {r["url"]: r for r in read_json(site, "routes.json")["routes"]}
+    return {r["url"]: r for r in load_routes(site)}
 
 
 @pytest.fixture()
@@ -86,7 +87,7 @@ def test_error_answers_are_static_files_with_their_status(repo: Path, tmp_path: 
     assert read_json(site, x86["file"]) == {"message": "This endpoint is for arm devices only."}
     assert table["/api/v1/general/build/latest/nobuild/gapps/"]["status"] == 404
     assert "status" not in table["/api/v1/updater/los/bullhead/gapps/"]
-    config = nginx_config(site, site / "routes.json", "127.0.0.1:8000")
+    config = nginx_config(site, "127.0.0.1:8000")
     assert 'location = "/api/v1/updater/los/bullhead/vanilla/" {' in config
     assert "error_page 404 /_depot_site/api/v1/updater/los/bullhead/vanilla/index.json;" in config
     assert "return 404;" in config

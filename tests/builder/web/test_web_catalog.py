@@ -1,8 +1,12 @@
 """The web catalog as a visitor meets it: headless Chromium against a real `depot serve`,
-a link checker over the whole site, hostile descriptions, and incremental page writes."""
+a link checker over the whole site and its sharded search index, hostile descriptions, and
+incremental page writes. tests/builder/web/test_web_plan.py checks the renderer's plan without
+a build."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -13,6 +17,8 @@ import pytest
 
 from builder.build import build
 from builder.device.module import pack_module
+from builder.routes import bucket_of
+from builder.web.render import shard_path
 from tests.support.browser import DESKTOP, PHONE, browser_page, requires_chromium, screenshot
 from tests.support.serving import ServedStore, copy_demo_repo, serve_store
 
@@ -96,6 +102,10 @@ def test_app_page_shows_icon_description_versions_and_tags(store: ServedStore) -
 def test_android_app_page_shows_release_countries(store: ServedStore) -> None:
     with browser_page(PHONE) as (page, problems):
         page.goto(store.url + "/index.html")
+        # the home page counts the Android apps and links to their list
+        page.get_by_role("link", name=re.compile("All Android apps")).click()
+        page.wait_for_load_state()
+        assert page.url.endswith("/android-apps/index.html")
         page.get_by_role("link", name=re.compile("android.appsecurity.cts.tinyapp")).click()
         page.wait_for_load_state()
         assert "released in AT, DE" in page.locator(".meta").inner_text()
@@ -114,22 +124,59 @@ def test_pages_work_without_script(store: ServedStore) -> None:
         page.press("#q", "Enter")
         page.wait_for_load_state()
         assert "/search.html?q=bottom" in page.url
-        # without script the search page lists everything, with working links
-        link = page.get_by_role("link", name="bottom-sensor")
-        assert link.is_visible()
-        link.click()
+        # without script the search page says that it needs script, and links to the sections
+        assert "Searching needs JavaScript" in page.locator("main").inner_text()
+        assert page.locator("[data-search-page] li").count() == 0
+        page.get_by_role("link", name="Device modules and firmware").click()
+        page.wait_for_load_state()
+        assert page.url.endswith("/index.html#h-modules")
+        page.get_by_role("link", name=re.compile("pi64")).first.click()
         page.wait_for_load_state()
         assert page.locator("#firmware-bottom-sensor").is_visible()
         problems.assert_none()
 
 
 @requires_chromium
-def test_search_page_filters_with_script(store: ServedStore) -> None:
+def test_search_page_lists_the_matches_with_script(store: ServedStore) -> None:
     with browser_page() as (page, problems):
         page.goto(store.url + "/search.html?q=py_axbot")
-        visible = page.locator("[data-search-page] li:visible")
-        assert visible.count() == 1
-        assert "py_axbot" in visible.first.inner_text()
+        results = page.locator("[data-search-page] li")
+        results.first.wait_for(state="visible")
+        assert page.input_value("#q") == "py_axbot"
+        assert results.count() == 1
+        assert "py_axbot" in results.first.inner_text()
+        assert "1 match" in page.locator("[data-search-status]").inner_text()
+        assert "Searching needs JavaScript" not in page.locator("main").inner_text()
+        # typing changes the list, and keeps ?q= in step
+        page.fill("#q", "zzzz-no-such-thing")
+        page.locator("[data-search-status]", has_text="Nothing matches").wait_for(state="visible")
+        assert results.count() == 0
+        assert page.url.endswith("/search.html?q=zzzz-no-such-thing")
+        page.fill("#q", "py_axbot")
+        results.first.wait_for(state="visible")
+        results.first.get_by_role("link").click()
+        page.wait_for_load_state()
+        assert page.url.endswith("/modules/opi64/index.html#module-py_axbot")
+        assert page.locator("#module-py_axbot").is_visible()
+        problems.assert_none()
+
+
+@requires_chromium
+def test_instant_search_loads_the_entry_and_every_shard(store: ServedStore) -> None:
+    entry = json.loads((store.site / "search.json").read_text())
+    assert entry["schema"] == 2 and entry["shards"]
+    with browser_page() as (page, problems):
+        page.goto(store.url + "/index.html")
+        page.fill("#q", "nexus")
+        page.locator("[data-search-results] a", has_text="Nexus 5X").wait_for(state="visible")
+        # entries of different shards, merged
+        assert page.locator("[data-search-results] a", has_text="Nexus 6P").is_visible()
+        fetched = [
+            u.removeprefix(store.url + "/")
+            for u in problems.requests
+            if urlsplit(u).path.startswith("/search")
+        ]
+        assert sorted(fetched) == sorted(["search.json", *(s["url"] for s in entry["shards"])])
         problems.assert_none()
 
 
@@ -210,6 +257,35 @@ class Links(HTMLParser):
                 self.links.append(values[attribute])
 
 
+def test_search_index_shards_and_links_resolve(store: ServedStore) -> None:
+    """search.json names every shard by a URL that carries its SHA-256; each shard holds the
+    entries whose names hash to it, sorted, with links relative to the shard that work."""
+    entry = json.loads((store.site / "search.json").read_text())
+    assert entry["schema"] == 2
+    names: list[str] = []
+    with httpx.Client(base_url=store.url) as client:
+        for shard in entry["shards"]:
+            answer = client.get("/" + shard["url"])
+            assert answer.status_code == 200
+            file, _, version = shard["url"].partition("?v=")
+            assert version == shard["sha256"][:16]
+            assert hashlib.sha256(answer.content).hexdigest() == shard["sha256"]
+            rows = answer.json()
+            assert len(rows) == shard["entries"] > 0
+            assert rows == sorted(rows, key=lambda e: (e["name"].lower(), e["kind"]))
+            for row in rows:
+                assert file == shard_path(bucket_of(row["name"]))
+                assert not urlsplit(row["url"]).scheme and not row["url"].startswith("/")
+                target = urlsplit(urljoin("/" + file, row["url"]))
+                page = client.get(target.path)
+                assert page.status_code == 200, row
+                if target.fragment:
+                    assert f'id="{target.fragment}"' in page.text, row
+                names.append(row["name"])
+    assert len(names) == len(set(names)) == 10
+    assert {"ax", "iot", "bottom-sensor", "py_axbot", "Tagged App", "LG Nexus 5X"} <= set(names)
+
+
 def test_link_checker_finds_no_broken_or_absolute_links(store: ServedStore) -> None:
     pages = sorted(p.relative_to(store.site).as_posix() for p in store.site.rglob("*.html"))
     assert len(pages) >= 6
@@ -265,17 +341,16 @@ def test_changing_one_app_rewrites_its_page_and_the_pages_that_list_it(tmp_path:
     sidecar = repo / "apps" / "com.example.native.appkg.toml"
     sidecar.write_text(sidecar.read_text().replace("Ships a native", "Now ships a native"))
     result = build(repo, site)
-    web_files = sorted(
-        p for p in result.written if p.endswith(".html") or p in ("search.json", "search.html")
-    )
+    web_files = sorted(p for p in result.written if p.endswith(".html") or p.startswith("search"))
     # its page, the home and category pages that show its brief description, and the search
-    # index and page that carry it; no other app, device, platform or category page
+    # shard that carries it with the entry that names the shard; no other app, device, platform
+    # or category page, no other shard, and not search.html, which lists nothing
     assert web_files == [
         "apps/com.example.native/index.html",
         "categories/tools/index.html",
         "index.html",
-        "search.html",
         "search.json",
+        shard_path(bucket_of("Native App")),
     ]
     assert "Now ships a native" in (site / "apps" / "com.example.native" / "index.html").read_text()
 
@@ -290,9 +365,9 @@ def test_changing_one_module_rewrites_only_the_pages_that_show_it(tmp_path: Path
         {"description": "Python SDK for the robot"},
     )
     result = build(repo, site)
-    pages = sorted(p for p in result.written if p.endswith(".html") or p == "search.json")
-    # Only the opi64 page shows versions. The home page and search.json name the module, not its
-    # version, so their bytes are unchanged and they are not rewritten; other platforms, devices,
-    # apps and categories do not show it at all.
+    pages = sorted(p for p in result.written if p.endswith(".html") or p.startswith("search"))
+    # Only the opi64 page shows versions. The home page counts the module and its search entry
+    # names it, neither shows its version, so their bytes are unchanged and they are not
+    # rewritten; other platforms, devices, apps and categories do not show it at all.
     assert pages == ["modules/opi64/index.html"]
     assert "1.1.7-opi64" in (site / "modules" / "opi64" / "index.html").read_text()

@@ -14,6 +14,7 @@ import uuid
 import httpx
 import pytest
 
+from builder.routes import load_routes
 from runtime.signing import ExpiringLinks
 from tests.support.qt import (
     ADMIN,
@@ -400,10 +401,7 @@ def test_plain_static_server_view(store: ServedStore) -> None:
     import json
 
     site = store.site
-    routes = {
-        (r["url"], tuple(sorted((r.get("query") or {}).items()))): r
-        for r in json.loads((site / "routes.json").read_text())["routes"]
-    }
+    routes = {(r["url"], tuple(sorted((r.get("query") or {}).items()))): r for r in load_routes(site)}
     assert routes[("/category/list", ())]["type"] == "application/json"
     all_list = json.loads((site / routes[("/app/list", ())]["file"]).read_text())
     assert [e["id"] for e in all_list] == ["com.example.plain", "com.example.tagged"]
