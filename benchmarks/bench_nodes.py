@@ -95,14 +95,6 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-
-
-
-
-
-
-
-
 # -- CPU time of process trees -----------------------------------------------------------------
 
 
@@ -323,8 +315,6 @@ def wrk(url: str, seconds: float, header: str | None = None, script: Path | None
     return Load(rate, requests, requests - bad, seconds, errors=errors)
 
 
-
-
 BOUNDARY = "depotbenchnodes0123456789"
 PAYLOAD = os.urandom(CHUNK)
 PRE_FILE = (
@@ -543,8 +533,6 @@ def run_setup(
 
 def fmt(rate: float) -> str:
     return f"{rate:,.0f}"
-
-
 
 
 ROWS = {

@@ -65,8 +65,6 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-
-
 def depot(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # type: ignore[call-overload,no-any-return]
         [sys.executable, "-m", "runtime.cli", *args], text=True, check=True, cwd=ROOT, **kwargs
@@ -117,8 +115,6 @@ class Memory:
         self._thread.join()
         self.peak = max([proc_kib(self.pid, "VmHWM"), *self.samples])
         self.growth = max(0, self.peak - self.before)
-
-
 
 
 def multipart(fields: dict[str, str], file_field: str, filename: str, data: bytes) -> tuple[str, list[Any]]:
@@ -446,8 +442,6 @@ def portal_upload(server: Server, path: Path) -> dict[str, Any]:
         "growth": memory.growth,
         "answer": f"{status} {answer[:80].decode(errors='replace')}",
     }
-
-
 
 
 def mib(n: float) -> str:

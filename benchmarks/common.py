@@ -94,6 +94,7 @@ http {{
 }}
 """
 
+
 class Conn:
     """HTTP/1.1 over one keep-alive socket (the body pieces go out with sendall)."""
 

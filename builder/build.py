@@ -50,7 +50,13 @@ from builder.state import STATE_FILE, BuildState
 
 TRUST_OWNER = "trust"
 # The build state of Depot before the SQLite one: deleted by the first build that finds it.
-LEGACY_STATE_FILES = ("manifest.json", "manifest.json.delta", "scan-cache.json", "scan-cache.json.delta", "inputs.json")
+LEGACY_STATE_FILES = (
+    "manifest.json",
+    "manifest.json.delta",
+    "scan-cache.json",
+    "scan-cache.json.delta",
+    "inputs.json",
+)
 
 log = logging.getLogger("builder.build")
 
@@ -250,7 +256,8 @@ def _build_locked(
     # no writer owns one now. (site/ is swept after a killed build.)
     remove_stale_temps(state_dir)
     for old in LEGACY_STATE_FILES:  # the JSON state of builds before the SQLite one
-        (state_dir / old).unlink(missing_ok=True)
+        if (state_dir / old).exists():
+            (state_dir / old).unlink()
     t0 = time.perf_counter()
 
     key_state = ""
@@ -320,7 +327,12 @@ def _build_in(
 
     publisher = Publisher(site, state)
     timestamp_due = keys is not None and _timestamp_due(settings, site)
-    trust_changed = keys is not None and state.meta("key_state") != key_state
+    # The signed metadata follows the key folder and the newest input (its expiry, see
+    # builder.trust.metadata); a site signed before and built without keys drops it.
+    trust_changed = keys is not None and (
+        state.meta("key_state") != key_state or state.meta("trust_newest") != str(state.newest_mtime())
+    )
+    trust_dropped = keys is None and bool(state.outputs_of(TRUST_OWNER))
     if (
         not delta.changed
         and not everything
@@ -328,6 +340,7 @@ def _build_in(
         and not publisher.history_due()
         and not timestamp_due
         and not trust_changed
+        and not trust_dropped
     ):
         # Nothing the build reads changed: nothing to plan, render or write.
         if keys is not None:
@@ -348,7 +361,11 @@ def _build_in(
         force, _damaged = publisher.damaged()
     env, digest = template_environment()
     ctx = RenderContext(
-        settings=settings, repo=repo, templates=env, template_digest=digest, extras={"published": publisher.known}
+        settings=settings,
+        repo=repo,
+        templates=env,
+        template_digest=digest,
+        extras={"published": publisher.known},
     )
     planner = Planner(state, renderers(), ctx)
     desired = planner.plan(delta.changed, everything=everything or state.fresh, force=force)
@@ -362,6 +379,9 @@ def _build_in(
     report = _publish_holding(repo, state, delta, planner, publisher, desired, result, sweep=verify)
     if keys is not None:
         _trust_step(keys, repo, site, settings, state, publisher, report, result)
+        state.set_meta("trust_newest", str(state.newest_mtime()))
+    elif trust_dropped:
+        publisher.publish({TRUST_OWNER: []}, report=report)
     t3 = time.perf_counter()
     result.timings["publish"] = t3 - t2
 
@@ -500,13 +520,19 @@ def _publish_holding(
                 # The cache entry says what is published now, and is read again next build.
                 state.set_entry(
                     relpath,
-                    {"key": None, "error": None, "records": [r.to_dict() for r in before],
-                     "digests": [r.digest for r in before]},
+                    {
+                        "key": None,
+                        "error": None,
+                        "records": [r.to_dict() for r in before],
+                        "digests": [r.digest for r in before],
+                    },
                 )
             desired.update(planner.plan(holding))
 
 
-def _changed_inputs(exc: InputChangedError, repo: Path, state: BuildState, delta: ScanDelta) -> dict[str, str]:
+def _changed_inputs(
+    exc: InputChangedError, repo: Path, state: BuildState, delta: ScanDelta
+) -> dict[str, str]:
     """The package files behind a publish that InputChangedError stopped: relpath → what
     happened to them."""
     changed: dict[str, str] = {}

@@ -136,9 +136,16 @@ def key_folder_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
-def run_build(store: Store, quiet: bool = False, keys: Path | None = None) -> BuildResult:
+def run_build(
+    store: Store,
+    quiet: bool = False,
+    keys: Path | None = None,
+    changed: list[str] | None = None,
+    full: bool = False,
+) -> BuildResult:
     """Build, printing skipped inputs and the report's warnings; unusable settings raise (exit
-    status 1). With ``keys``, the build signs site/tuf/ with that key folder."""
+    status 1). With ``keys``, the build signs site/tuf/ with that key folder; ``changed`` and
+    ``full`` as builder.build.build takes them."""
     if not store.repo.is_dir():
         raise click.ClickException(f"repository folder {store.repo} does not exist")
     result = build(
@@ -147,6 +154,8 @@ def run_build(store: Store, quiet: bool = False, keys: Path | None = None) -> Bu
         progress=None if quiet else BarProgress(),
         on_wait=lambda: click.echo("another build is running; waiting for it", err=True),
         keys=keys,
+        changed=changed,
+        full=full,
     )
     for relpath, reason in sorted(result.skipped.items()):
         click.echo(f"warning: skipped {relpath}: {reason}", err=True)
@@ -168,15 +177,40 @@ def summary(result: BuildResult) -> str:
 @keys_option
 @click.option("--report", is_flag=True, help="Print the full build report as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="Print warnings only.")
-def build_command(store: Store, keys: Path | None, report: bool, quiet: bool) -> None:
+@click.option(
+    "--changed",
+    multiple=True,
+    metavar="PATH",
+    help="A file or folder of repo/ that changed (repeatable): stat only these, not every file "
+    "of repo/. For scripts and CI that know what they wrote.",
+)
+@click.option(
+    "--full", is_flag=True, help="Also check every file of site/ and repair what is missing or damaged."
+)
+def build_command(
+    store: Store, keys: Path | None, report: bool, quiet: bool, changed: tuple[str, ...], full: bool
+) -> None:
     """Publish repo/ into site/ (incrementally); with a key folder, sign site/tuf/ too."""
     import json
 
-    result = run_build(store, quiet=quiet, keys=keys)
+    feed = [_repo_relative(store.repo, p) for p in changed] if changed else None
+    result = run_build(store, quiet=quiet, keys=keys, changed=feed, full=full)
     if report:
         click.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True))
     elif not quiet:
         click.echo(summary(result))
+
+
+def _repo_relative(repo: Path, given: str) -> str:
+    """A --changed path as the build takes it: relative to repo/ (given relative to repo/, or
+    as a path to a file inside repo/)."""
+    path = Path(given)
+    if path.is_absolute() or (Path.cwd() / path).resolve().is_relative_to(repo.resolve()):
+        try:
+            return (Path.cwd() / path).resolve().relative_to(repo.resolve()).as_posix()
+        except ValueError:
+            raise click.BadParameter(f"{given} is not inside {repo}", param_hint="--changed") from None
+    return path.as_posix()
 
 
 @click.command("watch")
@@ -189,13 +223,13 @@ def watch_command(store: Store, keys: Path | None, debounce: float) -> None:
 
     click.echo(summary(run_build(store, keys=keys)))
     click.echo(f"watching {store.repo} (Ctrl-C to stop)")
-    watch(store.repo, lambda: _rebuild_quietly(store, keys), debounce=debounce)
+    watch(store.repo, lambda changed: _rebuild_quietly(store, keys, changed), debounce=debounce)
 
 
-def _rebuild_quietly(store: Store, keys: Path | None = None) -> None:
+def _rebuild_quietly(store: Store, keys: Path | None = None, changed: list[str] | None = None) -> None:
     """One rebuild for `depot watch`: report and carry on, whatever went wrong."""
     try:
-        click.echo(summary(run_build(store, quiet=True, keys=keys)))
+        click.echo(summary(run_build(store, quiet=True, keys=keys, changed=changed)))
     except (DepotError, click.ClickException) as exc:
         message = exc.message if isinstance(exc, click.ClickException) else str(exc)
         click.echo(f"error: {message}; keeping the last good site", err=True)

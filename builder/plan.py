@@ -71,7 +71,9 @@ def assemble_levels(
             plan.fragments[owner] = part.fragments
             for f in part.fragments:
                 if renderer.level(f.target) <= level:
-                    raise ValueError(f"{renderer.name}: {target} feeds {f.target}, which is not a higher level")
+                    raise ValueError(
+                        f"{renderer.name}: {target} feeds {f.target}, which is not a higher level"
+                    )
                 by_target.setdefault(f.target, []).append((f.order, owner, f))
                 if f.target not in done:
                     pending.add(f.target)
@@ -177,7 +179,9 @@ class Planner:
         for part in sorted(groups):
             owner = part_owner(part)
             stale.discard(owner)
-            dirty |= self._render(renderer, owner, renderer.render_part(part, groups[part], self.ctx), desired)
+            dirty |= self._render(
+                renderer, owner, renderer.render_part(part, groups[part], self.ctx), desired
+            )
         for owner in stale:
             if owner.startswith("p:"):
                 dirty |= self._drop(renderer, owner, desired)
@@ -205,7 +209,10 @@ class Planner:
         for part in sorted(affected):
             paths = state.member_paths(name, part)
             records = [
-                r for rs in self._records_of(paths).values() for r in rs if part in renderer.parts(r, settings)
+                r
+                for rs in self._records_of(paths).values()
+                for r in rs
+                if part in renderer.parts(r, settings)
             ]
             owner = part_owner(part)
             if not records and part not in fixed:

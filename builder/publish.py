@@ -31,10 +31,9 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from builder.atomic import ContentChangedError, copy_temp, fsync_dir, write_temp
 from builder.hashing import sha256_file
@@ -124,6 +123,7 @@ class Publisher:
     def __init__(self, site: Path, state: BuildState) -> None:
         self.site = site
         self.state = state
+        self._routes_pending: set[str] = set()  # URLs whose rows went outside publish()
 
     def known(self, path: str, fp: str) -> tuple[int, str] | None:
         """Size and SHA-256 of ``path`` as last published from fingerprint ``fp``: an output
@@ -136,7 +136,9 @@ class Publisher:
     def intact(self, path: str, sha256: str) -> bool:
         """``path`` is published with these bytes and nobody touched it since."""
         row = self.state.output(path)
-        return row is not None and row.sha256 == sha256 and _stat(self.site / path) == (row.size, row.mtime_ns)
+        return (
+            row is not None and row.sha256 == sha256 and _stat(self.site / path) == (row.size, row.mtime_ns)
+        )
 
     def retained(self) -> set[str]:
         """The files of site/ kept as history: no output of the last build claims them."""
@@ -166,6 +168,7 @@ class Publisher:
                 self.state.put_output(row)
             else:
                 self.state.drop_output(row.path)
+                self._routes_pending.add(row.public_url)
                 with contextlib.suppress(FileNotFoundError):
                     (self.site / row.path).unlink()
         return owners, count
@@ -202,14 +205,19 @@ class Publisher:
                 raise ValueError(f"two outputs claim {path} ({row.owner} and {wanted[path][0]})")
         rows = {**at, **old}
         retained_before = state.current_retained()
-        routes_touched: set[str] = set()
+        retired_before = self.retained()
+        # URLs whose rows changed: kept across an attempt that InputChangedError stopped, whose
+        # rows were written but whose route table was not.
+        routes_touched = self._routes_pending
 
         by_tier: dict[int, list[tuple[str, Output]]] = {}
-        for path, (owner, out) in wanted.items():
+        for owner, out in wanted.values():
             by_tier.setdefault(out.tier, []).append((owner, out))
         for tier in sorted(by_tier):
             self._publish_tier(by_tier[tier], rows, report, routes_touched)
 
+        # Files no output claims go last, after the route table stopped naming them.
+        doomed: list[str] = []
         for path, row in sorted(old.items()):
             if path in wanted:
                 continue
@@ -220,12 +228,15 @@ class Publisher:
             state.drop_output(path)
             if row.routed:
                 routes_touched.add(row.public_url)
+            doomed.append(path)
+        doomed += self._keep_history(retained_before, retired_before, now, routes_touched)
+        self._publish_routes(routes_touched, report, doomed)
+        self._routes_pending = set()
+        for path in doomed:
             with contextlib.suppress(FileNotFoundError):
                 (self.site / path).unlink()
                 report.deleted.append(path)
-        report.deleted_dirs.update(str(Path(p).parent) for p in old if p not in wanted)
-        self._keep_history(retained_before, now, report, routes_touched)
-        self._publish_routes(routes_touched, report)
+        report.deleted_dirs.update(str(Path(p).parent) for p in doomed)
         if sweep:
             self._sweep(report)
         self._prune_empty_dirs(report.deleted_dirs)
@@ -233,55 +244,62 @@ class Publisher:
         report.retained = len(state.retired())
         return report
 
-    def _keep_history(self, retained_before: set[str], now: float, report: PublishReport, routes: set[str]) -> None:
-        """A generation is a build whose set of current retained files changed: every retired
-        file then counts one more newer generation. Past both limits (RETAIN_*) it goes."""
+    def _keep_history(
+        self, retained_before: set[str], retired_before: set[str], now: float, routes: set[str]
+    ) -> list[str]:
+        """A generation is a build whose set of current retained files changed: every file
+        retired before it then counts one more newer generation. Past both limits (RETAIN_*)
+        it goes: returns those files, to delete."""
         state = self.state
         if state.current_retained() != retained_before:
-            state.db.execute("UPDATE outputs SET later = later + 1 WHERE owner = '' AND since < ?", (now,))
+            state.db.executemany(
+                "UPDATE outputs SET later = later + 1 WHERE owner = '' AND path = ?",
+                ((p,) for p in sorted(retired_before)),
+            )
+        gone = []
         for row in state.retired():
             if (row.later or 0) >= RETAIN_GENERATIONS and now - (row.since or now) >= RETAIN_SECONDS:
                 state.drop_output(row.path)
                 routes.add(row.public_url)
-                with contextlib.suppress(FileNotFoundError):
-                    (self.site / row.path).unlink()
-                    report.deleted.append(row.path)
-                report.deleted_dirs.add(str(Path(row.path).parent))
+                gone.append(row.path)
+        return gone
 
-    def _publish_routes(self, urls: set[str], report: PublishReport) -> None:
-        """Write the shards of the route table whose URLs changed, then its entry."""
+    def _publish_routes(self, urls: set[str], report: PublishReport, doomed: list[str]) -> None:
+        """Write the shards of the route table whose URLs changed, then its entry. A shard
+        left empty goes with ``doomed``, after the entry stopped naming it."""
         state = self.state
         buckets = {bucket_of(u) for u in urls}
         known = {r.path for r in state.outputs_of(ROUTES_OWNER)}
         if ROUTES_FILE not in known:  # a first build, or the table was damaged: every shard
-            buckets |= {r[0] for r in state.db.execute("SELECT DISTINCT bucket FROM outputs WHERE routed = 1")}
+            buckets |= {
+                r[0] for r in state.db.execute("SELECT DISTINCT bucket FROM outputs WHERE routed = 1")
+            }
             buckets |= {p.removeprefix("routes/").removesuffix(".json") for p in known}
         elif not buckets:
             return
         outputs: list[tuple[str, Output]] = []
         for bucket in sorted(buckets):
-            rows = [
-                _route(r) for r in state.routes_in(bucket)
-            ]
+            rows = [_route(r) for r in state.routes_in(bucket)]
             path = shard_path(bucket)
             if not rows:
-                old = state.output(path)
-                if old is not None:
+                if state.output(path) is not None:
                     state.drop_output(path)
-                    with contextlib.suppress(FileNotFoundError):
-                        (self.site / path).unlink()
-                        report.deleted.append(path)
+                    doomed.append(path)
                 continue
             data = shard_bytes(rows)
             outputs.append((ROUTES_OWNER, _fixed_output(path, data, "application/json")))
-        self._publish_tier(outputs, state.outputs_at(p.path for _o, p in outputs), report, set(), routed=False)
+        self._publish_tier(
+            outputs, state.outputs_at(p.path for _o, p in outputs), report, set(), routed=False
+        )
         shards = [
             (r.path.removeprefix("routes/").removesuffix(".json"), r.sha256)
             for r in state.outputs_of(ROUTES_OWNER)
             if r.path != ROUTES_FILE
         ]
         entry = _fixed_output(ROUTES_FILE, entry_bytes(shards), "application/json")
-        self._publish_tier([(ROUTES_OWNER, entry)], state.outputs_at([ROUTES_FILE]), report, set(), routed=False)
+        self._publish_tier(
+            [(ROUTES_OWNER, entry)], state.outputs_at([ROUTES_FILE]), report, set(), routed=False
+        )
 
     def _publish_tier(
         self,
@@ -431,14 +449,27 @@ def _route_key(row: OutputRow) -> tuple[object, ...]:
 
 
 def _row_key(row: OutputRow) -> tuple[object, ...]:
-    return (row.owner, row.type, row.tier, row.url, row.query, row.status, row.source, row.retain, row.routed,
-            row.since, row.later)
+    return (
+        row.owner,
+        row.type,
+        row.tier,
+        row.url,
+        row.query,
+        row.status,
+        row.source,
+        row.retain,
+        row.routed,
+        row.since,
+        row.later,
+    )
 
 
 def _route(row: OutputRow) -> dict[str, object]:
     from builder.routes import route_row
 
-    return route_row(row.public_url, row.path, row.type, json.loads(row.query) if row.query else None, row.status)
+    return route_row(
+        row.public_url, row.path, row.type, json.loads(row.query) if row.query else None, row.status
+    )
 
 
 def _fixed_output(path: str, data: bytes, media_type: str) -> Output:

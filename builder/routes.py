@@ -64,7 +64,9 @@ def shard_bytes(rows: list[dict[str, Any]]) -> bytes:
 def entry_bytes(shards: list[tuple[str, str]]) -> bytes:
     """The entry's bytes from (bucket, SHA-256 of the shard) of every shard."""
     rows = [{"file": shard_path(bucket), "sha256": sha} for bucket, sha in sorted(shards)]
-    return (json.dumps({"schema": SCHEMA, "shards": rows}, sort_keys=True, separators=(",", ":")) + "\n").encode()
+    return (
+        json.dumps({"schema": SCHEMA, "shards": rows}, sort_keys=True, separators=(",", ":")) + "\n"
+    ).encode()
 
 
 def load_routes(site: Path) -> list[dict[str, Any]]:

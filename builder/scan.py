@@ -126,7 +126,10 @@ class Scanner:
         for relpath in stats:
             if is_stray(relpath, claimed, sidecars):
                 result.skipped[relpath] = STRAY
-        jobs = [(relpath, reader, self.key(relpath, reader, settings, stats)) for relpath, reader in claimed.items()]
+        jobs = [
+            (relpath, reader, self.key(relpath, reader, settings, stats))
+            for relpath, reader in claimed.items()
+        ]
         for (relpath, _reader, _key), entry in zip(jobs, self.read(jobs, settings, progress), strict=True):
             if entry["error"]:
                 result.skipped[relpath] = entry["error"]
@@ -289,7 +292,7 @@ def scan_changes(
         affected |= state.entry_paths()
         if paths is None:
             affected |= {p for p in current if p != SETTINGS_FILE and scanner.reader_for(p) is not None}
-    stats_needed = set()
+    stats_needed: set[str] = set()
     readers_of: dict[str, Reader] = {}
     for p in affected:
         reader = scanner.reader_for(p)
@@ -317,7 +320,7 @@ def scan_changes(
         if old is not None and old["key"] == key:
             continue
         jobs.append((p, reader, key))
-    for (p, _reader, key), entry in zip(jobs, scanner.read(jobs, settings, progress), strict=True):
+    for (p, _reader, _key), entry in zip(jobs, scanner.read(jobs, settings, progress), strict=True):
         old = entries.get(p)
         old_records = entry_records(old) if old is not None else []
         if entry["key"] is None:  # could not be read (an OSError): tried again next build
@@ -325,7 +328,11 @@ def scan_changes(
             entry = {**entry, "key": None}
         state.set_entry(p, entry)
         old_digests = old.get("digests") if old is not None else []
-        if old is None or old_digests != (entry.get("digests") or []) or len(old_records) != len(entry["records"]):
+        if (
+            old is None
+            or old_digests != (entry.get("digests") or [])
+            or len(old_records) != len(entry["records"])
+        ):
             delta.changed[p] = (old_records, entry_records(entry))
     delta.files_read = len(jobs)
 
@@ -333,7 +340,8 @@ def scan_changes(
     check = touched | {s for p in affected if p in readers_of for s in readers_of[p].sidecars(p)}
     present_paths = {p for p in check if p in current or (paths is None and p in now)}
     claimed_sidecars = _claimed_sidecars(state, check)
-    add, drop = [], []
+    add: list[str] = []
+    drop: list[str] = []
     for p in check:
         stray = (
             p in present_paths
@@ -385,7 +393,9 @@ def _expand(scanner: Scanner, repo: Path, state: BuildState, paths: set[str]) ->
 
 def _recorded_below(state: BuildState, folder: str) -> list[str]:
     # "0" is the character after "/": the range is every path that starts with "folder/".
-    rows = state.db.execute("SELECT path FROM stats WHERE path >= ? AND path < ?", (folder + "/", folder + "0"))
+    rows = state.db.execute(
+        "SELECT path FROM stats WHERE path >= ? AND path < ?", (folder + "/", folder + "0")
+    )
     return [r[0] for r in rows]
 
 
@@ -395,5 +405,8 @@ def _claimed_sidecars(state: BuildState, paths: set[str]) -> set[str]:
     for i in range(0, len(items), 500):
         chunk = items[i : i + 500]
         marks = ",".join("?" * len(chunk))
-        found.update(r[0] for r in state.db.execute(f"SELECT DISTINCT path FROM sidecars WHERE path IN ({marks})", chunk))
+        found.update(
+            r[0]
+            for r in state.db.execute(f"SELECT DISTINCT path FROM sidecars WHERE path IN ({marks})", chunk)
+        )
     return found

@@ -14,9 +14,10 @@ where JSON files of the whole store cost seconds to load and save at 100,000 pac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,7 +119,9 @@ class BuildState:
                 tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
                 if "meta" in tables:
                     meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-                    if meta.get("version") == str(VERSION) and all(meta.get(k) == v for k, v in identity.items()):
+                    if meta.get("version") == str(VERSION) and all(
+                        meta.get(k) == v for k, v in identity.items()
+                    ):
                         db.execute("BEGIN IMMEDIATE")
                         return db
                 db.close()
@@ -149,10 +152,8 @@ class BuildState:
         self.db.execute("BEGIN IMMEDIATE")
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(sqlite3.OperationalError):  # no transaction open
             self.db.execute("ROLLBACK")
-        except sqlite3.OperationalError:
-            pass
         self.db.close()
 
     # -- meta ---------------------------------------------------------------------------------
@@ -184,11 +185,13 @@ class BuildState:
         found: dict[str, tuple[int, int] | None] = {}
         for chunk in _chunks(sorted(set(paths))):
             marks = ",".join("?" * len(chunk))
-            for p, s, m in self.db.execute(f"SELECT path, size, mtime_ns FROM stats WHERE path IN ({marks})", chunk):
+            for p, s, m in self.db.execute(
+                f"SELECT path, size, mtime_ns FROM stats WHERE path IN ({marks})", chunk
+            ):
                 found[p] = (s, m) if s is not None else None
         return found
 
-    def set_stats(self, changed: dict[str, tuple[int, int] | None], gone: Iterable[str]) -> None:
+    def set_stats(self, changed: Mapping[str, Sequence[int] | None], gone: Iterable[str]) -> None:
         self.db.executemany("DELETE FROM stats WHERE path = ?", ((p,) for p in gone))
         self.db.executemany(
             "INSERT OR REPLACE INTO stats (path, size, mtime_ns) VALUES (?, ?, ?)",
@@ -238,7 +241,9 @@ class BuildState:
         self.db.execute("DELETE FROM entries WHERE path = ?", (path,))
 
     def errors(self) -> dict[str, str]:
-        return dict(self.db.execute("SELECT path, error FROM entries WHERE error IS NOT NULL AND error != ''"))
+        return dict(
+            self.db.execute("SELECT path, error FROM entries WHERE error IS NOT NULL AND error != ''")
+        )
 
     # -- sidecars and strays -------------------------------------------------------------------
 
@@ -246,12 +251,16 @@ class BuildState:
         found: set[str] = set()
         for chunk in _chunks(sorted(set(paths))):
             marks = ",".join("?" * len(chunk))
-            found.update(r[0] for r in self.db.execute(f"SELECT package FROM sidecars WHERE path IN ({marks})", chunk))
+            found.update(
+                r[0] for r in self.db.execute(f"SELECT package FROM sidecars WHERE path IN ({marks})", chunk)
+            )
         return found
 
     def set_sidecars(self, package: str, sidecars: Iterable[str]) -> None:
         self.db.execute("DELETE FROM sidecars WHERE package = ?", (package,))
-        self.db.executemany("INSERT OR IGNORE INTO sidecars (path, package) VALUES (?, ?)", ((s, package) for s in sidecars))
+        self.db.executemany(
+            "INSERT OR IGNORE INTO sidecars (path, package) VALUES (?, ?)", ((s, package) for s in sidecars)
+        )
 
     def drop_sidecars(self, package: str) -> None:
         self.db.execute("DELETE FROM sidecars WHERE package = ?", (package,))
@@ -274,14 +283,18 @@ class BuildState:
         ]
 
     def all_parts(self, renderer: str) -> set[str]:
-        return {r[0] for r in self.db.execute("SELECT DISTINCT part FROM members WHERE renderer = ?", (renderer,))}
+        return {
+            r[0] for r in self.db.execute("SELECT DISTINCT part FROM members WHERE renderer = ?", (renderer,))
+        }
 
     def set_members(self, renderer: str, path: str, add: Iterable[str], drop: Iterable[str]) -> None:
         self.db.executemany(
-            "DELETE FROM members WHERE renderer = ? AND part = ? AND path = ?", ((renderer, p, path) for p in drop)
+            "DELETE FROM members WHERE renderer = ? AND part = ? AND path = ?",
+            ((renderer, p, path) for p in drop),
         )
         self.db.executemany(
-            "INSERT OR IGNORE INTO members (renderer, part, path) VALUES (?, ?, ?)", ((renderer, p, path) for p in add)
+            "INSERT OR IGNORE INTO members (renderer, part, path) VALUES (?, ?, ?)",
+            ((renderer, p, path) for p in add),
         )
 
     def owners(self, renderer: str) -> set[str]:
@@ -297,7 +310,8 @@ class BuildState:
         """(target, order, data) of every fragment ``origin`` emitted."""
         return list(
             self.db.execute(
-                "SELECT target, ord, data FROM fragments WHERE renderer = ? AND origin = ?", (renderer, origin)
+                "SELECT target, ord, data FROM fragments WHERE renderer = ? AND origin = ?",
+                (renderer, origin),
             )
         )
 
@@ -311,7 +325,10 @@ class BuildState:
         )
 
     def targets(self, renderer: str) -> set[str]:
-        return {r[0] for r in self.db.execute("SELECT DISTINCT target FROM fragments WHERE renderer = ?", (renderer,))}
+        return {
+            r[0]
+            for r in self.db.execute("SELECT DISTINCT target FROM fragments WHERE renderer = ?", (renderer,))
+        }
 
     def replace_fragments(self, renderer: str, origin: str, rows: list[tuple[str, str, str]]) -> None:
         self.db.execute("DELETE FROM fragments WHERE renderer = ? AND origin = ?", (renderer, origin))
@@ -345,7 +362,8 @@ class BuildState:
 
     def routes_in(self, bucket: str) -> list[OutputRow]:
         return [
-            OutputRow(*r) for r in self.db.execute(_SELECT_OUTPUTS + " WHERE bucket = ? AND routed = 1", (bucket,))
+            OutputRow(*r)
+            for r in self.db.execute(_SELECT_OUTPUTS + " WHERE bucket = ? AND routed = 1", (bucket,))
         ]
 
     def retired(self) -> list[OutputRow]:
@@ -356,8 +374,11 @@ class BuildState:
 
     def put_output(self, row: OutputRow) -> None:
         self.db.execute(
-            "INSERT OR REPLACE INTO outputs (" + ", ".join(OUTPUT_COLUMNS) + ") VALUES ("
-            + ", ".join("?" * len(OUTPUT_COLUMNS)) + ")",
+            "INSERT OR REPLACE INTO outputs ("
+            + ", ".join(OUTPUT_COLUMNS)
+            + ") VALUES ("
+            + ", ".join("?" * len(OUTPUT_COLUMNS))
+            + ")",
             tuple(getattr(row, c) for c in OUTPUT_COLUMNS),
         )
 
@@ -374,7 +395,12 @@ class BuildState:
 
 def _entry(row: tuple[Any, ...]) -> dict[str, Any]:
     _path, key, error, records, digests = row
-    return {"key": json.loads(key), "error": error, "records": json.loads(records), "digests": json.loads(digests)}
+    return {
+        "key": json.loads(key),
+        "error": error,
+        "records": json.loads(records),
+        "digests": json.loads(digests),
+    }
 
 
 def _chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:

@@ -341,7 +341,5 @@ def token_revoke(store: Store, token_id: int) -> None:
     click.echo(f"token {token_id} revoked")
 
 
-
-
 if __name__ == "__main__":
     main()

@@ -50,23 +50,20 @@ class Tokens:
         """Create a token; returns it and the raw secret, which is not kept anywhere."""
         raw = f"depot_{purpose}_{secrets.token_urlsafe(32)}"
         expires = iso_in(expires_in) if expires_in else None
-        row_id = (
-            self.db.table("tokens")
-            .insert(
-                {
-                    "user_id": user_id,
-                    "purpose": purpose,
-                    "name": name,
-                    "prefix": raw[:SHOWN_PREFIX_CHARS],
-                    "token_hash": token_hash(raw),
-                    "scope": scope,
-                    "created": now_iso(),
-                    "expires": expires,
-                    "last_used": None,
-                    "revoked": 0,
-                },
-                returning="id",
-            )
+        row_id = self.db.table("tokens").insert(
+            {
+                "user_id": user_id,
+                "purpose": purpose,
+                "name": name,
+                "prefix": raw[:SHOWN_PREFIX_CHARS],
+                "token_hash": token_hash(raw),
+                "scope": scope,
+                "created": now_iso(),
+                "expires": expires,
+                "last_used": None,
+                "revoked": 0,
+            },
+            returning="id",
         )
         token = self.get(int(row_id)) if row_id is not None else None
         assert token is not None

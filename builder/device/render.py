@@ -134,7 +134,13 @@ class DeviceIndex(Renderer):
             fp = fingerprint("device-entry", hashlib.sha256(body).hexdigest())
             return Part(
                 outputs=[
-                    Output(path="device/index.json", fingerprint=fp, media_type=JSON, tier=INDEX, render=lambda: body)
+                    Output(
+                        path="device/index.json",
+                        fingerprint=fp,
+                        media_type=JSON,
+                        tier=INDEX,
+                        render=lambda: body,
+                    )
                 ]
             )
         platform = target.removeprefix("platform:")
@@ -152,7 +158,13 @@ class DeviceIndex(Renderer):
         # it (retain), for readers of an older entry.
         outputs = [
             Output(path=pinned, fingerprint=fp, media_type=JSON, tier=PAGE, render=lambda: body, retain=True),
-            Output(path=platform_index_path(platform), fingerprint=fp, media_type=JSON, tier=PAGE, render=lambda: body),
+            Output(
+                path=platform_index_path(platform),
+                fingerprint=fp,
+                media_type=JSON,
+                tier=PAGE,
+                render=lambda: body,
+            ),
         ]
         declared = [p.name for p in settings.platforms]
         order = f"0{declared.index(platform):06d}" if platform in declared else "1" + platform

@@ -19,8 +19,8 @@ from pathlib import Path
 from builder.atomic import atomic_write
 from builder.build import build_lock, state_dir_for
 from builder.errors import TrustError
-from builder.state import STATE_FILE, BuildState
 from builder.settings import load_settings
+from builder.state import STATE_FILE, BuildState
 from builder.trust import timestamp
 from builder.trust.keys import check_location, open_keys
 

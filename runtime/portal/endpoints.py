@@ -45,6 +45,8 @@ SESSION_PURPOSE = "portal_session"  # a Tokens purpose: revocable, so logout end
 @on_password_change
 def end_portal_sessions(db: Database, user_id: int) -> None:
     Tokens(db).revoke_all(user_id, SESSION_PURPOSE)
+
+
 MAX_TOKEN_DAYS = 365
 TOKEN_NAME = re.compile(r"^[\w .@:/-]{0,64}$")
 
@@ -226,6 +228,7 @@ async def delete_token(request: Request) -> Response:
         token_id = int(request.path_params["token_id"])
     except ValueError:
         raise error(404, "token_not_found", "No such CI token.") from None
+
     def revoke() -> bool:
         tokens = Tokens(services(request).storage.db)
         token = tokens.get(token_id)

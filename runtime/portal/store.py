@@ -147,9 +147,7 @@ def open_issue_count(db: Database, version_id: str) -> int:
     return int(row[0])
 
 
-def record_event(
-    db: Database, version_id: str, actor: str, action: str, detail: str = ""
-) -> None:
+def record_event(db: Database, version_id: str, actor: str, action: str, detail: str = "") -> None:
     db.execute(
         "INSERT INTO portal_events (version_id, actor, action, detail, created) VALUES (?, ?, ?, ?, ?)",
         [version_id, actor, action, detail, now_iso()],

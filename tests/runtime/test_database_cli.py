@@ -92,8 +92,22 @@ def populate(data: Path) -> tuple[str, dict[str, str]]:
             "INSERT INTO portal_versions (id, app_id, version_code, version_name, status, sha256, size,"
             " facts, signer_sha256, uploaded_by, token_id, response, created, updated)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            ["v1", "app1", 3, "1.2", "in_review", "ef" * 32, 99, "{}", "cd" * 32,
-             alice.id, None, "{}", now, now],
+            [
+                "v1",
+                "app1",
+                3,
+                "1.2",
+                "in_review",
+                "ef" * 32,
+                99,
+                "{}",
+                "cd" * 32,
+                alice.id,
+                None,
+                "{}",
+                now,
+                now,
+            ],
         )
         db.execute(
             "INSERT INTO portal_runs (id, version_id, status, created) VALUES (?, ?, ?, ?)",

@@ -59,4 +59,3 @@ http {{
     finally:
         process.send_signal(signal.SIGQUIT)
         process.wait(timeout=10)
-

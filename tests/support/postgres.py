@@ -55,16 +55,47 @@ class PostgresCluster:
         if self._user:
             os.chown(self.folder, self._user.pw_uid, self._user.pw_gid)
         subprocess.run(
-            [str(self.bindir / "initdb"), "-D", str(data), "-U", SUPERUSER, "--auth=trust", "--no-sync",
-             "--locale=C", "--encoding=UTF8"],
-            check=True, capture_output=True, **self._run_as(),  # type: ignore[call-overload]
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "--no-sync",
+                "--locale=C",
+                "--encoding=UTF8",
+            ],
+            check=True,
+            capture_output=True,
+            **self._run_as(),  # type: ignore[call-overload]
         )
         log = open(self.folder / "server.log", "wb")  # noqa: SIM115 - the server's lifetime
         self.process = subprocess.Popen(
-            [str(self.bindir / "postgres"), "-D", str(data), "-p", str(self.port), "-k", str(self.folder),
-             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
-             "-c", "full_page_writes=off", "-c", "max_connections=400", "-c", "shared_buffers=64MB"],
-            stdout=log, stderr=subprocess.STDOUT, **self._run_as(),  # type: ignore[call-overload]
+            [
+                str(self.bindir / "postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.folder),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=400",
+                "-c",
+                "shared_buffers=64MB",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            **self._run_as(),  # type: ignore[call-overload]
         )
         deadline = time.monotonic() + 60
         while True:

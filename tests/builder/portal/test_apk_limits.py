@@ -141,7 +141,7 @@ def test_one_archive_inflates_at_most_its_budget() -> None:
 
 @pytest.mark.parametrize("code", ["²", "1" * 5000, "١٢٣", "12a"])
 def test_a_version_code_no_android_parser_reads_is_an_apk_error(code: str, tmp_path: Path) -> None:
-    """"²".isdigit() is True and int() refuses it; 5,000 digits pass isdigit() and int() refuses
+    """ "²".isdigit() is True and int() refuses it; 5,000 digits pass isdigit() and int() refuses
     them too: both were a 500 at upload."""
     path = tmp_path / "odd.apk"
     path.write_bytes(build_apk(version_code=code))  # type: ignore[arg-type]

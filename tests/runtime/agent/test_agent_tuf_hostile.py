@@ -180,9 +180,7 @@ def test_an_unreachable_store_is_a_store_index_error(store: Store, tmp_path: Pat
     except StoreIndexError:
         pass
     except Exception as exc:
-        pytest.fail(
-            f"an unreachable store with --trusted-root raised {type(exc).__name__}: {exc}"
-        )
+        pytest.fail(f"an unreachable store with --trusted-root raised {type(exc).__name__}: {exc}")
 
 
 def test_a_timestamp_redirected_to_another_origin_is_refused(store: Store, tmp_path: Path) -> None:

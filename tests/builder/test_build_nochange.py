@@ -1,11 +1,13 @@
-"""The no-change fast path: a rebuild whose inputs did not change skips the scan and the
-render, yet still repairs a damaged site/, reports what it skipped, and never trusts a site
-left by a killed build."""
+"""A build follows the change: a rebuild whose inputs did not change plans, renders and writes
+nothing, yet reports what it skipped, never trusts a site left by a killed build, and with
+``full`` repairs a damaged site/; a build given the changed paths (the change feed) sees
+exactly what a walk of repo/ sees."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -44,7 +46,7 @@ def test_a_no_change_rebuild_keeps_reporting_the_skipped_files(tmp_path: Path) -
 
 
 @pytest.mark.parametrize("damage", ["delete", "rewrite", "same-size"])
-def test_a_damaged_site_file_is_repaired_when_the_repo_did_not_change(tmp_path: Path, damage: str) -> None:
+def test_a_full_build_repairs_a_damaged_site_file(tmp_path: Path, damage: str) -> None:
     repo, site = copy_demo(tmp_path / "repo"), tmp_path / "site"
     build(repo, site)
     expected = site_tree(site)
@@ -57,9 +59,20 @@ def test_a_damaged_site_file_is_repaired_when_the_repo_did_not_change(tmp_path: 
         victim.write_bytes(b"x" * len(expected["device/index.json"]))
         bump_mtime(victim)
 
-    again = build(repo, site)
+    again = build(repo, site, full=True)
 
     assert again.written == ["device/index.json"]
+    assert_same_tree(site_tree(site), expected)
+
+
+def test_a_deleted_or_replaced_site_folder_is_published_again(tmp_path: Path) -> None:
+    """The one stat a plain build spends on site/ (its route table) tells a site/ that is gone
+    or is another folder's copy from the site the state describes."""
+    repo, site = copy_demo(tmp_path / "repo"), tmp_path / "site"
+    build(repo, site)
+    expected = site_tree(site)
+    shutil.rmtree(site)
+    assert build(repo, site).written
     assert_same_tree(site_tree(site), expected)
 
 
@@ -110,3 +123,45 @@ def test_an_unreadable_package_is_read_again_once_it_can_be(tmp_path: Path) -> N
     again = build(repo, site)
 
     assert again.skipped == {} and again.files_read == 1
+
+
+def test_the_change_feed_sees_what_the_walk_sees(tmp_path: Path) -> None:
+    """Changes named to the build (a file, a sidecar, a folder, a removal) publish the same site
+    as a walk of repo/ would, and a change nobody named waits for the next walk."""
+    repo, site = copy_demo(tmp_path / "repo"), tmp_path / "site"
+    build(repo, site)
+    added = add_module(repo, "fresh", "1.0", "pi64")
+    first = build(repo, site, changed=[f"modules/{added.name}"])
+    assert any(p.endswith(added.name) for p in first.written)
+    assert first.files_read == 1
+
+    sidecar = Path(str(added) + ".toml")
+    sidecar.write_text('description = "named by the feed"\n')
+    bump_mtime(sidecar)
+    assert build(repo, site, changed=[f"modules/{sidecar.name}"]).written
+    assert "named by the feed" in (site / "device" / "pi64" / "index.json").read_text()
+
+    # Nobody names this one: the feed does not see it, the next walk does.
+    unnamed = add_module(repo, "unnamed", "1.0", "pi64")
+    assert build(repo, site, changed=[]).written == []
+    assert any(p.endswith(unnamed.name) for p in build(repo, site).written)
+
+    added.unlink()
+    build(repo, site, changed=["modules"])  # a folder: everything in it, gone files too
+    assert "fresh" not in (site / "device" / "pi64" / "index.json").read_text()
+    assert_same_tree(site_tree(site), clean_build(repo, tmp_path / "clean"))
+
+
+def test_a_no_change_build_with_a_feed_reads_nothing_of_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With an empty change feed the build stats depot.toml and nothing else of repo/."""
+    import builder.scan
+
+    repo, site = copy_demo(tmp_path / "repo"), tmp_path / "site"
+    build(repo, site)
+    walks: list[Path] = []
+    real = builder.scan.walk_repo_stats
+    monkeypatch.setattr(builder.scan, "walk_repo_stats", lambda root: walks.append(root) or real(root))
+    again = build(repo, site, changed=[])
+    assert again.written == [] and again.files_read == 0 and walks == []
