@@ -134,15 +134,27 @@ def build_lock(site: Path, wait: bool = True, on_wait: Callable[[], None] | None
 
 
 def template_environment() -> tuple[jinja2.Environment, str]:
-    """The jinja2 environment and a digest of every template, which joins page fingerprints."""
-    env = jinja2.Environment(
+    """The jinja2 environment and a digest of every template, which joins page fingerprints.
+    One per process and template set: a build that renders one page should not compile every
+    template again (the runtime and ``depot watch`` build many times in one process)."""
+    digest = template_digest()
+    env = _environments.get(digest)
+    if env is None:
+        env = _environments[digest] = _new_environment()
+    return env, digest
+
+
+_environments: dict[str, jinja2.Environment] = {}
+
+
+def _new_environment() -> jinja2.Environment:
+    return jinja2.Environment(
         loader=jinja2.PackageLoader("builder.web", "templates"),
         autoescape=jinja2.select_autoescape(["html"]),
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    return env, template_digest()
 
 
 def template_digest() -> str:

@@ -387,7 +387,9 @@ class WebCatalog(Renderer):
         }
         body = self._render(ctx, path, "platform.html", context)
         declared = [p.name for p in ctx.settings.platforms]
-        row = {"platform": platform, "modules": len(sections[MODULE]), "firmware": len(sections[FIRMWARE])}
+        # Whether the platform has modules, firmware: not how many, so that a new module
+        # rewrites its platform page and not the home page too.
+        row = {"platform": platform, "modules": bool(sections[MODULE]), "firmware": bool(sections[FIRMWARE])}
         order = "platform\n" + _declared_order(declared, platform)
         return Part(
             outputs=[_assembled(path, body)],

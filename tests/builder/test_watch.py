@@ -12,7 +12,17 @@ from pathlib import Path
 
 from builder.build import build
 from builder.watch import watch
-from tests.support.repos import add_module, bump_mtime, copy_demo, depot_argv, device_entries, subprocess_env
+from tests.support.repos import (
+    add_module,
+    assert_same_tree,
+    bump_mtime,
+    clean_build,
+    copy_demo,
+    depot_argv,
+    device_entries,
+    site_tree,
+    subprocess_env,
+)
 
 DEBOUNCE = 0.25
 
@@ -26,9 +36,9 @@ class Rebuilds:
         self.errors: list[Exception] = []
         self.done = threading.Condition()
 
-    def __call__(self) -> None:
+    def __call__(self, changed: list[str] | None = None) -> None:
         try:
-            result = build(self.repo, self.site)
+            result = build(self.repo, self.site, changed=changed)  # the watch's events are the feed
         except Exception as exc:
             with self.done:
                 self.errors.append(exc)
@@ -57,7 +67,7 @@ class Rebuilds:
 
 
 @contextmanager
-def watching(repo: Path, rebuild: Callable[[], None]) -> Iterator[None]:
+def watching(repo: Path, rebuild: Callable[[list[str] | None], None]) -> Iterator[None]:
     stop = threading.Event()
     thread = threading.Thread(target=watch, args=(repo, rebuild), kwargs={"debounce": DEBOUNCE, "stop": stop})
     thread.start()
@@ -120,6 +130,8 @@ def test_a_burst_of_fifty_changes_triggers_one_rebuild(tmp_path: Path) -> None:
         f"burst{i:02d}" for i in (*range(10), *range(15, 20))
     ]
     assert pi64["burst03"] == ["1.0"] and pi64["burst17"] == ["1.1"]
+    # what the events fed the build is all a walk of repo/ would have found
+    assert_same_tree(site_tree(site), clean_build(repo, tmp_path / "clean"))
 
 
 def test_a_bad_file_does_not_stop_the_watch(tmp_path: Path) -> None:
