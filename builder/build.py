@@ -133,22 +133,29 @@ def build_lock(site: Path, wait: bool = True, on_wait: Callable[[], None] | None
         os.close(fd)  # closing the descriptor drops the lock
 
 
-def template_environment() -> tuple[jinja2.Environment, str]:
+def template_environment(cache: Path | None = None) -> tuple[jinja2.Environment, str]:
     """The jinja2 environment and a digest of every template, which joins page fingerprints.
     One per process and template set: a build that renders one page should not compile every
-    template again (the runtime and ``depot watch`` build many times in one process)."""
+    template again (the runtime and ``depot watch`` build many times in one process). With
+    ``cache`` (a folder of the build state), compiled templates are kept there too, so a
+    ``depot build`` process loads them instead of compiling them (jinja2 checks the source)."""
     digest = template_digest()
-    env = _environments.get(digest)
+    env = _environments.get((digest, cache))
     if env is None:
-        env = _environments[digest] = _new_environment()
+        env = _environments[(digest, cache)] = _new_environment(cache)
     return env, digest
 
 
-_environments: dict[str, jinja2.Environment] = {}
+_environments: dict[tuple[str, Path | None], jinja2.Environment] = {}
 
 
-def _new_environment() -> jinja2.Environment:
+def _new_environment(cache: Path | None) -> jinja2.Environment:
+    bytecode = None
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        bytecode = jinja2.FileSystemBytecodeCache(str(cache))
     return jinja2.Environment(
+        bytecode_cache=bytecode,
         loader=jinja2.PackageLoader("builder.web", "templates"),
         autoescape=jinja2.select_autoescape(["html"]),
         trim_blocks=True,
@@ -211,6 +218,10 @@ def build(
             return _build_locked(repo, site, progress, keys, changed, full)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(f"no space left for {site}: free some, then build again") from exc
+        raise
+    except sqlite3.OperationalError as exc:  # the build state beside site/ is on a full disk
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc):
             raise DiskFullError(f"no space left for {site}: free some, then build again") from exc
         raise
 
@@ -292,7 +303,8 @@ def _build_locked(
     try:
         return _build_in(state, repo, site, settings, progress, keys, key_state, changed, full, result, t0)
     except BaseException:
-        state.rollback()
+        with contextlib.suppress(sqlite3.Error):  # a full disk may refuse even that
+            state.rollback()
         raise
     finally:
         state.close()
@@ -371,7 +383,7 @@ def _build_in(
     force: set[str] = set()
     if verify and not state.fresh:
         force, _damaged = publisher.damaged()
-    env, digest = template_environment()
+    env, digest = template_environment(state_dir_for(site) / "templates")
     ctx = RenderContext(
         settings=settings,
         repo=repo,
