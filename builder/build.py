@@ -343,7 +343,9 @@ def _build_in(
     everything = state.meta("render_key") != render_key
     verify = full or result.recovered or state.fresh or not _site_as_left(state, site)
     feed = None if (verify or everything or changed is None) else changed
-    delta = scan_changes(repo, state, settings, paths=feed, rekey=everything, progress=progress)
+    delta = scan_changes(
+        repo, state, settings, paths=feed, rekey=everything, progress=progress, records=not state.fresh
+    )
     result.skipped = delta.skipped
     result.files_read, result.files_cached = delta.files_read, delta.files_cached
     t1 = time.perf_counter()
@@ -380,6 +382,10 @@ def _build_in(
         atomic_write(state_dir_for(site) / "report.json", json_bytes(result.to_dict()))
         return result
 
+    if state.fresh and not result.recovered:
+        refuse_foreign_site(site)
+    if not dirty_marker.exists():  # before anything is written: templates compile into the state
+        atomic_write(dirty_marker, b"a build started and has not finished\n")
     force: set[str] = set()
     if verify and not state.fresh:
         force, _damaged = publisher.damaged()
@@ -396,10 +402,6 @@ def _build_in(
     t2 = time.perf_counter()
     result.timings["plan"] = t2 - t1
 
-    if state.fresh and not result.recovered:
-        refuse_foreign_site(site)
-    if not dirty_marker.exists():
-        atomic_write(dirty_marker, b"a build started and has not finished\n")
     report = _publish_holding(repo, state, delta, planner, publisher, desired, result, sweep=verify)
     if keys is not None:
         _trust_step(keys, repo, site, settings, state, publisher, report, result)
@@ -523,11 +525,11 @@ def _publish_holding(
             for relpath, what in sorted(changed.items()):
                 if relpath in held and not held[relpath]:
                     continue  # already left out: it has no outputs left to fail
-                now = held.get(relpath, delta.changed.get(relpath, ([], []))[1])
-                before = [] if relpath in held else delta.changed.get(relpath, ([], []))[0]
-                if relpath not in delta.changed and relpath not in held:
-                    before = planner._records_of([relpath])[relpath]
-                    now = before
+                if relpath in held:  # what it was held to fails too: left out now
+                    now, before = held[relpath], []
+                else:  # what this attempt planned from it, and what the last build published
+                    now = planner.records_now(relpath)
+                    before = delta.changed[relpath][0] if relpath in delta.changed else now
                 blobs = [b for r in before if r.public_download and (b := getattr(r, "blob", None))]
                 if not all(publisher.intact(b.site_path, b.sha256) for b in blobs):
                     before = []

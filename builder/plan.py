@@ -128,8 +128,9 @@ class Planner:
         """``changed``: package file → (records before, records now). ``everything``: plan the
         whole catalog again (settings, templates or builder code changed). ``force``: owner
         keys to render again whatever changed (their files in site/ were damaged)."""
-        for path, (_before, now) in changed.items():
-            self._records[path] = now
+        if not everything:  # planning everything reads every record from the state
+            for path, (_before, now) in changed.items():
+                self._records[path] = now
         desired: dict[str, list[Output]] = {}
         everything_records = self._every_record() if everything else None
         for renderer in self.renderers:
@@ -151,6 +152,10 @@ class Planner:
             if records:
                 found.append((path, records))
         return found
+
+    def records_now(self, path: str) -> list[Record]:
+        """The records this build plans from ``path``."""
+        return self._records_of([path])[path]
 
     def _records_of(self, paths: Iterable[str]) -> dict[str, list[Record]]:
         missing = [p for p in paths if p not in self._records]

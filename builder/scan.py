@@ -254,10 +254,13 @@ def scan_changes(
     paths: Iterable[str] | None = None,
     rekey: bool = False,
     progress: Progress | None = None,
+    records: bool = True,
 ) -> ScanDelta:
     """Bring the state's stats and scan cache up to repo/ and say which package files changed.
     ``paths``: the change feed (relpaths; None walks repo/). ``rekey``: the settings changed,
-    so every package's cache key is computed again (a reader's settings key may have moved)."""
+    so every package's cache key is computed again (a reader's settings key may have moved).
+    ``records=False``: name the changed files but leave their records in the state (a first
+    build, which plans everything from the state anyway, need not hold them all twice)."""
     scanner = Scanner(repo)
     delta = ScanDelta()
     recheck = set(state.meta_json("recheck", []))
@@ -333,7 +336,7 @@ def scan_changes(
             or old_digests != (entry.get("digests") or [])
             or len(old_records) != len(entry["records"])
         ):
-            delta.changed[p] = (old_records, entry_records(entry))
+            delta.changed[p] = (old_records, entry_records(entry)) if records else ([], [])
     delta.files_read = len(jobs)
 
     # Strays: files of content folders that no package claims, among what this change touched.

@@ -36,6 +36,7 @@ CREATE TABLE entries (path TEXT PRIMARY KEY, key TEXT NOT NULL, error TEXT, reco
                       digests TEXT NOT NULL);
 -- which package file a possible sidecar path belongs to (a sidecar that appears re-reads it)
 CREATE TABLE sidecars (path TEXT NOT NULL, package TEXT NOT NULL, PRIMARY KEY (path, package));
+CREATE INDEX sidecars_package ON sidecars (package);
 -- files of content folders that are no package and no sidecar (reported as skipped)
 CREATE TABLE strays (path TEXT PRIMARY KEY);
 -- which parts of which renderer a package file's records feed
@@ -59,6 +60,7 @@ CREATE TABLE outputs (path TEXT PRIMARY KEY, owner TEXT NOT NULL, fp TEXT NOT NU
                       since REAL, later INTEGER);
 CREATE INDEX outputs_owner ON outputs (owner);
 CREATE INDEX outputs_bucket ON outputs (bucket);
+CREATE INDEX outputs_retained ON outputs (path) WHERE retain = 1;
 """
 
 

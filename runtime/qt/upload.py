@@ -223,7 +223,7 @@ async def checked_upload(request: Request, q: Any, fields: dict[str, Any], temp:
         place(temp, target)
     except OSError as exc:
         return status(f"could not store the package: {exc.strerror or exc}")
-    result = await services(request).rebuilder.rebuild()
+    result = await services(request).rebuilder.rebuild(changed=[relpath])  # and its sidecar
     # No result: the build could not run; the package is stored and the next build publishes it.
     problem = result.skipped.get(relpath) if result is not None else None
     if problem:

@@ -6,6 +6,7 @@ import json
 import queue
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -234,3 +235,25 @@ def test_depot_build_starts_without_the_runtime_the_web_framework_or_cryptograph
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_depot_build_starts_without_the_runtime_or_cryptography(tmp_path: Path) -> None:
+    """`depot build` is a builder command: a build that reads no APK imports no web framework,
+    database driver, TUF or cryptography (they cost start-up time on every build)."""
+    repo, site = copy_demo(tmp_path / "repo"), tmp_path / "site"
+    assert run_depot("build", "--repo", str(repo), "--site", str(site), "-q").returncode == 0
+    probe = (
+        "import sys; sys.argv = ['depot', 'build', '--repo', sys.argv[1], '--site', sys.argv[2], '-q']\n"
+        "from runtime.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = ('starlette', 'uvicorn', 'cryptography', 'tuf', 'psycopg', 'httpx')\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & set(heavy)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(repo), str(site)],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[]"
