@@ -41,8 +41,13 @@ def test_home_page_lists_the_demo_store(client: httpx.Client) -> None:
     response = client.get("/")
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/html; charset=utf-8"
-    for text in ("Depot Demo Store", "ax", "iot", "py_axbot", "pi64", "Nexus 5X"):
+    for text in ("Depot Demo Store", "pi64", "Nexus 5X"):
         assert text in response.text
+    # the home page links each platform; the platform page lists its modules
+    for platform, modules in (("pi64", ("ax", "iot")), ("opi64", ("py_axbot",))):
+        page = client.get(f"/modules/{platform}/index.html")
+        assert page.status_code == 200
+        assert all(name in page.text for name in modules)
 
 
 def test_device_index_is_verifiable_end_to_end(client: httpx.Client) -> None:
@@ -212,7 +217,7 @@ def test_a_rebuild_is_visible_without_restarting(store: ServedStore, client: htt
     url, version = blob_url(client, module="lift")
     assert version["version"] == "0.1.0"
     assert client.get(url).status_code == 200
-    assert "lift" in client.get("/").text
+    assert "lift" in client.get("/modules/pi64/index.html").text
 
 
 def test_secret_key_is_generated_once_and_private(store: ServedStore) -> None:
