@@ -37,7 +37,7 @@ from pathlib import Path
 
 from builder.atomic import ContentChangedError, copy_temp, fsync_dir, write_temp
 from builder.hashing import sha256_file
-from builder.routes import ROUTES_FILE, bucket_of, entry_bytes, shard_bytes, shard_path
+from builder.routes import ROUTES_FILE, bucket_of, entry_bytes, route_row, shard_bytes, shard_path
 from builder.state import BuildState, OutputRow
 
 # Above this many files in one tier, one sync(2) is far cheaper than an fsync per file.
@@ -103,6 +103,9 @@ class Output:
     # Set by Publisher.history on such a file of an earlier build that is still kept: (when it
     # stopped being current, how many newer generations were published since). Never rendered.
     retired: tuple[float, int] | None = None
+    # The SHA-256 of what ``render`` returns, when the renderer already computed it (a platform
+    # index of megabytes is hashed once, not again by the publisher).
+    sha256: str | None = None
 
     @property
     def public_url(self) -> str:
@@ -279,7 +282,10 @@ class Publisher:
             return
         outputs: list[tuple[str, Output]] = []
         for bucket in sorted(buckets):
-            rows = [_route(r) for r in state.routes_in(bucket)]
+            rows = [
+                route_row(url or "/" + path, path, kind, json.loads(q) if q else None, status)
+                for path, url, kind, q, status in state.route_rows(bucket)
+            ]
             path = shard_path(bucket)
             if not rows:
                 if state.output(path) is not None:
@@ -355,7 +361,7 @@ class Publisher:
                 except Exception as exc:  # the build tells an input that changed from a bug
                     errors[out.path] = exc
                     continue
-                size, sha = len(data), hashlib.sha256(data).hexdigest()
+                size, sha = len(data), out.sha256 or hashlib.sha256(data).hexdigest()
                 if st is not None and st[0] == size and sha256_file(target)[1] == sha:
                     tmp = None
                 else:
@@ -461,14 +467,6 @@ def _row_key(row: OutputRow) -> tuple[object, ...]:
         row.routed,
         row.since,
         row.later,
-    )
-
-
-def _route(row: OutputRow) -> dict[str, object]:
-    from builder.routes import route_row
-
-    return route_row(
-        row.public_url, row.path, row.type, json.loads(row.query) if row.query else None, row.status
     )
 
 

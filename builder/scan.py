@@ -357,7 +357,7 @@ def scan_changes(
     state.set_strays(add, drop)
 
     delta.skipped = {**{p: STRAY for p in state.strays()}, **state.errors()}
-    total = len(state.entry_paths())
+    total = state.entry_count()
     delta.files_cached = total - delta.files_read
     state.set_meta_json("recheck", sorted(delta.unreadable))
     return delta

@@ -761,17 +761,20 @@ def parse_settings(raw: Mapping[str, Any]) -> StoreSettings:
     return settings
 
 
-def _read(repo: Path) -> dict[str, Any] | None:
-    """depot.toml parsed, or None when there is none; SettingsError when it cannot be parsed."""
+def _text(repo: Path) -> str | None:
+    """depot.toml's text, or None when there is none; SettingsError when it cannot be read."""
     path = repo / SETTINGS_FILE
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
     except UnicodeDecodeError as exc:
         raise SettingsError(f"{SETTINGS_FILE}: not UTF-8 text ({exc})") from exc
     except OSError as exc:  # a folder, or a file we may not read: say so, not a traceback
         raise SettingsError(f"{SETTINGS_FILE}: cannot read: {exc.strerror or exc}") from exc
+
+
+def _parse(text: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -780,9 +783,22 @@ def _read(repo: Path) -> dict[str, Any] | None:
 
 def load_settings(repo: Path) -> StoreSettings:
     """``repo/depot.toml`` as :class:`StoreSettings`: the defaults when there is none;
-    SettingsError (every problem, one per line) when it cannot be used."""
-    raw = _read(repo)
-    return StoreSettings() if raw is None else parse_settings(raw)
+    SettingsError (every problem, one per line) when it cannot be used. The same text gives
+    the same (frozen) settings, parsed once per process: a process that builds many times (the
+    runtime, ``depot watch``) does not parse a big depot.toml for every build."""
+    text = _text(repo)
+    if text is None:
+        return StoreSettings()
+    settings = _parsed.get(text)
+    if settings is None:
+        settings = parse_settings(_parse(text))
+        if len(_parsed) >= 4:
+            _parsed.pop(next(iter(_parsed)))
+        _parsed[text] = settings
+    return settings
+
+
+_parsed: dict[str, StoreSettings] = {}
 
 
 def check_config(repo: Path) -> list[str]:

@@ -25,7 +25,7 @@ from typing import Any
 STATE_FILE = "state.db"
 # Bumped when the tables change shape: a state of another version is dropped and the next build
 # is a clean one (it still reuses site/'s unchanged files, which it compares by content).
-VERSION = 1
+VERSION = 2
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -43,6 +43,8 @@ CREATE TABLE strays (path TEXT PRIMARY KEY);
 CREATE TABLE members (renderer TEXT NOT NULL, part TEXT NOT NULL, path TEXT NOT NULL,
                       PRIMARY KEY (renderer, part, path));
 CREATE INDEX members_path ON members (path);
+-- the skipped packages, without a scan of every entry
+CREATE INDEX entries_errors ON entries (path) WHERE error IS NOT NULL AND error != '';
 -- every part and target that rendered: its owner name (p:<part> or t:<target>)
 CREATE TABLE owners (renderer TEXT NOT NULL, owner TEXT NOT NULL, PRIMARY KEY (renderer, owner));
 -- fragments, by the target they join and by the owner that emitted them
@@ -247,6 +249,9 @@ class BuildState:
             self.db.execute("SELECT path, error FROM entries WHERE error IS NOT NULL AND error != ''")
         )
 
+    def entry_count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+
     # -- sidecars and strays -------------------------------------------------------------------
 
     def packages_of_sidecars(self, paths: Iterable[str]) -> set[str]:
@@ -362,11 +367,10 @@ class BuildState:
     def output_count(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM outputs").fetchone()[0])
 
-    def routes_in(self, bucket: str) -> list[OutputRow]:
-        return [
-            OutputRow(*r)
-            for r in self.db.execute(_SELECT_OUTPUTS + " WHERE bucket = ? AND routed = 1", (bucket,))
-        ]
+    def route_rows(self, bucket: str) -> list[tuple[str, str | None, str, str | None, int | None]]:
+        """(path, url, type, query, status) of every routed file whose URL is in ``bucket``."""
+        query = "SELECT path, url, type, query, status FROM outputs WHERE bucket = ? AND routed = 1"
+        return list(self.db.execute(query, (bucket,)))
 
     def retired(self) -> list[OutputRow]:
         return [OutputRow(*r) for r in self.db.execute(_SELECT_OUTPUTS + " WHERE owner = '' ORDER BY path")]

@@ -157,13 +157,22 @@ class DeviceIndex(Renderer):
         # The pinned one is named by its content and kept a while after the entry stops naming
         # it (retain), for readers of an older entry.
         outputs = [
-            Output(path=pinned, fingerprint=fp, media_type=JSON, tier=PAGE, render=lambda: body, retain=True),
+            Output(
+                path=pinned,
+                fingerprint=fp,
+                media_type=JSON,
+                tier=PAGE,
+                render=lambda: body,
+                retain=True,
+                sha256=sha,
+            ),
             Output(
                 path=platform_index_path(platform),
                 fingerprint=fp,
                 media_type=JSON,
                 tier=PAGE,
                 render=lambda: body,
+                sha256=sha,
             ),
         ]
         declared = [p.name for p in settings.platforms]
