@@ -100,9 +100,6 @@ class Output:
     # Named by its content, and named by other files (device/index.json names the pinned platform
     # indexes): kept, with its route, for a while after no output claims it (RETAIN_*).
     retain: bool = False
-    # Set by Publisher.history on such a file of an earlier build that is still kept: (when it
-    # stopped being current, how many newer generations were published since). Never rendered.
-    retired: tuple[float, int] | None = None
     # The SHA-256 of what ``render`` returns, when the renderer already computed it (a platform
     # index of megabytes is hashed once, not again by the publisher).
     sha256: str | None = None

@@ -207,11 +207,6 @@ class BuildState:
         row = self.db.execute("SELECT MAX(mtime_ns) FROM stats").fetchone()
         return row[0] if row and row[0] is not None else None
 
-    def stat_count(self) -> int:
-        return int(self.db.execute("SELECT COUNT(*) FROM stats").fetchone()[0])
-
-    # -- the scan cache ----------------------------------------------------------------------
-
     def entries_of(self, paths: Iterable[str]) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
         for chunk in _chunks(sorted(set(paths))):
@@ -288,11 +283,6 @@ class BuildState:
                 "SELECT path FROM members WHERE renderer = ? AND part = ? ORDER BY path", (renderer, part)
             )
         ]
-
-    def all_parts(self, renderer: str) -> set[str]:
-        return {
-            r[0] for r in self.db.execute("SELECT DISTINCT part FROM members WHERE renderer = ?", (renderer,))
-        }
 
     def set_members(self, renderer: str, path: str, add: Iterable[str], drop: Iterable[str]) -> None:
         self.db.executemany(

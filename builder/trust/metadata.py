@@ -1,7 +1,8 @@
 """The build's trust step: the signed TUF metadata of the outputs a device reads.
 
-It runs in ``render_outputs`` after the renderers and before the history and the route table,
-and adds these outputs (docs/device-index.md, "Signed metadata (TUF)")::
+It runs once the renderers' files are published and before the route table (builder/build.py
+``_trust_step``, which gives it every current file of the manifest), and publishes these
+outputs (docs/device-index.md, "Signed metadata (TUF)")::
 
     tuf/<N>.root.json        every root version of the key folder (the chain a device walks)
     tuf/root.json            the newest root, for bootstrapping a device
@@ -71,8 +72,6 @@ class TrustResult:
 
 def is_target(out: Output) -> bool:
     """What a device reads and the targets metadata therefore vouches for."""
-    if out.retired is not None:
-        return False
     if out.path.startswith("files/"):
         return out.source is not None  # the copied package files; the rest of files/ is no one's
     return out.path.startswith(TARGET_PREFIXES)
