@@ -40,11 +40,12 @@ from builder.atomic import atomic_write, remove_stale_temps
 from builder.errors import BuildError, DiskFullError, TrustError
 from builder.model import Record, StoreSettings
 from builder.plan import Planner
+from builder.progress import Progress
 from builder.publish import InputChangedError, Output, Publisher, PublishReport
 from builder.registry import renderers
 from builder.render import RenderContext, fingerprint, json_bytes
 from builder.routes import ROUTES_FILE
-from builder.scan import Progress, ScanDelta, scan_changes, walk_repo_stats
+from builder.scan import ScanDelta, scan_changes, walk_repo_stats
 from builder.settings import load_settings
 from builder.state import STATE_FILE, BuildState
 
@@ -397,12 +398,14 @@ def _build_in(
         template_digest=digest,
         extras={"published": publisher.known},
     )
-    planner = Planner(state, renderers(), ctx)
+    planner = Planner(state, renderers(), ctx, progress=progress)
     desired = planner.plan(delta.changed, everything=everything or state.fresh, force=force)
     t2 = time.perf_counter()
     result.timings["plan"] = t2 - t1
 
-    report = _publish_holding(repo, state, delta, planner, publisher, desired, result, sweep=verify)
+    report = _publish_holding(
+        repo, state, delta, planner, publisher, desired, result, sweep=verify, progress=progress
+    )
     if keys is not None:
         _trust_step(keys, repo, site, settings, state, publisher, report, result)
         state.set_meta("trust_newest", str(state.newest_mtime()))
@@ -502,6 +505,7 @@ def _publish_holding(
     desired: dict[str, list[Output]],
     result: BuildResult,
     sweep: bool,
+    progress: Progress | None = None,
 ) -> PublishReport:
     """Publish ``desired``; when package files vanish or change under the build (a maintainer's
     rm or cp, an upload replacing a file), hold them and publish again.
@@ -517,10 +521,10 @@ def _publish_holding(
     report = PublishReport()
     while True:
         try:
-            return publisher.publish(desired, report=report, sweep=sweep)
+            return publisher.publish(desired, report=report, sweep=sweep, progress=progress)
         except InputChangedError as exc:
             changed = _changed_inputs(exc, repo, state, delta)
-            progress = False
+            held_more = False
             holding: dict[str, tuple[list[Record], list[Record]]] = {}
             for relpath, what in sorted(changed.items()):
                 if relpath in held and not held[relpath]:
@@ -537,8 +541,8 @@ def _publish_holding(
                 holding[relpath] = (now, before)
                 result.changed[relpath] = f"{what} during the build; {_AS_BEFORE if before else _LEFT_OUT}"
                 log.warning("warning: %s %s", relpath, result.changed[relpath])
-                progress = True
-            if not progress:
+                held_more = True
+            if not held_more:
                 if exc.errors:
                     raise next(iter(exc.errors.values())) from None  # a bug, not a race
                 raise BuildError(str(exc)) from exc

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from builder.model import Record, StoreSettings
+from builder.progress import Progress
 from builder.publish import Output
 from builder.render import Fragment, Part, RenderContext, Renderer
 from builder.scan import entry_records
@@ -112,8 +113,15 @@ class Planner:
     publisher compares them with the manifest. Everything it learns (members, fragments,
     owners) is written to the state inside the build's transaction."""
 
-    def __init__(self, state: BuildState, renderers: Sequence[Renderer], ctx: RenderContext) -> None:
+    def __init__(
+        self,
+        state: BuildState,
+        renderers: Sequence[Renderer],
+        ctx: RenderContext,
+        progress: Progress | None = None,
+    ) -> None:
         self.state, self.renderers, self.ctx = state, renderers, ctx
+        self.progress = progress  # shown when a whole catalog is planned
         self._records: dict[str, list[Record]] = {}  # package file → its records now
         self.parts_rendered = 0
         self.targets_assembled = 0
@@ -181,12 +189,18 @@ class Planner:
         state.db.executemany("INSERT OR IGNORE INTO members (renderer, part, path) VALUES (?, ?, ?)", rows)
         stale = state.owners(name)
         dirty: set[str] = set(renderer.fixed_targets(settings)) | state.targets(name)
+        if self.progress:
+            self.progress.start(len(groups), f"planning {name}")
         for part in sorted(groups):
             owner = part_owner(part)
             stale.discard(owner)
             dirty |= self._render(
                 renderer, owner, renderer.render_part(part, groups[part], self.ctx), desired
             )
+            if self.progress:
+                self.progress.advance(1)
+        if self.progress:
+            self.progress.finish()
         for owner in stale:
             if owner.startswith("p:"):
                 dirty |= self._drop(renderer, owner, desired)

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from builder.atomic import ContentChangedError, copy_temp, fsync_dir, write_temp
 from builder.hashing import sha256_file
+from builder.progress import Progress
 from builder.routes import ROUTES_FILE, bucket_of, entry_bytes, route_row, shard_bytes, shard_path
 from builder.state import BuildState, OutputRow
 
@@ -180,6 +181,7 @@ class Publisher:
         report: PublishReport | None = None,
         sweep: bool = False,
         now: float | None = None,
+        progress: Progress | None = None,
     ) -> PublishReport:
         """Bring the files of the owners in ``desired`` to exactly those outputs, tier by tier,
         then retire or delete what they no longer claim, keep the history and the route table.
@@ -213,8 +215,16 @@ class Publisher:
         by_tier: dict[int, list[tuple[str, Output]]] = {}
         for owner, out in wanted.values():
             by_tier.setdefault(out.tier, []).append((owner, out))
-        for tier in sorted(by_tier):
-            self._publish_tier(by_tier[tier], rows, report, routes_touched)
+        if progress:
+            progress.start(len(wanted), "publishing")
+        try:
+            for tier in sorted(by_tier):
+                self._publish_tier(by_tier[tier], rows, report, routes_touched)
+                if progress:
+                    progress.advance(len(by_tier[tier]))
+        finally:
+            if progress:
+                progress.finish()
 
         # Files no output claims go last, after the route table stopped naming them.
         doomed: list[str] = []

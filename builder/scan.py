@@ -21,10 +21,11 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from builder.formats import Reader
 from builder.model import Record, StoreSettings, builder_code_digest, record_from_dict, record_schema
+from builder.progress import Progress
 from builder.registry import readers
 from builder.scan_worker import ScanWorkerError, read_entry, run_workers
 from builder.settings import SETTINGS_FILE
@@ -37,16 +38,6 @@ CACHE_VERSION = 2  # 2: entries keep their records' digests
 PROCESS_POOL_MIN_FILES = 1000
 # Folders whose every file should be a package or a sidecar: anything else there is reported.
 CONTENT_FOLDERS = ("apps/", "builds/", "modules/", "firmware/", "android/")
-
-
-class Progress(Protocol):
-    """Where a long scan reports how far it got (the CLI draws a bar; tests pass nothing)."""
-
-    def start(self, total: int, label: str) -> None: ...
-
-    def advance(self, n: int) -> None: ...
-
-    def finish(self) -> None: ...
 
 
 @dataclass
