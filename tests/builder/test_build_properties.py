@@ -1,5 +1,6 @@
 """Incremental equals clean: random histories of a repo, built incrementally after every step,
-always give exactly the site a clean build of the same repo gives.
+always give exactly the site a clean build of the same repo gives, whether the build walks
+repo/ or is told the paths the operation touched (the change feed).
 
 Hypothesis draws a list of operations (add, replace, remove and rename modules and firmware,
 edit or break sidecars, drop in bad files, touch files, change depot.toml). After each one the
@@ -83,21 +84,27 @@ def packages(repo: Path) -> list[Path]:
     )
 
 
-def apply(repo: Path, op: tuple) -> None:
+def apply(repo: Path, op: tuple) -> list[str]:
+    """Do ``op`` to ``repo``; returns the paths it touched (relative to repo/), what a change
+    feed (``build(changed=...)``) would name."""
     kind = op[0]
     files = packages(repo)
     target = files[op[1] % len(files)] if files and isinstance(op[1], int) and kind != "add_module" else None
+    touched = [target] if target is not None else []
     if kind == "add_module":
         _, name, version, platform, manifest, seed = op
         path = add_module(
             repo, name, version, platform, random.Random(seed).randbytes(300), manifest=manifest
         )
         bump_mtime(path)
+        touched = [path]
     elif kind == "add_firmware":
         _, version, platform, seed = op
-        bump_mtime(add_firmware(repo, "boot", version, platform, random.Random(seed).randbytes(500)))
+        path = add_firmware(repo, "boot", version, platform, random.Random(seed).randbytes(500))
+        bump_mtime(path)
+        touched = [path]
     elif target is None:
-        return
+        return []
     elif kind == "replace":
         rng = random.Random(op[2])
         if target.name.endswith(".tar.gz") and rng.random() < 0.8:  # a new build of the module
@@ -112,11 +119,13 @@ def apply(repo: Path, op: tuple) -> None:
         suffix = ".tar.gz" if target.name.endswith(".tar.gz") else ".bin"
         new = target.with_name(f"{name}.{version}.{platform}{suffix}")
         if new.exists():
-            return
+            return []
         target.rename(new)
+        touched.append(new)
         sidecar = Path(str(target) + ".toml")
         if with_sidecar and sidecar.exists():
             sidecar.rename(Path(str(new) + ".toml"))
+            touched += [sidecar, Path(str(new) + ".toml")]
     elif kind == "sidecar":
         sidecar = Path(str(target) + ".toml")
         text = {
@@ -130,11 +139,13 @@ def apply(repo: Path, op: tuple) -> None:
         else:
             sidecar.write_text(text)
             bump_mtime(sidecar)
+        touched = [sidecar]
     elif kind == "touch":
         bump_mtime(target)
+    return [p.relative_to(repo).as_posix() for p in touched]
 
 
-def apply_bad(repo: Path, op: tuple) -> None:
+def apply_bad(repo: Path, op: tuple) -> list[str]:
     _, kind, seed = op
     rng = random.Random(seed)
     n = rng.randrange(3)
@@ -160,6 +171,7 @@ def apply_bad(repo: Path, op: tuple) -> None:
         path = repo / "modules" / f"ghost{n}.1.0.pi64.tar.gz.toml"
         path.write_text('description = "nobody"\n')
     bump_mtime(path)
+    return [path.relative_to(repo).as_posix(), "modules/sub"]  # a folder: all it holds
 
 
 def initial_repo(repo: Path) -> None:
@@ -171,7 +183,7 @@ def initial_repo(repo: Path) -> None:
 
 
 @settings(
-    max_examples=30,
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -179,21 +191,25 @@ def initial_repo(repo: Path) -> None:
 def test_incremental_builds_equal_clean_builds(history: list[tuple], scratch: Path) -> None:
     root = scratch / "case"
     shutil.rmtree(root, ignore_errors=True)
-    repo, site, clean = root / "repo", root / "site", root / "clean"
+    repo, site, fed, clean = root / "repo", root / "site", root / "fed", root / "clean"
     initial_repo(repo)
     build(repo, site)
+    build(repo, fed)
     for step, op in enumerate(history, start=1):
         note(f"step {step}: {op}")
         if op[0] == "bad":
-            apply_bad(repo, op)
+            touched = apply_bad(repo, op)
         elif op[0] == "settings":
             write_settings(repo, op[1], name="Property Store" if op[2] else "Renamed Store")
             bump_mtime(repo / "depot.toml")
+            touched = ["depot.toml"]
         else:
-            apply(repo, op)
-        incremental = build(repo, site)
+            touched = apply(repo, op)
+        incremental = build(repo, site)  # walks repo/
+        told = build(repo, fed, changed=touched)  # stats only what the operation touched
         shutil.rmtree(clean, ignore_errors=True)
         reference = build(repo, clean)
-        assert incremental.skipped == reference.skipped
+        assert incremental.skipped == reference.skipped == told.skipped
         assert_same_tree(site_tree(site), site_tree(clean))
+        assert_same_tree(site_tree(fed), site_tree(clean))
     shutil.rmtree(root, ignore_errors=True)
