@@ -26,7 +26,7 @@ from tests.support.paths import PROJECT
 from tests.support.repos import assert_same_tree, bump_mtime, site_tree
 
 sys.path.insert(0, str(PROJECT / "benchmarks"))
-from synth import generate  # noqa: E402
+from synth import generate
 
 STEPS = 36
 
