@@ -15,18 +15,14 @@ from __future__ import annotations
 
 import random
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
+from benchmarks.synth import generate
 from builder.build import build
 from builder.sidecars import read_sidecar, write_sidecar
-from tests.support.paths import PROJECT
 from tests.support.repos import assert_same_tree, bump_mtime, site_tree
-
-sys.path.insert(0, str(PROJECT / "benchmarks"))
-from synth import generate
 
 STEPS = 36
 
