@@ -257,3 +257,22 @@ def test_depot_build_starts_without_the_runtime_or_cryptography(tmp_path: Path) 
         check=True,
     )
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_depot_build_changed_publishes_what_it_is_told(tmp_path: Path) -> None:
+    """`--changed` takes paths relative to repo/, or paths to files inside it; anything else is
+    refused. What it names is published; the full report says one file was read."""
+    repo, site = copy_demo(tmp_path / "repo"), tmp_path / "site"
+    assert run_depot("build", "--repo", str(repo), "--site", str(site), "-q").returncode == 0
+    first = add_module(repo, "first", "1.0", "pi64")
+    second = add_module(repo, "second", "1.0", "pi64")
+    done = run_depot(
+        "build", "--repo", str(repo), "--site", str(site), "--report", "--changed", f"modules/{first.name}"
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["inputs_read"] == 1
+    done = run_depot("build", "--repo", str(repo), "--site", str(site), "--report", "--changed", str(second))
+    assert done.returncode == 0, done.stderr
+    assert set(device_entries(site)["pi64"]) >= {"first", "second"}
+    outside = run_depot("build", "--repo", str(repo), "--site", str(site), "--changed", str(tmp_path / "x"))
+    assert outside.returncode == 2 and "is not inside" in outside.stderr
