@@ -172,7 +172,7 @@ def test_build_state_is_kept_beside_the_site_not_inside_it(tmp_path: Path) -> No
     assert state == tmp_path / ".site.depot"
     assert (state / "report.json").is_file()
     assert json.loads((state / "report.json").read_bytes())["files_written"] > 0
-    assert not any(p.endswith(("report.json", "manifest.json", "scan-cache.json")) for p in site_tree(site))
+    assert not any(p.endswith(("report.json", "state.db", "lock")) for p in site_tree(site))
 
 
 # -- changes ------------------------------------------------------------------------------------
