@@ -148,12 +148,17 @@ def bench_size(count: int, work: Path, repeat: int) -> dict[str, Any]:
     from synth import add_module
 
     procs: dict[str, list[float]] = {"changed": [], "walk": [], "written": []}
-    for i in range(repeat):
-        path = add_module(repo, 20_000_000 + i)
+    serial = 20_000_000
+    for _ in range(repeat):
+        # a name no earlier run left in this repo: the build must publish something
+        while any((repo / "modules").glob(f"bench_added_{serial}.*")):
+            serial += 1
+        path = add_module(repo, serial)
         rel = path.relative_to(repo).as_posix()
         seconds, report = depot("build", "--repo", str(repo), "--site", str(site), "--changed", rel)
         procs["changed"].append(seconds)
         procs["written"].append(report["files_written"])
+        assert report["files_written"] > 0, f"depot build --changed {rel} published nothing"
         seconds, _ = depot("build", "--repo", str(repo), "--site", str(site))
         procs["walk"].append(seconds)
     result["process"] = procs
