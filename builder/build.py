@@ -577,8 +577,7 @@ def _changed_inputs(
         now = walk_repo_stats(repo)
         stats = state.all_stats()
         for relpath in known:
-            st = now.get(relpath)
-            if (tuple(st) if st else None) != stats.get(relpath):
+            if now.get(relpath) != stats.get(relpath):
                 changed.setdefault(relpath, "changed" if relpath in now else "vanished")
         for error in exc.errors.values():
             filename = getattr(error, "filename", None)

@@ -70,9 +70,8 @@ def walk_repo(repo: Path) -> list[str]:
 
 
 def walk_repo_stats(repo: Path) -> dict[str, list[int] | None]:
-    """What walk_repo finds, each with its (size, mtime_ns) key as ``_stat_key`` gives it (None
-    for a dangling link), from one walk: the build hashes these stats for its no-change fast path
-    and the scan reuses them instead of a second stat per file."""
+    """What walk_repo finds, each with its [size, mtime_ns] key as ``_stat_key`` gives it (None
+    for a dangling link), from one walk: the scan compares them with the build state's."""
     found: dict[str, list[int] | None] = {}
 
     def walk(folder: str, prefix: str) -> None:
@@ -95,7 +94,7 @@ def walk_repo_stats(repo: Path) -> dict[str, list[int] | None]:
                     found[prefix + e.name] = None
 
     walk(str(repo), "")
-    return {k: found[k] for k in sorted(found)}
+    return found  # in the order the folders list them: sort where order matters
 
 
 class Scanner:
@@ -112,7 +111,8 @@ class Scanner:
     def scan(self, settings: StoreSettings, progress: Progress | None = None) -> ScanResult:
         """Read every package of repo/ (nothing cached)."""
         result = ScanResult()
-        stats = walk_repo_stats(self.repo)
+        walked = walk_repo_stats(self.repo)
+        stats = {p: walked[p] for p in sorted(walked)}
         claimed, sidecars = self.claim(stats)
         for relpath in stats:
             if is_stray(relpath, claimed, sidecars):
@@ -258,7 +258,7 @@ def scan_changes(
     if paths is None:
         now = walk_repo_stats(repo)
         before = state.all_stats()
-        changed_stats = {p: st for p, st in now.items() if _as_tuple(st) != before.get(p, _MISSING)}
+        changed_stats = {p: st for p, st in now.items() if st != before.get(p, _MISSING)}
         gone = [p for p in before if p not in now]
         current: dict[str, list[int] | None] = now
     else:
@@ -272,7 +272,7 @@ def scan_changes(
             st = _stat_key(repo / p)
             if st is not None or os.path.islink(repo / p):
                 now[p] = st
-        changed_stats = {p: st for p, st in now.items() if _as_tuple(st) != before.get(p, _MISSING)}
+        changed_stats = {p: st for p, st in now.items() if st != before.get(p, _MISSING)}
         gone = [p for p in before if p not in now]
         current = now
     delta.paths_changed = len(changed_stats) + len(gone)
@@ -293,8 +293,9 @@ def scan_changes(
         if reader is not None:
             readers_of[p] = reader
             stats_needed.update((p, *reader.sidecars(p)))
-    known = {**state.stats_of(stats_needed - set(current)), **{p: _as_tuple(st) for p, st in current.items()}}
-    stats_now = {p: (list(st) if st is not None else None) for p, st in known.items() if p in stats_needed}
+    # The stats of what the affected packages' keys read: seen now, else as the state has them.
+    stats_now = state.stats_of(stats_needed - current.keys())
+    stats_now.update((p, current[p]) for p in stats_needed & current.keys())
     entries = state.entries_of(affected)
     version = cache_version()
 
@@ -355,10 +356,6 @@ def scan_changes(
 
 
 _MISSING = object()
-
-
-def _as_tuple(st: list[int] | tuple[int, int] | None) -> tuple[int, int] | None:
-    return (st[0], st[1]) if st is not None else None
 
 
 def _hidden(relpath: str) -> bool:

@@ -178,21 +178,23 @@ class BuildState:
 
     # -- repo/ stats --------------------------------------------------------------------------
 
-    def all_stats(self) -> dict[str, tuple[int, int] | None]:
+    def all_stats(self) -> dict[str, list[int] | None]:
+        """Every file's [size, mtime_ns] as the last build saw it (None: a dangling link); lists,
+        as scan.walk_repo_stats gives them, so the two compare as they are."""
         return {
-            p: (s, m) if s is not None else None
+            p: [s, m] if s is not None else None
             for p, s, m in self.db.execute("SELECT path, size, mtime_ns FROM stats")
         }
 
-    def stats_of(self, paths: Iterable[str]) -> dict[str, tuple[int, int] | None]:
+    def stats_of(self, paths: Iterable[str]) -> dict[str, list[int] | None]:
         """The recorded stat of those of ``paths`` the last build saw."""
-        found: dict[str, tuple[int, int] | None] = {}
+        found: dict[str, list[int] | None] = {}
         for chunk in _chunks(sorted(set(paths))):
             marks = ",".join("?" * len(chunk))
             for p, s, m in self.db.execute(
                 f"SELECT path, size, mtime_ns FROM stats WHERE path IN ({marks})", chunk
             ):
-                found[p] = (s, m) if s is not None else None
+                found[p] = [s, m] if s is not None else None
         return found
 
     def set_stats(self, changed: Mapping[str, Sequence[int] | None], gone: Iterable[str]) -> None:
