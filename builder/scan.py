@@ -17,7 +17,7 @@ build's stats and records) in one of two ways:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +27,7 @@ from builder.formats import Reader
 from builder.model import Record, StoreSettings, builder_code_digest, record_from_dict, record_schema
 from builder.progress import Progress
 from builder.registry import readers
-from builder.scan_worker import ScanWorkerError, read_entry, run_workers
+from builder.scan_worker import ScanWorkerError, read_entry, stream_workers
 from builder.settings import SETTINGS_FILE
 from builder.state import BuildState
 
@@ -121,7 +121,9 @@ class Scanner:
             (relpath, reader, self.key(relpath, reader, settings, stats))
             for relpath, reader in claimed.items()
         ]
-        for (relpath, _reader, _key), entry in zip(jobs, self.read(jobs, settings, progress), strict=True):
+        read = dict(self.read(jobs, settings, progress))
+        for index, (relpath, _reader, _key) in enumerate(jobs):
+            entry = read[index]
             if entry["error"]:
                 result.skipped[relpath] = entry["error"]
             records = entry_records(entry)
@@ -158,52 +160,54 @@ class Scanner:
 
     def read(
         self, jobs: list[tuple[str, Reader, list[Any]]], settings: StoreSettings, progress: Progress | None
-    ) -> list[dict[str, Any]]:
-        """The scan-cache entry of each job, in order: in worker processes for a big batch."""
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(index in ``jobs``, scan-cache entry) of each job, in the order they are read: in
+        worker processes for a big batch (what they do not deliver is read here after all)."""
         if not jobs:
-            return []
+            return
         if progress:
             progress.start(len(jobs), "reading packages")
-        entries = self._read_in_processes(jobs, settings, progress)
-        if entries is None:
+        delivered: set[int] = set()
+        if self._processes_can_read(jobs):
+            names = [(relpath, reader.name, key) for relpath, reader, key in jobs]
+            n = min(_cpus(), 4)
+            shares = [names[i::n] for i in range(n)]  # interleaved: big and small files spread evenly
+            try:
+                for share, position, entry in stream_workers(self.repo, settings, shares):
+                    index = share + position * n
+                    delivered.add(index)
+                    if progress:
+                        progress.advance(1)
+                    yield index, entry
+            except (OSError, ScanWorkerError):
+                pass  # the rest is read here
+        rest = [i for i in range(len(jobs)) if i not in delivered]
 
-            def read_one(job: tuple[str, Reader, list[Any]]) -> dict[str, Any]:
-                relpath, reader, key = job
-                entry = read_entry(self.repo, relpath, reader, key, settings)
-                if progress:
-                    progress.advance(1)
-                return entry
+        def read_one(index: int) -> tuple[int, dict[str, Any]]:
+            relpath, reader, key = jobs[index]
+            return index, read_entry(self.repo, relpath, reader, key, settings)
 
-            with ThreadPoolExecutor(max_workers=min(4, len(jobs))) as pool:
-                entries = list(pool.map(read_one, jobs))
+        if rest:
+            with ThreadPoolExecutor(max_workers=min(4, len(rest))) as pool:
+                for index, entry in pool.map(read_one, rest):
+                    if progress:
+                        progress.advance(1)
+                    yield index, entry
         if progress:
             progress.finish()
-        return entries
 
-    def _read_in_processes(
-        self, to_read: list[tuple[str, Reader, list[Any]]], settings: StoreSettings, progress: Progress | None
-    ) -> list[dict[str, Any]] | None:
-        """Read a big batch in worker processes (see scan_worker); None when the batch is small or
-        that is not possible (one CPU, custom readers, no subprocess), and the caller reads here."""
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        if cpus < 2 or len(to_read) < PROCESS_POOL_MIN_FILES:
-            return None
+    def _processes_can_read(self, jobs: list[tuple[str, Reader, list[Any]]]) -> bool:
+        """Worker processes (see scan_worker) pay off for a big batch on several CPUs, and can
+        only name the standard readers; reading a few hundred packages costs what starting them
+        does."""
+        if _cpus() < 2 or len(jobs) < PROCESS_POOL_MIN_FILES:
+            return False
         known = {r.name: type(r) for r in readers()}
-        if any(known.get(reader.name) is not type(reader) for _rel, reader, _key in to_read):
-            return None  # workers make their own readers: only the standard ones can be named
-        jobs = [(relpath, reader.name, key) for relpath, reader, key in to_read]
-        n = min(cpus, 4)
-        shares = [jobs[i::n] for i in range(n)]  # interleaved, so big and small files spread evenly
-        try:
-            results = run_workers(
-                self.repo, settings, shares, lambda: progress.advance(1) if progress else None
-            )
-        except (OSError, ScanWorkerError):
-            return None
-        entries: list[dict[str, Any]] = [{} for _ in jobs]
-        for i, share_entries in enumerate(results):
-            entries[i::n] = share_entries
-        return entries
+        return all(known.get(reader.name) is type(reader) for _rel, reader, _key in jobs)
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 STRAY = "not a package Depot can read here"
@@ -315,7 +319,8 @@ def scan_changes(
         if old is not None and old["key"] == key:
             continue
         jobs.append((p, reader, key))
-    for (p, _reader, _key), entry in zip(jobs, scanner.read(jobs, settings, progress), strict=True):
+    for index, entry in scanner.read(jobs, settings, progress):  # each stored as it arrives
+        p = jobs[index][0]
         old = entries.get(p)
         old_records = entry_records(old) if old is not None else []
         if entry["key"] is None:  # could not be read (an OSError): tried again next build

@@ -16,10 +16,11 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import queue
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,24 +29,39 @@ from builder.formats import Reader, Source
 from builder.model import StoreSettings
 
 Job = tuple[str, str, list[Any]]
+# Entries read but not yet taken by the build: how far the workers may run ahead of it.
+QUEUE_LENGTH = 256
 
 
 class ScanWorkerError(RuntimeError):
     """A worker died or answered something else than one entry per job."""
 
 
-def run_workers(
-    repo: Path, settings: StoreSettings, shares: list[list[Job]], on_entry: Callable[[], None]
-) -> list[list[dict[str, Any]]]:
-    """Read each share in its own worker process; returns the entries share by share, in order.
-    Raises OSError or ScanWorkerError when that does not work out (the caller reads in-process)."""
+def stream_workers(
+    repo: Path, settings: StoreSettings, shares: list[list[Job]]
+) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    """Read each share in its own worker process; yields (share, position in it, entry) as the
+    entries arrive, so the caller can store each and let it go: a first build of a hundred
+    thousand packages never holds them all. A bounded queue between the workers' pipes and the
+    caller keeps the workers from running far ahead. Raises OSError or ScanWorkerError when
+    that does not work out (the caller reads what it did not get in-process)."""
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parent.parent)  # the same builder, installed or not
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     cmd = [sys.executable, "-m", "builder.scan_worker"]
     procs: list[subprocess.Popen[bytes]] = []
-    results: list[list[dict[str, Any]]] = [[] for _ in shares]
     failures: list[BaseException] = []
+    arrived: queue.Queue[tuple[int, int, bytes | None]] = queue.Queue(maxsize=QUEUE_LENGTH)
+    closed = threading.Event()
+
+    def put(item: tuple[int, int, bytes | None]) -> bool:
+        while not closed.is_set():
+            try:
+                arrived.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def pump(i: int) -> None:
         proc = procs[i]
@@ -53,25 +69,33 @@ def run_workers(
         try:
             proc.stdin.write(pickle.dumps((str(repo), settings, shares[i])))
             proc.stdin.close()
-            for line in proc.stdout:
-                results[i].append(json.loads(line))
-                on_entry()
+            for position, line in enumerate(proc.stdout):
+                if not put((i, position, line)):
+                    return
         except (OSError, ValueError) as exc:
             failures.append(exc)
+        finally:
+            put((i, -1, None))
 
     try:
         for _share in shares:
             procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env))
-        threads = [threading.Thread(target=pump, args=(i,), daemon=True) for i in range(len(procs))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        for i in range(len(procs)):
+            threading.Thread(target=pump, args=(i,), daemon=True).start()
+        counts = [0] * len(shares)
+        finished = 0
+        while finished < len(shares):
+            i, position, line = arrived.get()
+            if line is None:
+                finished += 1
+                continue
+            counts[i] += 1
+            yield i, position, json.loads(line)
         codes = [proc.wait() for proc in procs]
-        if failures or any(codes) or any(len(r) != len(s) for r, s in zip(results, shares, strict=True)):
+        if failures or any(codes) or counts != [len(s) for s in shares]:
             raise ScanWorkerError(f"scan worker failed (exit codes {codes}, {failures})")
-        return results
     finally:
+        closed.set()
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
