@@ -177,16 +177,15 @@ class Planner:
         self, renderer: Renderer, every: list[tuple[str, list[Record]]], desired: dict[str, list[Output]]
     ) -> None:
         state, name, settings = self.state, renderer.name, self.ctx.settings
-        state.db.execute("DELETE FROM members WHERE renderer = ?", (name,))
         groups: dict[str, list[Record]] = {p: [] for p in renderer.fixed_parts(settings)}
-        rows: list[tuple[str, str, str]] = []
+        rows: list[tuple[str, str]] = []
         for path, records in every:
             for record in records:
                 for part in renderer.parts(record, settings):
                     members = groups.setdefault(part, [])
                     members.append(record)
-                    rows.append((name, part, path))
-        state.db.executemany("INSERT OR IGNORE INTO members (renderer, part, path) VALUES (?, ?, ?)", rows)
+                    rows.append((part, path))
+        state.replace_members(name, rows)
         stale = state.owners(name)
         dirty: set[str] = set(renderer.fixed_targets(settings)) | state.targets(name)
         if self.progress:

@@ -262,10 +262,7 @@ class Publisher:
         it goes: returns those files, to delete."""
         state = self.state
         if state.current_retained() != retained_before:
-            state.db.executemany(
-                "UPDATE outputs SET later = later + 1 WHERE owner = '' AND path = ?",
-                ((p,) for p in sorted(retired_before)),
-            )
+            state.count_generation(retired_before)
         gone = []
         for row in state.retired():
             if (row.later or 0) >= RETAIN_GENERATIONS and now - (row.since or now) >= RETAIN_SECONDS:
@@ -281,9 +278,7 @@ class Publisher:
         buckets = {bucket_of(u) for u in urls}
         known = {r.path for r in state.outputs_of(ROUTES_OWNER)}
         if ROUTES_FILE not in known:  # a first build, or the table was damaged: every shard
-            buckets |= {
-                r[0] for r in state.db.execute("SELECT DISTINCT bucket FROM outputs WHERE routed = 1")
-            }
+            buckets |= state.routed_buckets()
             buckets |= {p.removeprefix("routes/").removesuffix(".json") for p in known}
         elif not buckets:
             return
@@ -407,7 +402,7 @@ class Publisher:
 
     def _sweep(self, report: PublishReport) -> None:
         """Delete every file of site/ the manifest does not know, and every empty folder."""
-        known = {r[0] for r in self.state.db.execute("SELECT path FROM outputs")}
+        known = self.state.output_paths()
         for dirpath, _dirs, files in os.walk(self.site):
             rel = os.path.relpath(dirpath, self.site).replace(os.sep, "/")
             prefix = "" if rel == "." else rel + "/"

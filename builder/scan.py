@@ -338,8 +338,8 @@ def scan_changes(
 
     # Strays: files of content folders that no package claims, among what this change touched.
     check = touched | {s for p in affected if p in readers_of for s in readers_of[p].sidecars(p)}
-    present_paths = {p for p in check if p in current or (paths is None and p in now)}
-    claimed_sidecars = _claimed_sidecars(state, check)
+    present_paths = {p for p in check if p in current}
+    claimed_sidecars = state.claimed_sidecars(check)
     add: list[str] = []
     drop: list[str] = []
     for p in check:
@@ -383,26 +383,5 @@ def _expand(scanner: Scanner, repo: Path, state: BuildState, paths: set[str]) ->
     # A folder named in the feed: also the files the last build saw in it (gone ones included).
     for p in paths:
         if p:
-            found.update(_recorded_below(state, p))
-    return found
-
-
-def _recorded_below(state: BuildState, folder: str) -> list[str]:
-    # "0" is the character after "/": the range is every path that starts with "folder/".
-    rows = state.db.execute(
-        "SELECT path FROM stats WHERE path >= ? AND path < ?", (folder + "/", folder + "0")
-    )
-    return [r[0] for r in rows]
-
-
-def _claimed_sidecars(state: BuildState, paths: set[str]) -> set[str]:
-    found: set[str] = set()
-    items = sorted(paths)
-    for i in range(0, len(items), 500):
-        chunk = items[i : i + 500]
-        marks = ",".join("?" * len(chunk))
-        found.update(
-            r[0]
-            for r in state.db.execute(f"SELECT DISTINCT path FROM sidecars WHERE path IN ({marks})", chunk)
-        )
+            found.update(state.stats_below(p))
     return found

@@ -204,6 +204,14 @@ class BuildState:
             ((p, st[0] if st else None, st[1] if st else None) for p, st in changed.items()),
         )
 
+    def stats_below(self, folder: str) -> list[str]:
+        """Every file the last build saw below ``folder`` (a relpath)."""
+        # "0" is the character after "/": the range is every path that starts with "folder/".
+        rows = self.db.execute(
+            "SELECT path FROM stats WHERE path >= ? AND path < ?", (folder + "/", folder + "0")
+        )
+        return [r[0] for r in rows]
+
     def newest_mtime(self) -> int | None:
         """The newest mtime of every file of repo/ the last build saw (None: none)."""
         row = self.db.execute("SELECT MAX(mtime_ns) FROM stats").fetchone()
@@ -260,6 +268,17 @@ class BuildState:
             )
         return found
 
+    def claimed_sidecars(self, paths: Iterable[str]) -> set[str]:
+        """Those of ``paths`` that some package names as its sidecar."""
+        found: set[str] = set()
+        for chunk in _chunks(sorted(set(paths))):
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                r[0]
+                for r in self.db.execute(f"SELECT DISTINCT path FROM sidecars WHERE path IN ({marks})", chunk)
+            )
+        return found
+
     def set_sidecars(self, package: str, sidecars: Iterable[str]) -> None:
         self.db.execute("DELETE FROM sidecars WHERE package = ?", (package,))
         self.db.executemany(
@@ -285,6 +304,14 @@ class BuildState:
                 "SELECT path FROM members WHERE renderer = ? AND part = ? ORDER BY path", (renderer, part)
             )
         ]
+
+    def replace_members(self, renderer: str, rows: Iterable[tuple[str, str]]) -> None:
+        """The renderer's whole membership table: (part, package file) rows."""
+        self.db.execute("DELETE FROM members WHERE renderer = ?", (renderer,))
+        self.db.executemany(
+            "INSERT OR IGNORE INTO members (renderer, part, path) VALUES (?, ?, ?)",
+            ((renderer, part, path) for part, path in rows),
+        )
 
     def set_members(self, renderer: str, path: str, add: Iterable[str], drop: Iterable[str]) -> None:
         self.db.executemany(
@@ -369,6 +396,20 @@ class BuildState:
 
     def current_retained(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT path FROM outputs WHERE retain = 1 AND owner != ''")}
+
+    def output_paths(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT path FROM outputs")}
+
+    def routed_buckets(self) -> set[str]:
+        """Every shard of the route table that some file's URL falls in."""
+        return {r[0] for r in self.db.execute("SELECT DISTINCT bucket FROM outputs WHERE routed = 1")}
+
+    def count_generation(self, retired: Iterable[str]) -> None:
+        """One more newer generation for each of these retired files."""
+        self.db.executemany(
+            "UPDATE outputs SET later = later + 1 WHERE owner = '' AND path = ?",
+            ((p,) for p in sorted(retired)),
+        )
 
     def put_output(self, row: OutputRow) -> None:
         self.db.execute(
