@@ -271,8 +271,8 @@ def scan_changes(
         before = state.stats_of(candidates)
         now = {}
         for p in sorted(candidates):
-            if not p or _hidden(p):
-                continue
+            if not p or _hidden(p) or os.path.isdir(repo / p):
+                continue  # a folder stands for its files (_expand), as the walk sees them
             st = _stat_key(repo / p)
             if st is not None or os.path.islink(repo / p):
                 now[p] = st
