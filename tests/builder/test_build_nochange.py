@@ -165,3 +165,17 @@ def test_a_no_change_build_with_a_feed_reads_nothing_of_the_store(
     monkeypatch.setattr(builder.scan, "walk_repo_stats", lambda root: walks.append(root) or real(root))
     again = build(repo, site, changed=[])
     assert again.written == [] and again.files_read == 0 and walks == []
+
+
+def test_a_folder_in_the_feed_is_its_files_not_a_file(tmp_path: Path) -> None:
+    """A feed that names a folder publishes what a walk would: the folder is never read as a
+    package (the property test once found `modules/sub` reported as a bad file name)."""
+    repo, site = copy_demo(tmp_path / "repo"), tmp_path / "site"
+    build(repo, site)
+    (repo / "modules" / "sub").mkdir()
+    add_module(repo, "deep", "1.0", "pi64").rename(repo / "modules" / "sub" / "deep.1.0.pi64.tar.gz")
+    fed = build(repo, site, changed=["modules/sub"])
+    walked = build(repo, tmp_path / "walked")
+    assert fed.skipped == walked.skipped
+    assert "modules/sub" not in fed.skipped
+    assert_same_tree(site_tree(site), site_tree(tmp_path / "walked"))
