@@ -154,6 +154,17 @@ class Front:
     url: str
     access_log: Path
 
+    def logged(self, text: str, count: int = 1, timeout: float = 10) -> list[str]:
+        """The access log's lines that contain ``text``, waited for until there are ``count``:
+        nginx writes a line after it has sent the answer, so a client can hold the answer
+        before the line is there."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = [line for line in self.access_log.read_text().splitlines() if text in line]
+            if len(lines) >= count or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.05)
+
     def upstreams(self, method: str, path_prefix: str) -> list[str]:
         """For each logged ``method`` request under ``path_prefix``: the node that answered
         (the last address of ``$upstream_addr``, after any it tried first)."""
