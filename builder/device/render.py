@@ -1,24 +1,28 @@
 """The device index: what a robot on a given platform can install.
 
-Layout (schema in docs/device-index.md)::
+Layout (schema 2, docs/device-index.md)::
 
-    device/index.json                    entry: store name and every platform's index, with its
-                                         size and SHA-256 so a device can verify what it fetched
-    device/<platform>/index.<fp>.json    every module and firmware of the platform, newest first;
-                                         the file the entry names, never rewritten in place
-    device/<platform>/index.json         the same bytes under a stable name, for people and tools
-                                         that do not start from the entry
+    device/index.json                    entry: the store's name and, per platform, its shards,
+                                         each with its URL, size and SHA-256 so a device can
+                                         verify what it fetched
+    device/<platform>/<b>.<fp>.json      the modules and firmware of one platform whose names
+                                         fall in bucket <b> (a hex digit of their SHA-256), each
+                                         with its versions, newest first; named by its content,
+                                         never rewritten in place
 
-The entry names the platform index by a name derived from its inputs' fingerprint, so a reader
-that holds an entry (old or new) always finds the very bytes the entry states: the new platform
-file is published before the entry that names it, and the old one stays (``retain``) for three
-newer generations and an hour after the new entry replaced the old (builder.publish.RETAIN_*),
-so a reader that fetched the previous entry just before a build still finds what it names.
-Rewriting one mutable file that the entry checks by SHA-256 would leave, between the two
-renames (or after a build killed there), an entry whose stated SHA-256 does not match the file
-it names.
+Why shards: at 100,000 modules one platform index is megabytes that every added module would
+rewrite, hash and send to every device again. Split by a hash of the name into ``SHARDS``
+files, an added module rewrites one sixteenth of its platform and the entry, and a device
+refetches only the shards whose SHA-256 changed. A module's bucket is a function of its name
+alone, so a device that wants one module can fetch its shard only.
 
-Download URLs are relative to the index that names them, so the same tree works from any host,
+The entry names each shard by a name derived from its content, so a reader that holds an entry
+(old or new) always finds the very bytes the entry states: a new shard is published before the
+entry that names it, and the old one stays (``retain``) for three newer generations and an hour
+after the entry stopped naming it (builder.publish.RETAIN_*), so a reader that fetched the
+previous entry just before a build still finds what it names.
+
+Download URLs are relative to the shard that names them, so the same tree works from any host,
 mirror, sub-path or CDN.
 """
 
@@ -43,24 +47,27 @@ from builder.render import (
 )
 from builder.versions import version_key
 
-SCHEMA = 1
+SCHEMA = 2
+SHARDS = 16  # buckets per platform: a hex digit; see bucket_of
 JSON = "application/json"
 ENTRY = "entry"
 MODULE, FIRMWARE = "module", "firmware"
+SHARD = "shard:"
 
 
 def relative_url(from_file: str, to_file: str) -> str:
     return site_relpath(from_file, to_file)
 
 
-def platform_index_path(platform: str) -> str:
-    """The platform index's stable name (what people and the web catalog link to)."""
-    return f"device/{platform}/index.json"
+def bucket_of(name: str) -> str:
+    """A module's or firmware's shard: the first hex digit of the SHA-256 of its name (what a
+    device computes to fetch one package's shard only; docs/device-index.md)."""
+    return f"{hashlib.sha256(name.encode()).digest()[0] >> 4:x}"
 
 
-def pinned_index_path(platform: str, fp: str) -> str:
-    """The immutable name of one version of a platform index: the one the entry names."""
-    return f"device/{platform}/index.{fp[:16]}.json"
+def shard_path(platform: str, bucket: str, fp: str) -> str:
+    """The immutable name of one version of a platform's shard: the one the entry names."""
+    return f"device/{platform}/{bucket}.{fp[:16]}.json"
 
 
 def newest_first(versions: list[Any]) -> list[Any]:
@@ -98,13 +105,20 @@ def _package_entry(index_path: str, name: str, versions: list[Any]) -> dict[str,
     return entry
 
 
-def _target(platform: str) -> str:
-    return "platform:" + platform
+def _target(platform: str, bucket: str) -> str:
+    return f"{SHARD}{platform}/{bucket}"
+
+
+def _platform_order(settings: StoreSettings, platform: str) -> str:
+    """Declared platforms first, in their order, then the others by name."""
+    declared = [p.name for p in settings.platforms]
+    return f"0{declared.index(platform):06d}" if platform in declared else "1" + platform
 
 
 class DeviceIndex(Renderer):
     """Parts: one per (platform, module or firmware, name), each the package's entry in its
-    platform index. Targets: one per platform (its two files) and the entry (level 2)."""
+    platform's shard. Targets: one per (platform, bucket), the shard, and the entry (level 2),
+    which lists every platform's shards."""
 
     name = "device"
 
@@ -116,72 +130,64 @@ class DeviceIndex(Renderer):
 
     def render_part(self, part: str, records: list[Record], ctx: RenderContext) -> Part:
         platform, kind, name = json.loads(part)
-        entry = _package_entry(platform_index_path(platform), name, newest_first(records))
-        return Part(fragments=[Fragment(_target(platform), f"{kind}\n{name}", json_fragment(entry))])
+        # every shard of a platform is in device/<platform>/: the links are the same from each
+        entry = _package_entry(f"device/{platform}/shard.json", name, newest_first(records))
+        target = _target(platform, bucket_of(name))
+        return Part(fragments=[Fragment(target, f"{kind}\n{name}", json_fragment(entry))])
 
     def fixed_targets(self, settings: StoreSettings) -> list[str]:
-        return [ENTRY, *(_target(p.name) for p in settings.platforms)]
+        return [ENTRY]  # a declared platform without packages is in the entry with no shards
 
     def level(self, target: str) -> int:
         return 2 if target == ENTRY else 1
 
     def assemble(self, target: str, fragments: list[Fragment], ctx: RenderContext) -> Part:
-        settings = ctx.settings
-        descriptions = {p.name: p.description for p in settings.platforms}
         if target == ENTRY:
-            rows = [json.loads(f.data) for f in fragments]
-            body = json_bytes({"schema": SCHEMA, "store": settings.name, "platforms": rows})
-            fp = fingerprint("device-entry", hashlib.sha256(body).hexdigest())
-            return Part(
-                outputs=[
-                    Output(
-                        path="device/index.json",
-                        fingerprint=fp,
-                        media_type=JSON,
-                        tier=INDEX,
-                        render=lambda: body,
-                    )
-                ]
-            )
-        platform = target.removeprefix("platform:")
+            return self._entry(fragments, ctx.settings)
+        platform, bucket = target.removeprefix(SHARD).split("/")
         lists: dict[str, list[str]] = {MODULE + "s": [], FIRMWARE: []}
         for f in fragments:
             kind = f.order.split("\n", 1)[0]
             lists[MODULE + "s" if kind == MODULE else FIRMWARE].append(f.data)
-        description = descriptions.get(platform, "")
-        body = json_with_lists({"schema": SCHEMA, "platform": platform, "description": description}, lists)
+        body = json_with_lists({"schema": SCHEMA, "platform": platform, "shard": bucket}, lists)
         sha = hashlib.sha256(body).hexdigest()
-        fp = fingerprint("device-platform", sha)
-        pinned = pinned_index_path(platform, fp)
-        # Both files of a platform have the same bytes: their URLs are relative to one folder.
-        # The pinned one is named by its content and kept a while after the entry stops naming
-        # it (retain), for readers of an older entry.
-        outputs = [
-            Output(
-                path=pinned,
-                fingerprint=fp,
-                media_type=JSON,
-                tier=PAGE,
-                render=lambda: body,
-                retain=True,
-                sha256=sha,
-            ),
-            Output(
-                path=platform_index_path(platform),
-                fingerprint=fp,
-                media_type=JSON,
-                tier=PAGE,
-                render=lambda: body,
-                sha256=sha,
-            ),
-        ]
-        declared = [p.name for p in settings.platforms]
-        order = f"0{declared.index(platform):06d}" if platform in declared else "1" + platform
+        fp = fingerprint("device-shard", sha)
+        path = shard_path(platform, bucket, fp)
+        # Named by its content and kept a while after the entry stops naming it (retain), for
+        # readers of an older entry.
+        out = Output(
+            path=path,
+            fingerprint=fp,
+            media_type=JSON,
+            tier=PAGE,
+            render=lambda: body,
+            retain=True,
+            sha256=sha,
+        )
         row = {
-            "name": platform,
-            "description": description,
-            "url": relative_url("device/index.json", pinned),
+            "platform": platform,
+            "shard": bucket,
+            "url": relative_url("device/index.json", path),
             "size": len(body),
             "sha256": sha,
         }
-        return Part(outputs=outputs, fragments=[Fragment(ENTRY, order, json.dumps(row, sort_keys=True))])
+        order = f"{_platform_order(ctx.settings, platform)}\n{bucket}"
+        return Part(outputs=[out], fragments=[Fragment(ENTRY, order, json.dumps(row, sort_keys=True))])
+
+    def _entry(self, fragments: list[Fragment], settings: StoreSettings) -> Part:
+        descriptions = {p.name: p.description for p in settings.platforms}
+        shards: dict[str, list[dict[str, Any]]] = {p.name: [] for p in settings.platforms}
+        for f in fragments:  # in platform order, then by bucket
+            row = json.loads(f.data)
+            shards.setdefault(row.pop("platform"), []).append(row)
+        names = sorted(shards, key=lambda name: _platform_order(settings, name))
+        platforms = [
+            {"name": name, "description": descriptions.get(name, ""), "shards": shards[name]}
+            for name in names
+        ]
+        body = json_bytes({"schema": SCHEMA, "store": settings.name, "platforms": platforms})
+        fp = fingerprint("device-entry", hashlib.sha256(body).hexdigest())
+        out = Output(
+            path="device/index.json", fingerprint=fp, media_type=JSON, tier=INDEX, render=lambda: body
+        )
+        return Part(outputs=[out])
