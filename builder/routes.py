@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,22 @@ SCHEMA = 2
 SHARDS = 64
 
 
+# The content address in a file's URL: a package file's folders (files/<2 hex>/<14 hex>/) and a
+# content-named file's infix (device/pi64/5.a859f9cf8e7ccc33.json, assets/style.<16 hex>.css).
+_CONTENT_ADDRESS = re.compile(r"(?<=^/files/)[0-9a-f]{2}/[0-9a-f]{14}/|\.[0-9a-f]{16}(?=\.[A-Za-z0-9]+$)")
+
+
+def route_group(url: str) -> str:
+    """A URL without its content address: the old and the new bytes of one file share it (a
+    replaced package keeps its file name, a platform's shard its bucket), so their rows share a
+    shard and a change rewrites one shard of the table, not one for each name."""
+    return _CONTENT_ADDRESS.sub("", url)
+
+
 def bucket_of(url: str) -> str:
-    """The shard of a URL: two hex digits, 00 to 3f."""
-    return f"{hashlib.sha256(url.encode()).digest()[0] % SHARDS:02x}"
+    """The shard of a URL: two hex digits, 00 to 3f, from its :func:`route_group`. Readers load
+    every shard the entry names, so the rule is the builder's alone and may change with it."""
+    return f"{hashlib.sha256(route_group(url).encode()).digest()[0] % SHARDS:02x}"
 
 
 def shard_path(bucket: str) -> str:
