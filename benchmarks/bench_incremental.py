@@ -124,6 +124,7 @@ def bench_size(count: int, work: Path, repeat: int) -> dict[str, Any]:
     site = work / f"site-{count}"
     log(f"{count}: cold build")
     result: dict[str, Any] = {"count": count, "cold": cold(repo, site)}
+    result["copy_floor"] = copy_floor(site, work)
     log(f"{count}: in-process")
     worker = subprocess.Popen(
         [PYTHON, "-c", WORKER, str(ROOT), str(repo), str(site)],
@@ -228,6 +229,12 @@ def render(results: list[dict[str, Any]], info: str, command: str) -> str:
         k: round(v, 1) for k, v in big["cold"]["timings"].items() if k in ("scan", "plan", "publish")
     }
     lines += [f"Cold build at {big['count']:,} by phase (s): {cold_split}."]
+    if "copy_floor" in big:
+        floor = big["copy_floor"]
+        lines += [
+            f"The package files a cold build copies at {big['count']:,}: {floor['bytes'] / 2**30:.1f} GiB; "
+            f"`cp -r` of them and a `sync`, right after: {floor['s']:.1f} s (the floor of the publish)."
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -250,6 +257,21 @@ def write(path: Path, body: str) -> None:
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def copy_floor(site: Path, work: Path) -> dict[str, Any]:
+    """What the machine needs to write the package files a cold build copies: ``cp -r`` of
+    site/files/ and a sync, measured right after the cold build (the floor of its publish)."""
+    copy = work / "copy-floor"
+    shutil.rmtree(copy, ignore_errors=True)
+    size = sum(f.stat().st_size for f in (site / "files").rglob("*") if f.is_file())
+    subprocess.run(["sync"], check=True)
+    t = time.perf_counter()
+    subprocess.run(["cp", "-r", str(site / "files"), str(copy)], check=True)
+    subprocess.run(["sync"], check=True)
+    seconds = time.perf_counter() - t
+    shutil.rmtree(copy, ignore_errors=True)
+    return {"s": seconds, "bytes": size}
 
 
 def main() -> int:
