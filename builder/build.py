@@ -175,7 +175,7 @@ def template_digest() -> str:
 
 
 def retained_history(site: Path) -> set[str]:
-    """The files of ``site`` kept as history (old pinned platform indexes that older entries
+    """The files of ``site`` kept as history (old device shards that older entries
     name, see docs/device-index.md): not outputs of the current repo/, so a clean build has
     none. They and their routes are all that an incremental site has more."""
     site = site.resolve()

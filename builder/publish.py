@@ -56,11 +56,11 @@ ENTRY = 6
 # published (so the entries of the current and the three previous generations always resolve,
 # however fast builds follow each other) and RETAIN_SECONDS have passed since it stopped being
 # current (so a reader with an older entry has that long, however many builds run meanwhile).
-# A device fetches the entry and then the platform index in two requests a second apart, and a
+# A device fetches the entry and then the shards it names a second apart, and a
 # cache revalidates the entry (no-cache); an hour also covers a slow link that retries, a
 # CDN rule that caches JSON for minutes, and a mirror that syncs every few minutes. Longer
-# costs disk: one platform index per generation per changed platform, so a store rebuilt
-# every 10 s for a whole hour keeps 360 old copies of each platform index it changed.
+# costs disk: one shard per generation per changed shard, so a store rebuilt every 10 s for
+# a whole hour keeps 360 old copies of each shard it changed.
 RETAIN_GENERATIONS = 3
 RETAIN_SECONDS = 3600.0
 
@@ -98,11 +98,11 @@ class Output:
     url: str | None = None  # the public URL, when it is not "/" + path
     query: dict[str, str] | None = None  # for dialect URLs that carry a query string
     status: int | None = None  # HTTP status to answer with, when not 200 (static error bodies)
-    # Named by its content, and named by other files (device/index.json names the pinned platform
-    # indexes): kept, with its route, for a while after no output claims it (RETAIN_*).
+    # Named by its content, and named by other files (device/index.json names the device
+    # index's shards): kept, with its route, for a while after no output claims it (RETAIN_*).
     retain: bool = False
-    # The SHA-256 of what ``render`` returns, when the renderer already computed it (a platform
-    # index of megabytes is hashed once, not again by the publisher).
+    # The SHA-256 of what ``render`` returns, when the renderer already computed it (a device
+    # shard is hashed once for the entry, not again by the publisher).
     sha256: str | None = None
 
     @property

@@ -7,11 +7,11 @@ touches (builder/plan.py keeps every part's outputs and fragments in the build s
   module name, a package file's content address). ``fixed_parts(settings)`` names parts that
   exist without records (a declared OTA device without builds still has its feeds).
 - ``render_part(part, records, ctx)`` makes the part's own files (``Part.outputs``) and its
-  *fragments*: pre-rendered pieces of files that list many parts (a platform index lists every
-  module of the platform; a search shard lists entries of many apps).
+  *fragments*: pre-rendered pieces of files that list many parts (a device shard lists every
+  module of its bucket; a search shard lists entries of many apps).
 - ``assemble(target, fragments, ctx)`` makes the files of one *target* from its fragments, in
   the order of their ``order`` keys, and may emit fragments to targets of a higher ``level``
-  (a platform index's size and SHA-256 go to the device entry, level 2).
+  (a device shard's size and SHA-256 go to the device entry, level 2).
 
 A part is rendered only when its records changed, a target is assembled only when one of its
 fragments changed, and a change of settings, templates or builder code re-plans everything. So

@@ -6,15 +6,15 @@ outputs (docs/device-index.md, "Signed metadata (TUF)")::
 
     tuf/<N>.root.json        every root version of the key folder (the chain a device walks)
     tuf/root.json            the newest root, for bootstrapping a device
-    tuf/<N>.targets.json     every target's length and SHA-256 (retained like a pinned index)
+    tuf/<N>.targets.json     every target's length and SHA-256 (retained like a device shard)
     tuf/<N>.snapshot.json    the version, length and SHA-256 of the targets (retained too)
     tuf/timestamp.json       the version, length and SHA-256 of the snapshot (builder.trust.timestamp)
 
 Targets are the site-relative paths of every output under ``device/`` and ``android/`` (the
 device index and the Android catalog, the JSON a client reads) and every copied public package
-file under ``files/`` (modules, firmware, APKs). Retained history (older pinned indexes) is not
-a target: only what the current entry names is. The files under ``files/`` and the pinned
-platform indexes are already named by their content, so targets are *not* hash-prefixed: a
+file under ``files/`` (modules, firmware, APKs). Retained history (older device shards) is not
+a target: only what the current entry names is. The files under ``files/`` and the device
+shards are already named by their content, so targets are *not* hash-prefixed: a
 client sets ``UpdaterConfig(prefix_targets_with_hash=False)``; the metadata itself uses
 consistent snapshots (``N.targets.json``, ``N.snapshot.json``), so a client never mixes two
 builds.

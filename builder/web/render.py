@@ -13,18 +13,25 @@ only what shows it:
   per visible declared OTA device (its page, with or without builds; builds of other codenames
   show nowhere), one per (module or firmware, platform, name), one per Android package (its
   page), and the static assets. Each part also pre-renders what the pages that list it show:
-  an app's card, a module's section of its platform page, an Android app's card, and every
+  an app's card, a module's section of its letter page, an Android app's card, and every
   part's entry of the search index.
-- level 1 targets, joined from those fragments: each declared category's page, each platform's
-  page ``modules/<platform>/index.html``, the Android app list ``android-apps/index.html``, the
-  newest apps for the home page, and the 64 shards of the search index ``search/<bb>.json``.
-- level 2: the home page ``index.html`` (counts and links per section, from the level 1
-  targets: never a list of every item) and the search index's entry ``search.json`` (its shards
-  with their SHA-256). Level 3: ``search.html``, the search form, which links to the sections
-  the home page has.
+- level 1 targets, joined from those fragments: each declared category's page, each letter
+  page of a platform ``modules/<platform>/<key>.html`` (the modules and firmware whose name
+  starts with that character, see :func:`letter_of`), the Android app list
+  ``android-apps/index.html``, the newest apps for the home page, and the 64 shards of the
+  search index ``search/<bb>.json``.
+- level 2: each platform's page ``modules/<platform>/index.html`` (its description and links to
+  the letter pages that have something: never a name or a count, so a letter page's fragment
+  only says that it exists and what kinds it holds) and the search index's entry
+  ``search.json`` (its shards with their SHA-256).
+- level 3: the home page ``index.html`` (counts and links per section, from the targets below:
+  never a list of every item). Level 4: ``search.html``, the search form, which links to the
+  sections the home page has.
 
-The pages that list the whole store hold counts and links, the search index is sharded by a
-hash of the entry's name: nothing a build rewrites for one change grows with the store.
+The pages that list the whole store hold counts and links, a platform's modules are split by
+their first character over at most 37 pages, the search index is sharded by a hash of the
+entry's name: nothing a build rewrites for one change grows with the store but the letter page
+that shows it (a 37th of the platform).
 """
 
 from __future__ import annotations
@@ -72,7 +79,15 @@ SEARCH_ENTRY = "search.json"
 SEARCH_PAGE = "search.html"
 ANDROID_LIST = "android-apps/index.html"
 NEWEST = "newest"  # the home page's newest apps and the app count: no file of its own
-CATEGORY, PLATFORM, SHARD = "category:", "platform:", "search:"
+CATEGORY, PLATFORM, LETTER, SHARD = "category:", "platform:", "letter:", "search:"
+
+# A platform's modules and firmware are split over letter pages by the first character of their
+# name, folded to lower case (names are [A-Za-z0-9_-]+): one page per digit, ``0.html`` to
+# ``9.html``, one per letter, ``a.html`` to ``z.html``, and ``other.html`` for names starting
+# with ``_`` or ``-`` (or anything else). The keys are the file names and sort in the order the
+# platform's page lists them; none of them is ``index``.
+LETTER_KEYS = (*"0123456789abcdefghijklmnopqrstuvwxyz", "other")
+OTHER = LETTER_KEYS[-1]
 
 
 def relative_url(from_file: str, to_file: str) -> str:
@@ -122,7 +137,29 @@ def device_page_path(codename: str) -> str:
 
 
 def platform_page_path(platform: str) -> str:
+    """A platform's page: its description and links to its letter pages (the stable URL)."""
     return f"modules/{slug(platform)}/index.html"
+
+
+def letter_of(name: str) -> str:
+    """The letter page a module or firmware named ``name`` is on: see LETTER_KEYS."""
+    first = name[:1]
+    key = first.lower() if first.isascii() else ""
+    return key if key and key in LETTER_KEYS[:-1] else OTHER
+
+
+def letter_page_path(platform: str, key: str) -> str:
+    """A platform's page of the modules and firmware whose name starts with ``key``."""
+    return f"modules/{slug(platform)}/{key}.html"
+
+
+def letter_label(key: str) -> str:
+    """What a letter page's link and heading show."""
+    return "_ and -" if key == OTHER else key.upper()
+
+
+def letter_title(key: str) -> str:
+    return "Names starting with _ or -" if key == OTHER else f"Names starting with {key.upper()}"
 
 
 def android_page_path(package: str) -> str:
@@ -300,12 +337,13 @@ class WebCatalog(Renderer):
         self, kind: str, platform: str, name: str, versions: list[Module | Firmware], ctx: RenderContext
     ) -> Part:
         versions = newest_first(versions)
-        path = platform_page_path(platform)
+        key = letter_of(name)
+        path = letter_page_path(platform, key)
         section = self._macros(ctx, path).package_section(kind, name, versions)
         label = f"{'Module' if kind == MODULE else 'Firmware'} ({platform})"
         return Part(
             fragments=[
-                Fragment(PLATFORM + platform, f"{kind}\n{name}", str(section)),
+                Fragment(f"{LETTER}{platform}/{key}", f"{kind}\n{name}", str(section)),
                 _search_fragment(name, label, versions[0].description, path, f"#{kind}-{slug(name)}"),
             ]
         )
@@ -338,14 +376,19 @@ class WebCatalog(Renderer):
 
     def level(self, target: str) -> int:
         if target == SEARCH_PAGE:
+            return 4
+        if target == HOME:
             return 3
-        return 2 if target in (HOME, SEARCH_ENTRY) else 1
+        return 2 if target == SEARCH_ENTRY or target.startswith(PLATFORM) else 1
 
     def assemble(self, target: str, fragments: list[Fragment], ctx: RenderContext) -> Part:
         if target.startswith(SHARD):
             return self._shard(target.removeprefix(SHARD), fragments)
         if target.startswith(CATEGORY):
             return self._category(target.removeprefix(CATEGORY), fragments, ctx)
+        if target.startswith(LETTER):
+            platform, _, key = target.removeprefix(LETTER).rpartition("/")
+            return self._letter(platform, key, fragments, ctx)
         if target.startswith(PLATFORM):
             return self._platform(target.removeprefix(PLATFORM), fragments, ctx)
         if target == NEWEST:
@@ -375,21 +418,54 @@ class WebCatalog(Renderer):
         count = json.dumps({"category": name, "count": len(fragments)}, ensure_ascii=False)
         return Part(outputs=[_assembled(path, body)], fragments=[Fragment(HOME, "category\n" + name, count)])
 
-    def _platform(self, platform: str, fragments: list[Fragment], ctx: RenderContext) -> Part:
+    def _letter(self, platform: str, key: str, fragments: list[Fragment], ctx: RenderContext) -> Part:
+        """A letter page: the sections of the platform's modules, then its firmware, whose
+        names start with ``key``, each sorted by name (the fragments come in that order)."""
         sections: dict[str, list[Fragment]] = {MODULE: [], FIRMWARE: []}
         for f in fragments:
             sections[f.order.split("\n", 1)[0]].append(f)
-        path = platform_page_path(platform)
+        path = letter_page_path(platform, key)
         context = {
             "platform": platform,
+            "index_path": platform_page_path(platform),
+            "label": letter_label(key),
+            "title": letter_title(key),
             "modules": _joined(sections[MODULE], ""),
             "firmware": _joined(sections[FIRMWARE], ""),
+        }
+        body = self._render(ctx, path, "platform-letter.html", context)
+        # Only that the page exists and whether it has modules, firmware (for the home page's
+        # card): the platform's page is assembled again when a letter appears, goes, or gets
+        # its first module or firmware, and rewritten only when a letter appears or goes.
+        row = {"key": key, "modules": bool(sections[MODULE]), "firmware": bool(sections[FIRMWARE])}
+        order = f"{LETTER_KEYS.index(key):02d}"
+        return Part(
+            outputs=[_assembled(path, body)],
+            fragments=[Fragment(PLATFORM + platform, order, json.dumps(row, sort_keys=True))],
+        )
+
+    def _platform(self, platform: str, fragments: list[Fragment], ctx: RenderContext) -> Part:
+        """A platform's page: its description and its letter pages, in LETTER_KEYS order."""
+        rows = [json.loads(f.data) for f in fragments]
+        path = platform_page_path(platform)
+        descriptions = {p.name: p.description for p in ctx.settings.platforms}
+        context = {
+            "platform": platform,
+            "description": descriptions.get(platform, ""),
+            "letters": [
+                (letter_page_path(platform, r["key"]), letter_label(r["key"]), letter_title(r["key"]))
+                for r in rows
+            ],
         }
         body = self._render(ctx, path, "platform.html", context)
         declared = [p.name for p in ctx.settings.platforms]
         # Whether the platform has modules, firmware: not how many, so that a new module
-        # rewrites its platform page and not the home page too.
-        row = {"platform": platform, "modules": bool(sections[MODULE]), "firmware": bool(sections[FIRMWARE])}
+        # rewrites its letter page and not the home page too.
+        row = {
+            "platform": platform,
+            "modules": any(r["modules"] for r in rows),
+            "firmware": any(r["firmware"] for r in rows),
+        }
         order = "platform\n" + _declared_order(declared, platform)
         return Part(
             outputs=[_assembled(path, body)],

@@ -16,7 +16,13 @@ VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
 
 DEFAULT_MAX_UNPACKED = 2 * 1024**3
 MAX_ENTRY_INDEX = 1024**2  # device/index.json: received and inflated
-MAX_PLATFORM_INDEX = 32 * 1024**2  # a platform index: received and inflated
+# A platform's index: the sizes the entry states for its shards together, the bytes received
+# for them together, and each shard's received and inflated bytes (never past its stated size).
+MAX_PLATFORM_INDEX = 32 * 1024**2
+# The shards the entry may list for one platform: the store makes 16 (one per hex digit of a
+# name's SHA-256, builder.device.render.SHARDS); room for a store that splits finer, while an
+# entry listing thousands is refused before one is fetched.
+MAX_SHARDS = 256
 DEVICE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")  # a device id, name or group (the store's rule)
 HOST_NAME = re.compile(r"^[a-z0-9_]([a-z0-9_.-]{0,252})$")
 
@@ -65,7 +71,8 @@ class AgentConfig:
     inbox: Path | None = None  # the only folder install_local_file takes files from
     max_entry_index: int = MAX_ENTRY_INDEX
     max_platform_index: int = MAX_PLATFORM_INDEX
-    # The store's TUF root this agent starts trusting from; None = the unsigned index (schema 1).
+    max_shards: int = MAX_SHARDS
+    # The store's TUF root this agent starts trusting from; None = the unsigned index.
     trusted_root: Path | None = None
     # Who this device is for staged rollouts: the enrolled name the store answers wins over
     # device_id, which wins over a random id the agent makes once (ROOT/device-id).

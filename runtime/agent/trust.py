@@ -14,7 +14,7 @@ yet; after that the chain of roots ngclient verified and kept there is the trust
 root stays accepted across restarts and an old root file cannot take it back.
 
 Target paths are the site's own paths (``device/index.json``, ``files/cc/0f2b…/ax.tar.gz``):
-package files and pinned platform indexes are already named by their content, so the store
+package files and the device index's shards are already named by their content, so the store
 publishes no hash-prefixed copies and the agent turns ngclient's prefixing off
 (``prefix_targets_with_hash=False``); metadata files are still fetched by version
 (consistent snapshots), so a build published meanwhile cannot mix into one refresh.
@@ -64,9 +64,11 @@ class Expected:
     sha256: str
 
 
-def _fetcher(origins: Origins, timeout: float) -> object:
+def _fetcher(origins: Origins, timeout: float, shared: httpx.Client | None = None) -> object:
     """ngclient's network access through the agent's own rules: only the store's and the
-    mirrors' origins, redirects checked hop by hop, a deadline per document."""
+    mirrors' origins, redirects checked hop by hop, a deadline per document. With ``shared``
+    (the caller's to close), every document goes through that client, over one keep-alive
+    connection; without it, or once it is closed, each through a client of its own."""
     from tuf.api import exceptions
     from tuf.ngclient import FetcherInterface
 
@@ -75,7 +77,9 @@ def _fetcher(origins: Origins, timeout: float) -> object:
             # A generator: ngclient wraps only what is raised before the first chunk, so every
             # failure while reading is turned into its DownloadError here.
             deadline = time.monotonic() + max(4 * timeout, 60.0)
-            client = httpx.Client(timeout=timeout, follow_redirects=False)
+            own = shared is None or shared.is_closed
+            client = httpx.Client(timeout=timeout, follow_redirects=False) if own else shared
+            assert client is not None
             try:
                 # identity: ngclient counts the bytes against its caps as they arrive, which
                 # only bounds memory when they are not inflated on the way (a gzip bomb).
@@ -99,7 +103,8 @@ def _fetcher(origins: Origins, timeout: float) -> object:
             except httpx.HTTPError as exc:
                 raise exceptions.DownloadError(f"cannot fetch {url}: {type(exc).__name__}: {exc}") from exc
             finally:
-                client.close()
+                if own:
+                    client.close()
 
     return AgentFetcher()
 
@@ -131,9 +136,11 @@ class TrustedStore:
         except OSError as exc:
             raise TrustError(f"cannot read the trusted root {self.trusted_root}: {exc.strerror}") from exc
 
-    def refresh(self) -> Updater:
+    def refresh(self, client: httpx.Client | None = None) -> Updater:
         """A fresh ngclient updater whose top-level metadata is verified now (ngclient refreshes
-        once per updater). Raises TrustError with the reason."""
+        once per updater). With ``client``, the updater fetches everything through it (one
+        keep-alive connection for the metadata and the targets). Raises TrustError with the
+        reason."""
         from tuf.api import exceptions
         from tuf.ngclient import Updater, UpdaterConfig
 
@@ -151,7 +158,7 @@ class TrustedStore:
                 metadata_dir=str(self.folder),
                 metadata_base_url=self.store + "tuf/",
                 target_base_url=self.store,
-                fetcher=_fetcher(self.origins, self.timeout),  # type: ignore[arg-type]
+                fetcher=_fetcher(self.origins, self.timeout, client),  # type: ignore[arg-type]
                 config=config,
                 bootstrap=self._bootstrap(),
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -11,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from builder.build import BuildBusyError, build, build_lock, retained_history, state_dir_for
+from builder.device.render import bucket_of
 from builder.routes import load_routes
+from tests.support.device_index import platform_packages, shard_files
 from tests.support.repos import (
     add_firmware,
     add_module,
@@ -126,14 +129,21 @@ def test_the_device_index_names_every_file_with_relative_urls_sizes_and_hashes(t
     build(repo, site)
 
     entry = json.loads((site / "device" / "index.json").read_bytes())
-    assert entry["schema"] == 1 and entry["store"] == "Index Store"
+    assert entry["schema"] == 2 and entry["store"] == "Index Store"
     [platform] = entry["platforms"]
     assert platform["name"] == "pi64" and platform["description"] == "pi64 boards"
-    assert not platform["url"].startswith(("/", "http")) and "://" not in platform["url"]
-    index = json.loads((site / "device" / platform["url"]).read_bytes())
-    assert (site / "device" / "pi64" / "index.json").read_bytes() == (
-        site / "device" / platform["url"]
-    ).read_bytes()
+    assert set(platform) == {"name", "description", "shards"}  # no url/size/sha256 of its own
+    rows = platform["shards"]
+    assert [r["shard"] for r in rows] == sorted({bucket_of("ax"), bucket_of("sensor")})
+    for row in rows:
+        assert not row["url"].startswith(("/", "http")) and "://" not in row["url"]
+        assert re.fullmatch(r"pi64/[0-9a-f]\.[0-9a-f]{16}\.json", row["url"]), row["url"]
+        assert row["url"].startswith(f"pi64/{row['shard']}.")
+    assert not (site / "device" / "pi64" / "index.json").exists()  # schema 1's platform index is gone
+    assert sorted(p.name for p in (site / "device" / "pi64").iterdir()) == sorted(
+        Path(r["url"]).name for r in rows
+    )
+    index = platform_packages(site, "pi64")  # each shard checked against its size and SHA-256
     [ax] = index["modules"]
     assert (ax["name"], ax["latest_version"], ax["description"], ax["optional"]) == (
         "ax",
@@ -200,16 +210,16 @@ def test_removing_the_last_module_of_a_platform_removes_its_index(tmp_path: Path
     only = add_module(repo, "nav", "0.1", "riscv")  # riscv is not declared in depot.toml
     build(repo, site)
     assert "riscv" in device_entries(site)
-    assert (site / "device" / "riscv" / "index.json").is_file()
+    shards = shard_files(site, "riscv")
+    assert len(shards) == 1 and (site / shards[0]).is_file()
     only.unlink()
 
-    result = build(repo, site)
+    build(repo, site)
 
     assert "riscv" not in device_entries(site)
-    # Only the old pinned index stays, for readers of the previous entry (retained history).
+    # Only the old shard stays, for readers of the previous entry (retained history).
     left = {p.relative_to(site).as_posix() for p in (site / "device" / "riscv").iterdir()}
-    assert left == retained_history(site) and len(left) == 1
-    assert "device/riscv/index.json" in result.deleted
+    assert left == retained_history(site) == set(shards)
     assert_site_usable(site)
     assert_same_tree(site_tree(site), site_tree(_clean(repo, tmp_path)))
 
@@ -233,7 +243,10 @@ def test_adding_one_module_writes_only_a_handful_of_files(tmp_path: Path) -> Non
     written = set(result.written)
     new_blob = [p for p in written if p.startswith("files/")]
     assert len(new_blob) == 1 and new_blob[0].endswith("/nav.0.1.pi64.tar.gz")
-    assert {"device/index.json", "device/pi64/index.json", "routes.json"} <= written
+    # the entry and the one shard of pi64 that nav falls in: a new file beside the old one
+    nav_shard = next(p for p in shard_files(site, "pi64") if p.startswith(f"device/pi64/{bucket_of('nav')}."))
+    assert {"device/index.json", nav_shard, "routes.json"} <= written
+    assert {p for p in written if p.startswith("device/")} == {"device/index.json", nav_shard}
     assert not any(p.startswith("device/opi64/") for p in written)  # other platforms untouched
     assert len(written) <= 12, sorted(written)
     assert len(written) < len(first.written) / 2
@@ -261,10 +274,13 @@ def test_editing_a_sidecar_updates_the_description(tmp_path: Path) -> None:
     sidecar.write_text('description = "Now with lifts"\n')
     result = build(repo, site)
     assert result.files_read == 1
-    entry = json.loads((site / "device" / "index.json").read_bytes())
-    pi64 = next(p for p in entry["platforms"] if p["name"] == "pi64")
-    index = json.loads((site / "device" / pi64["url"]).read_bytes())
+    index = platform_packages(site, "pi64")
     assert next(m for m in index["modules"] if m["name"] == "iot")["description"] == "Now with lifts"
+    # the entry and iot's shard only: the other shards keep their bytes and their names
+    assert {p for p in result.written if p.startswith("device/")} == {
+        "device/index.json",
+        *(p for p in shard_files(site, "pi64") if p.startswith(f"device/pi64/{bucket_of('iot')}.")),
+    }
     assert not any(p.startswith("files/") for p in result.written)  # the package bytes did not change
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from builder.build import build, state_dir_for
+from tests.support.device_index import package, platform_packages
 from tests.support.repos import (
     add_module,
     assert_same_tree,
@@ -139,7 +140,7 @@ def test_the_change_feed_sees_what_the_walk_sees(tmp_path: Path) -> None:
     sidecar.write_text('description = "named by the feed"\n')
     bump_mtime(sidecar)
     assert build(repo, site, changed=[f"modules/{sidecar.name}"]).written
-    assert "named by the feed" in (site / "device" / "pi64" / "index.json").read_text()
+    assert package(platform_packages(site, "pi64"), "fresh")["description"] == "named by the feed"
 
     # Nobody names this one: the feed does not see it, the next walk does.
     unnamed = add_module(repo, "unnamed", "1.0", "pi64")
@@ -148,7 +149,7 @@ def test_the_change_feed_sees_what_the_walk_sees(tmp_path: Path) -> None:
 
     added.unlink()
     build(repo, site, changed=["modules"])  # a folder: everything in it, gone files too
-    assert "fresh" not in (site / "device" / "pi64" / "index.json").read_text()
+    assert "fresh" not in {m["name"] for m in platform_packages(site, "pi64")["modules"]}
     assert_same_tree(site_tree(site), clean_build(repo, tmp_path / "clean"))
 
 

@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from builder.routes import load_routes
+from tests.support.device_index import download_url, fetch_platform, shard_files
 from tests.support.nginx import NGINX, generated_config, running_nginx
 from tests.support.qt import DEVICE, NEPTUNE_ARCH, USER, USER_PASSWORD, add_user
 from tests.support.serving import ServedStore, free_port, serve_store
@@ -29,7 +30,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
 def test_nginx_serves_what_the_runtime_serves(stack: tuple[ServedStore, str]) -> None:
     store, front = stack
     routes = {r["url"]: r for r in load_routes(store.site)}
-    for path in ("/index.html", "/device/index.json", "/device/pi64/index.json", "/search.json"):
+    shards = ["/" + p for p in shard_files(store.site, "pi64")]  # the device index's shards too
+    assert shards
+    for path in ("/index.html", "/device/index.json", *shards, "/search.json"):
         proxied = httpx.get(front + path)
         assert proxied.status_code == 200
         assert proxied.content == (store.site / routes[path]["file"]).read_bytes()
@@ -48,9 +51,9 @@ def test_behind_nginx_the_runtime_hands_the_bytes_over(stack: tuple[ServedStore,
 
 def test_nginx_serves_package_files_with_ranges_and_immutable_caching(stack: tuple[ServedStore, str]) -> None:
     _store, front = stack
-    index = httpx.get(front + "/device/pi64/index.json").json()
+    index, shard_urls = fetch_platform(httpx, "pi64", front + "/device/index.json")
     version = index["modules"][0]["versions"][0]
-    url = front + "/device/pi64/" + version["url"]
+    url = download_url(shard_urls[0], version)
     full = httpx.get(httpx.URL(url))
     assert full.status_code == 200
     assert hashlib.sha256(full.content).hexdigest() == version["sha256"]

@@ -5,13 +5,13 @@ location answers, and descriptions that carry no script whoever serves them."""
 from __future__ import annotations
 
 import subprocess
-from urllib.parse import urljoin
 
 import httpx
 
 from builder.device.module import pack_module
 from tests.builder import test_nginx
 from tests.runtime.browser_policy import assert_browser_policy
+from tests.support.device_index import download_url, fetch_platform, package
 from tests.support.qt import DEVICE, USER, USER_PASSWORD
 from tests.support.serving import ServedStore, depot_command
 
@@ -35,14 +35,14 @@ def build(store: ServedStore) -> None:
 def test_every_kind_of_answer_carries_the_browser_policy_once(stack: tuple[ServedStore, str]) -> None:
     store, front = stack
     with httpx.Client(base_url=front) as client:
-        index_url = urljoin(
-            "/device/index.json", client.get("/device/index.json").json()["platforms"][0]["url"]
-        )
-        blob = urljoin(index_url, client.get(index_url).json()["modules"][0]["versions"][0]["url"])
+        platform = client.get("/device/index.json").json()["platforms"][0]["name"]
+        index, shard_urls = fetch_platform(client, platform)
+        blob = download_url(shard_urls[0], index["modules"][0]["versions"][0])
         answers = {
             "static page (no-cache location)": client.get("/index.html"),
             "folder index": client.get("/"),
             "static index": client.get("/device/index.json"),
+            "device index shard": client.get(shard_urls[0]),
             "package file (immutable location)": client.get(blob),
             "range of a package file": client.get(blob, headers={"Range": "bytes=0-9"}),
             "static 404 route (error_page)": client.get("/api/v1/general/build/latest/angler/foss/"),
@@ -62,13 +62,10 @@ def test_every_kind_of_answer_carries_the_browser_policy_once(stack: tuple[Serve
         {"description": "Late"},
     )
     build(store)
-    entry = httpx.get(front + "/device/index.json").json()
-    late_index_url = urljoin(
-        "/device/index.json", next(p for p in entry["platforms"] if p["name"] == "pi64")["url"]
-    )
-    late_index = httpx.get(front + late_index_url).json()
-    late = next(m for m in late_index["modules"] if m["name"] == "late")["versions"][0]
-    late_url = urljoin(late_index_url, late["url"])
+    with httpx.Client(base_url=front) as client:
+        late_index, late_shards = fetch_platform(client, "pi64")
+    late = package(late_index, "late")["versions"][0]
+    late_url = download_url(late_shards[0], late)
     direct = httpx.get(store.url + late_url)
     assert direct.headers["x-accel-redirect"].startswith("/_depot_site/")
     answers["handed back with X-Accel-Redirect"] = httpx.get(front + late_url)
@@ -78,6 +75,7 @@ def test_every_kind_of_answer_carries_the_browser_policy_once(stack: tuple[Serve
         "static page (no-cache location)": 200,
         "folder index": 200,
         "static index": 200,
+        "device index shard": 200,
         "package file (immutable location)": 200,
         "range of a package file": 206,
         "static 404 route (error_page)": 404,
@@ -93,6 +91,7 @@ def test_every_kind_of_answer_carries_the_browser_policy_once(stack: tuple[Serve
     # the locations with headers of their own still send them
     assert answers["package file (immutable location)"].headers["cache-control"].endswith("immutable")
     assert answers["static page (no-cache location)"].headers["cache-control"] == "no-cache"
+    assert answers["device index shard"].headers["cache-control"] == "no-cache"
 
 
 def test_a_hostile_description_is_harmless_through_nginx(stack: tuple[ServedStore, str]) -> None:

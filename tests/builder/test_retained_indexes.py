@@ -1,9 +1,10 @@
-"""Old pinned platform indexes stay for a grace period, so a reader of an older entry finds them.
+"""Old device index shards stay for a grace period, so a reader of an older entry finds them.
 
-``device/index.json`` names ``device/<platform>/index.<fp16>.json``. A client that fetched the
-entry just before a build must still get the platform index it names: the build keeps the
-pinned files of the previous RETAIN_GENERATIONS generations AND for RETAIN_SECONDS after they
-stopped being current, serves them (routes.json), and deletes them after both have passed.
+``device/index.json`` names, per platform, its shards ``device/<platform>/<b>.<fp16>.json``
+with their size and SHA-256. A client that fetched the entry just before a build must still get
+the shards it names: the build keeps the shards of the previous RETAIN_GENERATIONS generations
+AND for RETAIN_SECONDS after they stopped being current, serves them (routes.json), and deletes
+them after both have passed. A shard whose bytes did not change keeps its name and is current.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from starlette.routing import Route
 
 import builder.publish
 from builder.build import build, retained_history, state_dir_for
+from builder.device.render import bucket_of
 from builder.publish import RETAIN_GENERATIONS, RETAIN_SECONDS
 from builder.routes import load_routes
 from runtime.static import StaticSite
@@ -44,20 +46,27 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 
 def store(tmp_path: Path) -> tuple[Path, Path]:
+    """pi64 with two shards (ax's and nav's buckets differ), opi64 with one."""
     repo, site = tmp_path / "repo", tmp_path / "site"
     write_settings(repo, ["pi64", "opi64"], name="Retaining Store")
     add_module(repo, "ax", "1.0", "pi64")
+    add_module(repo, "nav", "1.0", "pi64")
     add_module(repo, "iot", "1.0", "opi64")
+    assert bucket_of("ax") != bucket_of("nav")
     return repo, site
 
 
-def pinned(entry: bytes, platform: str) -> dict:
-    row = next(p for p in json.loads(entry)["platforms"] if p["name"] == platform)
+def pinned(entry: bytes, platform: str, name: str | None = None) -> dict:
+    """The entry's row of the shard of ``platform`` that holds ``name`` (by default the one a
+    release (``change``) rewrites: ax's on pi64, iot's on opi64), with its site path."""
+    name = name or {"pi64": "ax", "opi64": "iot"}[platform]
+    line = next(p for p in json.loads(entry)["platforms"] if p["name"] == platform)
+    row = next(r for r in line["shards"] if r["shard"] == bucket_of(name))
     return {**row, "path": posixpath.normpath(posixpath.join("device", row["url"]))}
 
 
 def assert_serves(site: Path, row: dict) -> None:
-    """What a device does with an entry it holds: fetch the platform index it names, verify it."""
+    """What a device does with an entry it holds: fetch a shard it names, verify it."""
     static = StaticSite(site)  # the runtime's static mount: it serves only what routes.json lists
     app = Starlette(routes=[Route("/{path:path}", static.endpoint, methods=["GET", "HEAD"])])
 
@@ -77,11 +86,11 @@ def assert_gone(site: Path, row: dict) -> None:
 
 
 def change(repo: Path, n: int) -> None:
-    """A release on pi64 only: a new generation of pi64's platform index, opi64's unchanged."""
+    """A release of ax on pi64 only: a new generation of ax's shard, every other shard unchanged."""
     add_module(repo, "ax", f"2.{n}", "pi64")
 
 
-def test_the_pinned_index_of_a_fetched_entry_survives_a_rebuild(tmp_path: Path, clock: list[float]) -> None:
+def test_the_shards_of_a_fetched_entry_survive_a_rebuild(tmp_path: Path, clock: list[float]) -> None:
     repo, site = store(tmp_path)
     build(repo, site)
     entry = (site / "device" / "index.json").read_bytes()  # a device fetched this entry
@@ -94,9 +103,14 @@ def test_the_pinned_index_of_a_fetched_entry_survives_a_rebuild(tmp_path: Path, 
     assert new["path"] != old["path"]
     assert old["path"] not in result.deleted and result.retained == 1
     assert retained_history(site) == {old["path"]}
-    assert_serves(site, old)  # ... and the platform index it names is still served, verified
+    assert_serves(site, old)  # ... and the shard it names is still served, verified
     assert_serves(site, new)
-    assert pinned(entry, "opi64") == pinned((site / "device" / "index.json").read_bytes(), "opi64")
+    now = (site / "device" / "index.json").read_bytes()
+    # the shards the release did not touch: the same file, current in both entries, not history
+    for platform, name in (("pi64", "nav"), ("opi64", "iot")):
+        same = pinned(entry, platform, name)
+        assert same == pinned(now, platform, name) and same["path"] not in retained_history(site)
+        assert_serves(site, same)
     assert_site_usable(site)  # the retained file's route resolves too
 
     report = json.loads((state_dir_for(site) / "report.json").read_bytes())
@@ -136,7 +150,7 @@ def test_old_generations_go_after_n_newer_ones_and_the_grace_time(tmp_path: Path
 
 def test_the_grace_time_alone_keeps_nothing_n_generations_later(tmp_path: Path, clock: list[float]) -> None:
     """After the grace time, a file still goes only once RETAIN_GENERATIONS newer generations
-    were published: a store that rebuilds once a day keeps yesterday's pinned indexes."""
+    were published: a store that rebuilds once a day keeps yesterday's shards."""
     repo, site = store(tmp_path)
     build(repo, site)
     old = pinned((site / "device" / "index.json").read_bytes(), "pi64")
@@ -171,16 +185,17 @@ def test_a_no_change_build_deletes_what_is_due(tmp_path: Path, clock: list[float
     assert build(repo, site).written == []
 
 
-def test_a_removed_platform_keeps_its_old_pinned_index_for_the_grace(
-    tmp_path: Path, clock: list[float]
-) -> None:
+def test_a_removed_platform_keeps_its_old_shards_for_the_grace(tmp_path: Path, clock: list[float]) -> None:
     repo, site = store(tmp_path)
     build(repo, site)
     old = pinned((site / "device" / "index.json").read_bytes(), "opi64")
     write_settings(repo, ["pi64"], name="Retaining Store")
     (repo / "modules" / "iot.1.0.opi64.tar.gz").unlink()
     result = build(repo, site)
-    assert "device/opi64/index.json" in result.deleted  # the stable name is not history
+    entry = json.loads((site / "device" / "index.json").read_bytes())
+    assert "opi64" not in {p["name"] for p in entry["platforms"]}
+    assert not any(p.startswith("device/opi64/") for p in result.deleted)  # its shard is history
+    assert retained_history(site) == {old["path"]}
     assert_serves(site, old)
     for n in range(1, RETAIN_GENERATIONS + 1):  # RETAIN_GENERATIONS newer generations
         change(repo, n)

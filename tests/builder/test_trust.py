@@ -22,11 +22,12 @@ from tuf.api.metadata import Metadata
 
 import builder.trust.metadata
 import builder.trust.timestamp
-from builder.build import build, state_dir_for
+from builder.build import build, retained_history, state_dir_for
 from builder.errors import TrustError
 from builder.routes import load_routes
 from builder.trust.keys import describe, init_keys, open_keys, renew_root, rotate
 from builder.trust.resign import sign_timestamp
+from tests.support.device_index import current_shards, shard_files
 from tests.support.paths import PROJECT
 from tests.support.repos import add_module, assert_same_tree, bump_mtime, copy_demo, run_depot, site_tree
 from tests.support.trust import fetch, serve_site, updater
@@ -51,7 +52,7 @@ def timestamp_version(site: Path) -> int:
 
 
 def module_target(site: Path) -> str:
-    """The site path of ax 2.6.4's package file, as the platform index names it."""
+    """The site path of ax 2.6.4's package file, as its shard of the device index names it."""
     targets = signed(site, "1.targets.json")["targets"]
     return next(p for p in targets if p.startswith("files/") and p.endswith("ax.2.6.4.pi64.tar.gz"))
 
@@ -67,10 +68,11 @@ def test_a_device_verifies_the_built_site(store: tuple[Path, Path, Path], tmp_pa
         "timestamp.json",
     ]
     targets = signed(site, "1.targets.json")["targets"]
-    # What a client reads: the device index (entry, pinned and stable platform indexes), the
-    # Android catalog and the public package files; not the web catalog, Qt or OTA files.
-    assert "device/index.json" in targets and "device/pi64/index.json" in targets
-    assert any(p.startswith("device/pi64/index.") and p != "device/pi64/index.json" for p in targets)
+    # What a client reads: the device index (the entry and every shard it names), the Android
+    # catalog and the public package files; not the web catalog, Qt or OTA files.
+    shards = current_shards(site)
+    assert {p for p in targets if p.startswith("device/")} == {"device/index.json"} | shards
+    assert shard_files(site, "pi64") and shard_files(site, "opi64")
     assert "android/index.json" in targets and any(p.startswith("android/packages/") for p in targets)
     assert any(p.endswith(".apk") for p in targets)
     assert not [p for p in targets if not p.startswith(("device/", "android/", "files/"))]
@@ -99,8 +101,11 @@ def test_an_update_gets_new_versions_that_a_device_accepts(
     root = (site / "tuf" / "1.root.json").read_bytes()
     with serve_site(site) as url:
         fetch(url, tmp_path / "device", tmp_path / "dl", "device/index.json", trusted_root=root)
+        first_shards = current_shards(site)
         add_module(repo, "ax", "2.7.0", "pi64")
         build(repo, site, keys=keys)
+        retired = first_shards - current_shards(site)  # ax's old shard, kept for older entries
+        assert len(retired) == 1 and retired == retained_history(site) & first_shards
         assert signed(site, "timestamp.json")["meta"]["snapshot.json"]["version"] == 2
         assert signed(site, "2.snapshot.json")["meta"]["targets.json"]["version"] == 2
         # The old versions stay (retained), for a device that fetched the older timestamp.
@@ -114,7 +119,12 @@ def test_an_update_gets_new_versions_that_a_device_accepts(
             Path(client.download_target(info)).read_bytes()
             == (repo / "modules/ax.2.7.0.pi64.tar.gz").read_bytes()
         )
-        assert client.get_targetinfo("device/pi64/index.json") is not None
+        for shard in shard_files(site, "pi64"):  # every current shard, the new one included
+            shard_info = client.get_targetinfo(shard)
+            assert shard_info is not None, shard
+            assert Path(client.download_target(shard_info)).read_bytes() == (site / shard).read_bytes()
+        [old_shard] = retired
+        assert (site / old_shard).is_file() and client.get_targetinfo(old_shard) is None  # not a target
     # Incremental equals clean with the same key folder: all but the retained history (the old
     # targets and snapshot) and the timestamp, the one file signed with the clock.
     clean = tmp_path / "clean"
@@ -382,6 +392,17 @@ def test_a_tampered_target_is_refused_by_the_device(store: tuple[Path, Path, Pat
     with serve_site(site) as url, pytest.raises(RepositoryError):
         root = (site / "tuf" / "1.root.json").read_bytes()
         fetch(url, tmp_path / "device", tmp_path / "dl", "device/index.json", trusted_root=root)
+
+
+def test_a_tampered_shard_is_refused_by_the_device(store: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    repo, site, keys = store
+    build(repo, site, keys=keys)
+    shard = site / shard_files(site, "pi64")[0]
+    shard.write_bytes(shard.read_bytes().replace(b'"schema"', b'"scheme"'))
+    bump_mtime(shard)
+    with serve_site(site) as url, pytest.raises(RepositoryError):
+        root = (site / "tuf" / "1.root.json").read_bytes()
+        fetch(url, tmp_path / "device", tmp_path / "dl", shard_files(site, "pi64")[0], trusted_root=root)
 
 
 def test_nginx_serves_the_metadata_and_revalidates_it(store: tuple[Path, Path, Path]) -> None:

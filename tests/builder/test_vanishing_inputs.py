@@ -29,6 +29,7 @@ import builder.publish
 from builder.build import build, state_dir_for
 from builder.device.module import pack_module
 from builder.routes import load_routes
+from tests.support.device_index import platform_packages
 from tests.support.repos import (
     add_firmware,
     add_module,
@@ -59,14 +60,13 @@ def clean_tree(repo: Path, where: Path) -> dict[str, bytes]:
 
 
 def assert_consistent(site: Path) -> None:
-    """Every URL of device/index.json and of the platform indexes resolves to a file with the
-    size and SHA-256 stated; the stable platform index has the pinned one's bytes; nothing half
-    written is left."""
+    """Every URL of device/index.json and of its shards resolves to a file with the size and
+    SHA-256 stated; every platform of the entry has its shards, each the file it names (its
+    platform, its bucket); nothing half written is left."""
     assert_site_usable(site)
     entry = json.loads((site / "device" / "index.json").read_bytes())
     for platform in entry["platforms"]:
-        pinned = (site / "device" / platform["url"]).read_bytes()
-        assert (site / "device" / platform["name"] / "index.json").read_bytes() == pinned
+        platform_packages(site, platform["name"], entry)
     assert temp_leftovers(site) == []
 
 
@@ -178,7 +178,7 @@ def test_a_module_rewritten_before_its_copy_keeps_the_version_last_published(
 ) -> None:
     repo, site = small_repo(tmp_path / "repo"), tmp_path / "site"
     build(repo, site)
-    published = json.loads((site / "device" / "pi64" / "index.json").read_bytes())
+    published = platform_packages(site, "pi64")
     ax = repo / "modules" / "ax.1.0.pi64.tar.gz"
     add_module(repo, "ax", "1.0", "pi64", b"ax one, rebuilt\n")  # what the scan will read
     bump_mtime(ax)
@@ -192,13 +192,13 @@ def test_a_module_rewritten_before_its_copy_keeps_the_version_last_published(
             "changed during the build; the version the last build published stays until the next build"
         )
     }
-    assert json.loads((site / "device" / "pi64" / "index.json").read_bytes()) == published
+    assert platform_packages(site, "pi64") == published
     assert_consistent(site)
 
     monkeypatch.undo()
     again = build(repo, site)  # the third bytes are what repo/ holds now
     assert again.changed == {}
-    modules = json.loads((site / "device" / "pi64" / "index.json").read_bytes())["modules"]
+    modules = platform_packages(site, "pi64")["modules"]
     entry = next(m for m in modules if m["name"] == "ax")
     assert entry["versions"][0]["sha256"] == hashlib.sha256(ax.read_bytes()).hexdigest()
     assert_consistent(site)

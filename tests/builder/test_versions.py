@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import random
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from hypothesis import strategies as st
 
 from builder.build import build
 from builder.versions import newest, version_key
+from tests.support.device_index import platform_packages
 from tests.support.repos import add_module
 
 # Each list is in strictly increasing order.
@@ -98,7 +98,7 @@ def test_the_device_index_lists_versions_newest_first(tmp_path: Path) -> None:
     for version in ["9", "10", "v11"]:
         add_module(repo, "sdk", version, "pi64", manifest=False)
     build(repo, site)
-    index = json.loads((site / "device" / "pi64" / "index.json").read_bytes())
+    index = platform_packages(site, "pi64")
     modules = {m["name"]: m for m in index["modules"]}
     assert [v["version"] for v in modules["ax"]["versions"]] == [
         "master-pi64",

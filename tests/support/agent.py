@@ -349,44 +349,73 @@ class ScriptedServer:
 
 
 def device_index(
-    modules: dict[str, bytes], url_of: Callable[[str], str] | None = None, version: str = "1.0"
-) -> tuple[bytes, bytes]:
-    """A hand-written device index for modules ``name → tarball`` (one version each): the
-    entry ``device/index.json`` and the platform index ``device/pi64/index.json``, both as bytes
-    with correct sizes and checksums. ``url_of(name)`` gives each module's URL (default: relative
-    ``../../files/<name>.<version>.pi64.tar.gz``, resolved against the platform index)."""
+    modules: dict[str, bytes],
+    url_of: Callable[[str], str] | None = None,
+    version: str = "1.0",
+    schema: int = 2,
+    unpacked_size: int | None = None,
+) -> tuple[bytes, dict[str, bytes]]:
+    """A hand-written device index, for the tests whose store must be one the builder would
+    never make (a hostile store, archives the builder refuses): for modules ``name → tarball``
+    (one version each), the entry ``device/index.json`` and the files it names (site path →
+    bytes), with correct sizes and checksums. Schema 2 is the builder's layout
+    (docs/device-index.md): a shard per bucket that has a module,
+    ``device/pi64/<bucket>.<sha16>.json``; schema 1 is an older Depot's, one platform index
+    ``device/pi64/index.json``. ``url_of(name)`` gives each module's URL (default: relative
+    ``../../files/<name>.<version>.pi64.tar.gz``, resolved against the file that names it)."""
     import hashlib
     import json
 
-    entries = []
-    for name, data in modules.items():
+    from builder.device.render import bucket_of
+
+    buckets: dict[str, list[dict[str, Any]]] = {}
+    for name, data in sorted(modules.items()):
         file = f"{name}.{version}.{PLATFORM}.tar.gz"
-        entries.append(
-            {
-                "name": name,
-                "latest_version": version,
-                "optional": False,
-                "versions": [
-                    {
-                        "version": version,
-                        "filename": file,
-                        "url": url_of(name) if url_of else f"../../files/{file}",
-                        "size": len(data),
-                        "sha256": hashlib.sha256(data).hexdigest(),
-                    }
-                ],
-            }
-        )
-    platform = json.dumps({"schema": 1, "platform": PLATFORM, "modules": entries, "firmware": []}).encode()
-    entry = {
-        "schema": 1,
-        "platforms": [
-            {
-                "name": PLATFORM,
-                "url": f"{PLATFORM}/index.json",
-                "size": len(platform),
-                "sha256": hashlib.sha256(platform).hexdigest(),
-            }
-        ],
-    }
-    return json.dumps(entry).encode(), platform
+        release: dict[str, Any] = {
+            "version": version,
+            "filename": file,
+            "url": url_of(name) if url_of else f"../../files/{file}",
+            "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+        if unpacked_size is not None:
+            release["unpacked_size"] = unpacked_size
+        entry = {"name": name, "latest_version": version, "optional": False, "versions": [release]}
+        buckets.setdefault(bucket_of(name) if schema >= 2 else "", []).append(entry)
+
+    def row(path: str, body: bytes) -> dict[str, Any]:
+        url = path.removeprefix("device/")
+        return {"url": url, "size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+
+    files: dict[str, bytes] = {}
+    if schema < 2:
+        body = json.dumps(
+            {"schema": schema, "platform": PLATFORM, "modules": buckets.get("", []), "firmware": []}
+        ).encode()
+        files[f"device/{PLATFORM}/index.json"] = body
+        line = {"name": PLATFORM, **row(f"device/{PLATFORM}/index.json", body)}
+    else:
+        shards = []
+        for bucket in sorted(buckets):
+            shard = {"schema": schema, "platform": PLATFORM, "shard": bucket}
+            body = json.dumps({**shard, "modules": buckets[bucket], "firmware": []}).encode()
+            path = f"device/{PLATFORM}/{bucket}.{hashlib.sha256(body).hexdigest()[:16]}.json"
+            files[path] = body
+            shards.append({"shard": bucket, **row(path, body)})
+        line = {"name": PLATFORM, "description": "test boards", "shards": shards}
+    entry_body = json.dumps({"schema": schema, "store": "Agent Test Store", "platforms": [line]}).encode()
+    return entry_body, files
+
+
+def serve_device_index(server: ScriptedServer, entry: bytes, files: dict[str, bytes]) -> None:
+    """Serve a device index from :func:`device_index` on ``server``."""
+    server.serve("/device/index.json", entry, Content_Type="application/json")
+    for path, body in files.items():
+        server.serve("/" + path, body, Content_Type="application/json")
+
+
+def write_device_index(folder: Path, entry: bytes, files: dict[str, bytes]) -> None:
+    """Write a device index from :func:`device_index` into a site folder ``folder``."""
+    for path, body in {"device/index.json": entry, **files}.items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_bytes(body)

@@ -22,6 +22,7 @@ from typing import Any
 from builder.build import build, retained_history, state_dir_for
 from builder.device.module import pack_module
 from builder.routes import ROUTES_FILE, entry_bytes, load_routes, shard_bytes
+from tests.support.device_index import check_shard, platform_packages, read_entry, shard_file
 from tests.support.paths import DEMO_REPO, PROJECT
 
 DEMO = DEMO_REPO
@@ -92,7 +93,7 @@ def site_tree(site: Path, history: bool = False) -> dict[str, bytes]:
     """Every file of ``site`` (relative POSIX path → bytes); folders appear as ``"dir/"`` keys so
     that an empty folder left behind is a difference too.
 
-    Without ``history``, the retained history is left out: the old pinned platform indexes the
+    Without ``history``, the retained history is left out: the old device index shards the
     build keeps for readers of older entries (``builder.build.retained_history``), their rows
     of routes.json and folders that hold nothing else. A clean build has none, so what remains is
     what "incremental equals clean" compares."""
@@ -180,11 +181,12 @@ def sha256(data: bytes) -> str:
 
 
 def device_entries(site: Path) -> dict[str, dict[str, list[str]]]:
-    """platform → module name → published versions, read the way a device reads them."""
-    entry = json.loads((site / "device" / "index.json").read_bytes())
+    """platform → module name → published versions, read the way a device reads them (the
+    entry, then each shard it lists for the platform)."""
+    entry = read_entry(site)
     out: dict[str, dict[str, list[str]]] = {}
     for p in entry["platforms"]:
-        index = json.loads((site / "device" / p["url"]).read_bytes())
+        index = platform_packages(site, p["name"], entry)
         out[p["name"]] = {m["name"]: [v["version"] for v in m["versions"]] for m in index["modules"]}
         for fw in index["firmware"]:
             out[p["name"]]["firmware:" + fw["name"]] = [v["version"] for v in fw["versions"]]
@@ -195,8 +197,10 @@ def assert_site_usable(site: Path) -> set[str]:
     """What a client of site/ relies on, checked the way a client would:
 
     - every JSON file parses (nothing truncated);
-    - every platform index named by device/index.json exists with the size and SHA-256 stated;
-    - every module and firmware version named by a platform index exists with its size and SHA-256;
+    - every shard named by device/index.json exists with the size and SHA-256 stated, is the
+      shard of the platform and bucket the entry files it under and holds only that bucket's
+      packages, and no package is in two shards of a platform;
+    - every module and firmware version named by a shard exists with its size and SHA-256;
     - every file named in routes.json exists, and every relative link of index.html resolves.
 
     Returns the set of referenced files. A site that has no device/index.json yet (a first
@@ -215,21 +219,26 @@ def assert_site_usable(site: Path) -> set[str]:
     if not entry_file.exists():
         return referenced
     entry = json.loads(entry_file.read_bytes())
+    assert entry["schema"] == 2, "device/index.json is not schema 2"
     for platform in entry["platforms"]:
-        rel = posixpath.normpath(posixpath.join("device", platform["url"]))
-        data = (site / rel).read_bytes()
-        assert (len(data), sha256(data)) == (platform["size"], platform["sha256"]), (
-            f"{rel} does not have the size and SHA-256 that device/index.json states"
-        )
-        referenced.add(rel)
-        index = json.loads(data)
-        for package in index["modules"] + index["firmware"]:
-            for v in package["versions"]:
-                blob = posixpath.normpath(posixpath.join(posixpath.dirname(rel), v["url"]))
-                blob_bytes = (site / blob).read_bytes()
-                assert len(blob_bytes) == v["size"], f"{blob}: size differs from {rel}"
-                assert sha256(blob_bytes) == v["sha256"], f"{blob}: SHA-256 differs from {rel}"
-                referenced.add(blob)
+        buckets = [row["shard"] for row in platform["shards"]]
+        assert buckets == sorted(set(buckets)), f"{platform['name']}: shards not one per bucket, in order"
+        names: set[tuple[str, str]] = set()
+        for row in platform["shards"]:
+            rel = shard_file(row)
+            assert (site / rel).is_file(), f"device/index.json names {rel}, which is missing"
+            shard = check_shard(platform["name"], row, (site / rel).read_bytes())
+            referenced.add(rel)
+            for kind in ("modules", "firmware"):
+                for package in shard[kind]:
+                    assert (kind, package["name"]) not in names, f"{package['name']} is in two shards"
+                    names.add((kind, package["name"]))
+                    for v in package["versions"]:
+                        blob = posixpath.normpath(posixpath.join(posixpath.dirname(rel), v["url"]))
+                        blob_bytes = (site / blob).read_bytes()
+                        assert len(blob_bytes) == v["size"], f"{blob}: size differs from {rel}"
+                        assert sha256(blob_bytes) == v["sha256"], f"{blob}: SHA-256 differs from {rel}"
+                        referenced.add(blob)
     if (site / ROUTES_FILE).exists():
         for route in load_routes(site):
             assert (site / route["file"]).is_file(), f"routes.json names {route['file']}, which is missing"

@@ -15,11 +15,12 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 import pytest
 
-from builder.build import build
+from builder.build import BuildResult, build
 from builder.device.module import pack_module
 from builder.routes import bucket_of
 from builder.web.render import shard_path
 from tests.support.browser import DESKTOP, PHONE, browser_page, requires_chromium, screenshot
+from tests.support.repos import add_module, assert_same_tree, clean_build, site_tree
 from tests.support.serving import ServedStore, copy_demo_repo, serve_store
 
 
@@ -46,7 +47,7 @@ def test_visitor_finds_a_module_through_instant_search(store: ServedStore, viewp
         screenshot(page, f"search-{label}")
         result.click()
         page.wait_for_load_state()
-        assert "/modules/pi64/index.html" in page.url
+        assert page.url.endswith("/modules/pi64/i.html#module-iot")
         section = page.locator("#module-iot")
         assert section.is_visible()
         assert "1.0.5" in section.inner_text()
@@ -132,7 +133,17 @@ def test_pages_work_without_script(store: ServedStore) -> None:
         assert page.url.endswith("/index.html#h-modules")
         page.get_by_role("link", name=re.compile("pi64")).first.click()
         page.wait_for_load_state()
+        assert page.url.endswith("/modules/pi64/index.html")
+        page.get_by_role("link", name="Names starting with B").click()
+        page.wait_for_load_state()
+        assert page.url.endswith("/modules/pi64/b.html")
         assert page.locator("#firmware-bottom-sensor").is_visible()
+        # and back to the platform's page, which links to every letter that has something
+        page.get_by_role("link", name="pi64", exact=True).first.click()
+        page.wait_for_load_state()
+        assert page.url.endswith("/modules/pi64/index.html")
+        letters = page.locator("main ul.chips a").all_inner_texts()
+        assert letters == ["A", "B", "I"]
         problems.assert_none()
 
 
@@ -156,7 +167,7 @@ def test_search_page_lists_the_matches_with_script(store: ServedStore) -> None:
         results.first.wait_for(state="visible")
         results.first.get_by_role("link").click()
         page.wait_for_load_state()
-        assert page.url.endswith("/modules/opi64/index.html#module-py_axbot")
+        assert page.url.endswith("/modules/opi64/p.html#module-py_axbot")
         assert page.locator("#module-py_axbot").is_visible()
         problems.assert_none()
 
@@ -187,6 +198,9 @@ def test_site_opened_from_a_folder_works(store: ServedStore) -> None:
         page.get_by_role("link", name=re.compile("pi64")).first.click()
         page.wait_for_load_state()
         assert page.url.endswith("/modules/pi64/index.html")
+        page.get_by_role("link", name="Names starting with A").click()
+        page.wait_for_load_state()
+        assert page.url.endswith("/modules/pi64/a.html")
         assert page.locator("#module-ax").is_visible()
         assert problems.failed_requests == []
 
@@ -366,8 +380,59 @@ def test_changing_one_module_rewrites_only_the_pages_that_show_it(tmp_path: Path
     )
     result = build(repo, site)
     pages = sorted(p for p in result.written if p.endswith(".html") or p.startswith("search"))
-    # Only the opi64 page shows versions. The home page counts the module and its search entry
-    # names it, neither shows its version, so their bytes are unchanged and they are not
-    # rewritten; other platforms, devices, apps and categories do not show it at all.
-    assert pages == ["modules/opi64/index.html"]
-    assert "1.1.7-opi64" in (site / "modules" / "opi64" / "index.html").read_text()
+    # Only the opi64 letter page of "p" shows versions. The home page and the platform's page
+    # say that it has modules and its search entry names it, none shows its version, so their
+    # bytes are unchanged and they are not rewritten; other platforms, devices, apps and
+    # categories do not show it at all.
+    assert pages == ["modules/opi64/p.html"]
+    assert "1.1.7-opi64" in (site / "modules" / "opi64" / "p.html").read_text()
+
+
+def web_written(result: BuildResult) -> list[str]:
+    return sorted(p for p in result.written if p.endswith(".html") or p.startswith("search"))
+
+
+def test_an_added_module_rewrites_only_its_letter_page(tmp_path: Path) -> None:
+    repo = copy_demo_repo(tmp_path / "repo")
+    site = tmp_path / "site"
+    build(repo, site)
+    index = (site / "modules" / "pi64" / "index.html").read_bytes()
+    add_module(repo, "axle", "1.0.0", "pi64")
+    result = build(repo, site, changed=["modules/axle.1.0.0.pi64.tar.gz"])
+    # the letter page of "a" and the search shard of its name; not the platform's page (the
+    # letter was there), not the other letter pages, not the home page
+    assert web_written(result) == ["modules/pi64/a.html", "search.json", shard_path(bucket_of("axle"))]
+    assert not result.deleted
+    assert (site / "modules" / "pi64" / "index.html").read_bytes() == index
+    page = (site / "modules" / "pi64" / "a.html").read_text()
+    assert page.index('id="module-ax"') < page.index('id="module-axle"')
+    assert_same_tree(site_tree(site), clean_build(repo, tmp_path / "clean"))
+
+
+def test_a_letter_appearing_and_going_rewrites_the_platform_page(tmp_path: Path) -> None:
+    repo = copy_demo_repo(tmp_path / "repo")
+    site = tmp_path / "site"
+    build(repo, site)
+    index = (site / "modules" / "pi64" / "index.html").read_bytes()
+    module = add_module(repo, "_zeta", "1.0.0", "pi64")
+    result = build(repo, site, changed=["modules/_zeta.1.0.0.pi64.tar.gz"])
+    assert web_written(result) == [
+        "modules/pi64/index.html",
+        "modules/pi64/other.html",
+        "search.json",
+        shard_path(bucket_of("_zeta")),
+    ]
+    page = (site / "modules" / "pi64" / "index.html").read_text()
+    assert page.index('href="i.html"') < page.index('href="other.html"')  # after the letters
+    assert "_zeta" not in page
+    assert 'id="module-_zeta"' in (site / "modules" / "pi64" / "other.html").read_text()
+    assert_same_tree(site_tree(site), clean_build(repo, tmp_path / "clean"))
+    # the last name of the letter goes: its page goes, the platform's page is as it was
+    module.unlink()
+    result = build(repo, site, changed=["modules/_zeta.1.0.0.pi64.tar.gz"])
+    # (no other demo name hashes to the shard of "_zeta": it goes too)
+    deleted = sorted(p for p in result.deleted if not p.startswith(("files/", "device/")))
+    assert deleted == ["modules/pi64/other.html", shard_path(bucket_of("_zeta"))]
+    assert web_written(result) == ["modules/pi64/index.html", "search.json"]
+    assert (site / "modules" / "pi64" / "index.html").read_bytes() == index
+    assert_same_tree(site_tree(site), clean_build(repo, tmp_path / "clean-again"))

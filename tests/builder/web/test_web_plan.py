@@ -24,7 +24,7 @@ import pytest
 from builder.model import Blob, OtaBuild, OtaDevice, StoreSettings
 from builder.qt.pack import pack_package
 from builder.routes import bucket_of
-from builder.web.render import WebCatalog, shard_path
+from builder.web.render import LETTER_KEYS, WebCatalog, letter_of, shard_path
 from tests.support.browser import browser_page, requires_chromium
 from tests.support.repos import add_firmware, add_module, write_settings
 from tests.support.serving import copy_demo_repo
@@ -167,6 +167,84 @@ def test_search_entries_link_to_pages_and_anchors_that_exist(big: dict[str, byte
             path, fragment = resolve(file, row["url"])
             assert path in big, row
             assert fragment in parsed(big, path).ids, row
+            if row["kind"].startswith(("Module", "Firmware")):  # the letter page, not the index
+                platform = row["kind"].split("(")[1].rstrip(")")
+                assert path == f"modules/{platform}/{row['name'][0]}.html", row
+
+
+def test_a_platform_page_links_to_its_letter_pages_only(big: dict[str, bytes], tmp_path: Path) -> None:
+    for platform in PLATFORMS:
+        page = big[f"modules/{platform}/index.html"].decode()
+        assert not re.search(r"mod\d\d\d|boot|\b150\b|\b151\b", page)  # no names, no counts
+        assert f'<p class="lead">{platform} boards</p>' in page
+        assert 'href="../../device/index.json"' in page
+        links = [
+            link
+            for link in parsed(big, f"modules/{platform}/index.html").links
+            if link in ("b.html", "m.html")
+        ]
+        assert links == ["b.html", "m.html"]
+        # each letter page links back to it, not to the other letters
+        for key in ("b", "m"):
+            letter = parsed(big, f"modules/{platform}/{key}.html").links
+            assert "index.html" in letter and not [
+                link for link in letter if re.fullmatch(r"\w+\.html", link) and link != "index.html"
+            ]
+    assert sorted(p for p in big if p.startswith("modules/")) == sorted(
+        f"modules/{p}/{f}" for p in PLATFORMS for f in ("index.html", "b.html", "m.html")
+    )
+    # a tenth of the modules on the same letters: the same platform pages
+    small = plan(many_modules(tmp_path / "small", 30))
+    for platform in PLATFORMS:
+        assert small[f"modules/{platform}/index.html"] == big[f"modules/{platform}/index.html"]
+
+
+def test_modules_are_split_by_their_first_character(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    write_settings(repo, ["pi64"])
+    modules = ("zed", "abc", "Alpha", "9lives", "0day", "_private", "-dash", "Mixed_Case")
+    for name in modules:
+        add_module(repo, name, "1.0.0", "pi64")
+    for name in ("alpha-fw", "Boot", "_fw"):
+        add_firmware(repo, name, "1.0.0", "pi64")
+    site = plan(repo)
+    # digits, then letters, then the one page of "_" and "-"; lower and upper case together
+    expected = {
+        "0": ["module-0day"],
+        "9": ["module-9lives"],
+        "a": ["module-alpha", "module-abc", "firmware-alpha-fw"],  # modules, then firmware, by name
+        "b": ["firmware-boot"],
+        "m": ["module-mixed_case"],
+        "z": ["module-zed"],
+        "other": ["module-dash", "module-_private", "firmware-_fw"],
+    }
+    pages = sorted(p for p in site if p.startswith("modules/pi64/"))
+    assert pages == sorted([f"modules/pi64/{k}.html" for k in expected] + ["modules/pi64/index.html"])
+    for key, ids in expected.items():
+        page = site[f"modules/pi64/{key}.html"].decode()
+        assert re.findall(r'<section class="package" id="([^"]+)"', page) == ids, key
+        assert 'href="index.html"' in page
+        for kind, heading in (("module-", "<h2>Modules</h2>"), ("firmware-", "<h2>Firmware</h2>")):
+            assert (heading in page) == any(i.startswith(kind) for i in ids), key
+    index = parsed(site, "modules/pi64/index.html").links
+    assert [link for link in index if link.endswith(".html") and "/" not in link] == [
+        f"{k}.html" for k in expected
+    ]
+    assert [k for k in LETTER_KEYS if k in expected] == list(expected)  # the page's order
+    assert [letter_of(n) for n in ("Zz", "zz", "5x", "_a", "-a", "\u212a")] == [
+        "z",
+        "z",
+        "5",
+        "other",
+        "other",
+        "other",
+    ]
+    # the search entries link to the sections on the letter pages
+    for file, rows in search_rows(site).items():
+        for row in rows:
+            path, fragment = resolve(file, row["url"])
+            assert path == f"modules/pi64/{letter_of(row['name'])}.html"
+            assert fragment in parsed(site, path).ids
 
 
 def test_every_link_of_every_page_resolves(big: dict[str, bytes], demo: dict[str, bytes]) -> None:
@@ -273,9 +351,9 @@ def test_hostile_metadata_is_escaped_everywhere(tmp_path: Path) -> None:
     module = add_module(repo, "evil", "1.0.0", "pi64")
     Path(str(module) + ".toml").write_text("description = \"<img src=x onerror='window.pwned=1'>\"\n")
     site = plan(repo)
-    for path in ("modules/pi64/index.html", "index.html", "search.html"):
+    for path in ("modules/pi64/e.html", "modules/pi64/index.html", "index.html", "search.html"):
         assert "<img src=x" not in site[path].decode()
-    assert "&lt;img src=x onerror=&#39;window.pwned=1&#39;&gt;" in site["modules/pi64/index.html"].decode()
+    assert "&lt;img src=x onerror=&#39;window.pwned=1&#39;&gt;" in site["modules/pi64/e.html"].decode()
     # the search index carries the text as data: the script shows it with textContent
     rows = [r for rows in search_rows(site).values() for r in rows]
     assert rows[0]["text"] == "<img src=x onerror='window.pwned=1'>"
@@ -284,15 +362,28 @@ def test_hostile_metadata_is_escaped_everywhere(tmp_path: Path) -> None:
 # -- what a change touches ---------------------------------------------------------------------------
 
 
-def test_a_module_description_changes_its_platform_page_and_its_shard(tmp_path: Path) -> None:
+def test_a_module_description_changes_its_letter_page_and_its_shard(tmp_path: Path) -> None:
     repo = copy_demo_repo(tmp_path / "repo")
     before = plan(repo)
     (repo / "modules" / "ax.2.6.4.pi64.tar.gz.toml").write_text('description = "Motion control, v2"\n')
     after = plan(repo)
-    assert changed(before, after) == ["modules/pi64/index.html", "search.json", shard_path(bucket_of("ax"))]
+    assert changed(before, after) == ["modules/pi64/a.html", "search.json", shard_path(bucket_of("ax"))]
 
 
-def test_a_new_module_changes_its_platform_page_not_home(big_repo: Path, big: dict[str, bytes]) -> None:
+def test_a_new_module_changes_its_letter_page_not_home(big_repo: Path, big: dict[str, bytes]) -> None:
+    add_module(big_repo, "mod_new", "0.1.0", "pi64")
+    try:
+        after = plan(big_repo)
+    finally:
+        (big_repo / "modules" / "mod_new.0.1.0.pi64.tar.gz").unlink()
+    assert changed(big, after) == [
+        "modules/pi64/m.html",
+        "search.json",
+        shard_path(bucket_of("mod_new")),
+    ]
+
+
+def test_a_new_letter_changes_the_platform_page(big_repo: Path, big: dict[str, bytes]) -> None:
     add_module(big_repo, "zz_new", "0.1.0", "pi64")
     try:
         after = plan(big_repo)
@@ -300,9 +391,11 @@ def test_a_new_module_changes_its_platform_page_not_home(big_repo: Path, big: di
         (big_repo / "modules" / "zz_new.0.1.0.pi64.tar.gz").unlink()
     assert changed(big, after) == [
         "modules/pi64/index.html",
+        "modules/pi64/z.html",
         "search.json",
         shard_path(bucket_of("zz_new")),
     ]
+    assert parsed(after, "modules/pi64/index.html").links[-2:] == ["z.html", "../../device/index.json"]
 
 
 def test_a_new_app_version_changes_its_pages_not_the_others(tmp_path: Path) -> None:
@@ -357,7 +450,7 @@ def test_search_over_many_shards_in_the_browser(big: dict[str, bytes], tmp_path:
         assert fetched == sorted(["search.json", *(s["url"] for s in shards)])  # each once, in parallel
         result.click()
         page.wait_for_load_state()
-        assert page.url.endswith("/modules/opi64/index.html#module-mod123")
+        assert page.url.endswith("/modules/opi64/m.html#module-mod123")
         assert page.locator("#module-mod123").is_visible()
         # the search page: every match of every shard, merged and sorted, at most 200 shown
         page.goto(url + "/search.html?q=mod")

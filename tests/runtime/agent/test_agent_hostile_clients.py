@@ -21,7 +21,14 @@ import httpx
 import pytest
 
 from builder.device.module import pack_module
-from tests.support.agent import AgentProcess, ScriptedServer, agent_process, device_index, wait_for
+from tests.support.agent import (
+    AgentProcess,
+    ScriptedServer,
+    agent_process,
+    device_index,
+    serve_device_index,
+    wait_for,
+)
 
 
 def module_bytes(tmp: Path, name: str, version: str = "1.0") -> bytes:
@@ -34,9 +41,7 @@ def module_bytes(tmp: Path, name: str, version: str = "1.0") -> bytes:
 def store(tmp_path: Path) -> Iterator[ScriptedServer]:
     server = ScriptedServer()
     data = module_bytes(tmp_path, "ax")
-    entry, platform = device_index({"ax": data})
-    server.serve("/device/index.json", entry)
-    server.serve("/device/pi64/index.json", platform)
+    serve_device_index(server, *device_index({"ax": data}))
     server.serve("/files/ax.1.0.pi64.tar.gz", data)
     try:
         yield server

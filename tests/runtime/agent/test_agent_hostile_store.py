@@ -1,9 +1,13 @@
 """Hostile stores (issue 12, item 9): the agent bounds what it reads and where it connects.
 
 A scripted store on 127.0.0.1 answers gzip bombs, index entries and redirects that point at
-another origin (another port on 127.0.0.1, or 127.0.0.2). The other origin is a scripted server
-too that counts its requests: it must get none. A real `depot agent` process keeps its last good
-index, reports the error, and its peak memory (VmHWM) stays far below what the bombs inflate to.
+another origin (another port on 127.0.0.1, or 127.0.0.2), shards that disagree with the entry,
+entries listing too many shards or of a schema the agent does not know. The other origin is a
+scripted server too that counts its requests: it must get none. A real `depot agent` process
+keeps its last good index, reports the error, and its peak memory (VmHWM) stays far below what
+the bombs inflate to; the cases that count requests or bytes precisely call ``fetch_index``
+in-process. The store is hand-written (tests/support/agent.py ``device_index``): an honest one
+in the builder's layout (schema 2, or an older Depot's schema 1), then forged.
 """
 
 from __future__ import annotations
@@ -13,11 +17,26 @@ import json
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from builder.device.module import pack_module
-from tests.support.agent import AgentProcess, ScriptedServer, agent_process, device_index, wait_for
+from runtime.agent.config import MAX_SHARDS, AgentConfig
+from runtime.agent.index import StoreIndexError, cached_index, fetch_index
+from tests.support.agent import (
+    AgentProcess,
+    ScriptedServer,
+    agent_process,
+    device_index,
+    serve_device_index,
+    wait_for,
+)
+from tests.support.serving import serve_app
 
 MiB = 1024 * 1024
 ENTRY_CAP, PLATFORM_CAP = 1 * MiB, 32 * MiB
@@ -31,6 +50,11 @@ def gzip_bomb(size: int) -> bytes:
     return b"".join([*out, packer.flush()])
 
 
+def gzipped(data: bytes) -> bytes:
+    packer = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return packer.compress(data) + packer.flush()
+
+
 @pytest.fixture(scope="module")
 def bomb() -> bytes:
     data = gzip_bomb(300 * MiB)
@@ -42,15 +66,30 @@ def module_bytes(tmp: Path, name: str) -> bytes:
     return pack_module(tmp / "built" / f"{name}.1.0.pi64.tar.gz", {"VERSION": name.encode()}).read_bytes()
 
 
-def serve_index(server: ScriptedServer, entry: bytes, platform: bytes) -> None:
-    server.serve("/device/index.json", entry, Content_Type="application/json")
-    server.serve("/device/pi64/index.json", platform, Content_Type="application/json")
+def shard_row(url: str, size: int, sha256: str, bucket: str = "5") -> dict[str, Any]:
+    return {"shard": bucket, "url": url, "size": size, "sha256": sha256}
 
 
-def entry_for(platform_url: str, size: int, sha256: str) -> bytes:
+def entry_for(*rows: dict[str, Any], schema: int = 2) -> bytes:
+    """A forged entry: the pi64 line with ``rows`` as its shards."""
+    return json.dumps({"schema": schema, "platforms": [{"name": "pi64", "shards": list(rows)}]}).encode()
+
+
+def schema1_entry_for(platform_url: str, size: int, sha256: str) -> bytes:
+    """A forged entry of an older Depot (schema 1, without the field, as the first ones)."""
     return json.dumps(
         {"platforms": [{"name": "pi64", "url": platform_url, "size": size, "sha256": sha256}]}
     ).encode()
+
+
+def only(files: dict[str, bytes]) -> tuple[str, bytes]:
+    """The one shard of a one-module index: its site path and bytes."""
+    assert len(files) == 1
+    return next(iter(files.items()))
+
+
+def config(url: str, tmp: Path, **caps: int) -> AgentConfig:
+    return AgentConfig(store=url, root=tmp / "device", timeout=5, **caps)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -76,23 +115,31 @@ def test_gzip_bombs_are_cut_off_and_the_last_good_index_is_kept(
 ) -> None:
     store = servers[0]
     ax = module_bytes(tmp_path, "ax")
-    entry, platform = device_index({"ax": ax})
-    serve_index(store, entry, platform)
+    entry, files = device_index({"ax": ax})
+    path, shard = only(files)
+    url = path.removeprefix("device/")
+    serve_device_index(store, entry, files)
     with agent_process(tmp_path, store.url, tmp_path / "root") as agent:
         assert set(agent.packages()) == {"ax"}
         good_hwm = agent.vm_hwm()
 
-        # the platform index inflates to 300 MiB; the entry states its real size
-        store.serve("/device/pi64/index.json", bomb, Content_Encoding="gzip")
-        refreshed_with(agent, f"inflates past the limit of {len(platform)} bytes")
+        # the shard inflates to 300 MiB; the entry states its real size
+        store.serve("/" + path, bomb, Content_Encoding="gzip")
+        refreshed_with(agent, f"inflates past the limit of {len(shard)} bytes")
         # the entry states 32 MiB (the cap) for it: reading stops there
-        sized = entry_for("pi64/index.json", PLATFORM_CAP, hashlib.sha256(b"").hexdigest())
+        sized = entry_for(shard_row(url, PLATFORM_CAP, hashlib.sha256(b"").hexdigest()))
         store.serve("/device/index.json", sized)
         refreshed_with(agent, f"inflates past the limit of {PLATFORM_CAP} bytes")
         # ... or more than the cap: not even fetched
         requests = len(store.requests)
-        store.serve("/device/index.json", entry_for("pi64/index.json", 300 * MiB, "0" * 64))
+        store.serve("/device/index.json", entry_for(shard_row(url, 300 * MiB, "0" * 64)))
         refreshed_with(agent, f"more than the limit of {PLATFORM_CAP}")
+        assert store.requests[requests:] == ["/device/index.json"]
+        # ... and so are sixteen shards that together state more than the cap
+        rows = [shard_row(f"pi64/{b:x}.json", PLATFORM_CAP // 16 + 1, "0" * 64, f"{b:x}") for b in range(16)]
+        requests = len(store.requests)
+        store.serve("/device/index.json", entry_for(*rows))
+        refreshed_with(agent, f"in 16 shards, more than the limit of {PLATFORM_CAP}")
         assert store.requests[requests:] == ["/device/index.json"]
         # the entry itself is a bomb, or simply too big
         store.serve("/device/index.json", bomb, Content_Encoding="gzip")
@@ -110,15 +157,12 @@ def test_gzip_bombs_are_cut_off_and_the_last_good_index_is_kept(
         hwm = agent.vm_hwm()
         assert hwm < 150 * MiB, (good_hwm, hwm)
 
-        # an honest gzip-encoded index is read as before
-        packed = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-        serve_index(store, entry, platform)
-        store.serve(
-            "/device/pi64/index.json", packed.compress(platform) + packed.flush(), Content_Encoding="gzip"
-        )
+        # an honest gzip-encoded shard is read as before
+        serve_device_index(store, entry, files)
+        store.serve("/" + path, gzipped(shard), Content_Encoding="gzip")
         store.requests.clear()
         assert agent.post("/services/refresh_store").status_code == 200
-        wait_for(lambda: "/device/pi64/index.json" in store.requests, what="refresh")
+        wait_for(lambda: "/" + path in store.requests, what="refresh")
     assert "Traceback" not in agent.log.read_text(errors="replace")
 
 
@@ -127,15 +171,24 @@ def test_an_entry_pointing_at_another_origin_is_not_followed(
     servers: tuple[ScriptedServer, ScriptedServer, ScriptedServer], other_index: int, tmp_path: Path
 ) -> None:
     store, other = servers[0], servers[other_index]
-    _entry, platform = device_index({"ax": module_bytes(tmp_path, "ax")})
-    other.serve("/device/pi64/index.json", platform)  # a valid index, with the checksums the entry states
+    modules = {"ax": module_bytes(tmp_path, "ax"), "bx": module_bytes(tmp_path, "bx")}
+    _entry, files = device_index(modules)
+    by_bucket = {path.split("/")[-1][0]: (path, body) for path, body in files.items()}
+    (ax_path, ax_shard), (bx_path, bx_shard) = by_bucket["5"], by_bucket["3"]
+    for path, body in files.items():  # valid shards, with the checksums the entry states
+        store.serve("/" + path, body)
+        other.serve("/" + path, body)
+    # bx's shard (bucket 3) is on the store, ax's (bucket 5) elsewhere: neither is fetched
     entry = entry_for(
-        f"{other.url}device/pi64/index.json", len(platform), hashlib.sha256(platform).hexdigest()
+        shard_row(bx_path.removeprefix("device/"), len(bx_shard), hashlib.sha256(bx_shard).hexdigest(), "3"),
+        shard_row(f"{other.url}{ax_path}", len(ax_shard), hashlib.sha256(ax_shard).hexdigest()),
     )
     store.serve("/device/index.json", entry)
     with agent_process(tmp_path, store.url, tmp_path / "root") as agent:
         assert agent.packages() == {}
         wait_for(lambda: "is not on the store's origin" in agent.log.read_text(), what="the refusal")
+        assert "shard 5 of the pi64 index" in agent.log.read_text()
+        assert all(r == "/device/index.json" for r in store.requests), store.requests
         # the same with a redirect of the entry itself
         store.redirect("/device/index.json", f"{other.url}device/index.json")
         other.serve("/device/index.json", entry)
@@ -150,8 +203,7 @@ def test_modules_on_another_origin_are_dropped_unless_it_is_a_mirror(
     store, _port, other = servers
     ax, bx = module_bytes(tmp_path, "ax"), module_bytes(tmp_path, "bx")
     urls = {"ax": f"{other.url}files/ax.1.0.pi64.tar.gz", "bx": "../../files/bx.1.0.pi64.tar.gz"}
-    entry, platform = device_index({"ax": ax, "bx": bx}, url_of=urls.__getitem__)
-    serve_index(store, entry, platform)
+    serve_device_index(store, *device_index({"ax": ax, "bx": bx}, url_of=urls.__getitem__))
     store.serve("/files/bx.1.0.pi64.tar.gz", bx)
     other.serve("/files/ax.1.0.pi64.tar.gz", ax)
     with agent_process(tmp_path, store.url, tmp_path / "root") as agent:
@@ -171,8 +223,7 @@ def test_redirects_are_followed_only_within_the_allowed_origins(
 ) -> None:
     store, port_other, host_other = servers
     modules = {name: module_bytes(tmp_path, name) for name in ("ax", "bx", "cx", "dx")}
-    entry, platform = device_index(modules)
-    serve_index(store, entry, platform)
+    serve_device_index(store, *device_index(modules))
     store.redirect("/files/ax.1.0.pi64.tar.gz", f"{port_other.url}files/ax.1.0.pi64.tar.gz")
     store.redirect("/files/bx.1.0.pi64.tar.gz", f"{host_other.url}files/bx.1.0.pi64.tar.gz", status=307)
     store.redirect("/files/cx.1.0.pi64.tar.gz", "/real/cx.1.0.pi64.tar.gz", status=301)  # same origin

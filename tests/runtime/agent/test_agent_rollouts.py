@@ -89,7 +89,7 @@ def test_a_malformed_rule_offers_the_version_to_nobody(rollout: object) -> None:
         {"version": "2.0", "url": "a.tar.gz", "size": 1, "sha256": "a" * 64, "rollout": rollout},
         {"version": "1.0", "url": "b.tar.gz", "size": 1, "sha256": "b" * 64},
     ]}  # fmt: skip
-    index = parse_platform_index({"modules": [entry]}, "http://s/device/pi64/index.json", "pi64")
+    index = parse_platform_index({"modules": [entry]}, "http://s/device/pi64/5.0123456789abcdef.json", "pi64")
     assert [r.version for r in index.modules["ax"].releases] == ["1.0"]
 
 

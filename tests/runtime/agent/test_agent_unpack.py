@@ -9,9 +9,7 @@ device.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
-import json
 import os
 import re
 import tarfile
@@ -20,7 +18,13 @@ from pathlib import Path
 import pytest
 
 from runtime.agent.unpack import UnsafeArchiveError, safe_unpack
-from tests.support.agent import agent_process, installed_tree, plain_http_server
+from tests.support.agent import (
+    agent_process,
+    device_index,
+    installed_tree,
+    plain_http_server,
+    write_device_index,
+)
 
 
 def member(name: str, data: bytes = b"x", **attrs) -> tuple[tarfile.TarInfo, bytes]:
@@ -133,43 +137,11 @@ def test_a_link_cannot_be_followed_out_by_a_later_member(tmp_path: Path) -> None
 
 
 def served_store(folder: Path, modules: dict[str, bytes]) -> None:
-    """A store of our own: device/index.json → device/pi64/index.json → files/<name>."""
+    """A store of our own: device/index.json → its shards → files/<name>."""
     (folder / "files").mkdir(parents=True)
-    entries = []
     for name, data in modules.items():
         (folder / "files" / f"{name}.1.0.pi64.tar.gz").write_bytes(data)
-        entries.append(
-            {
-                "name": name,
-                "latest_version": "1.0",
-                "optional": False,
-                "versions": [
-                    {
-                        "version": "1.0",
-                        "filename": f"{name}.1.0.pi64.tar.gz",
-                        "url": f"../../files/{name}.1.0.pi64.tar.gz",
-                        "size": len(data),
-                        "sha256": hashlib.sha256(data).hexdigest(),
-                        "unpacked_size": 100,
-                    }
-                ],
-            }
-        )
-    platform = json.dumps({"schema": 1, "platform": "pi64", "modules": entries, "firmware": []}).encode()
-    (folder / "device/pi64").mkdir(parents=True)
-    (folder / "device/pi64/index.json").write_bytes(platform)
-    entry = {
-        "schema": 1,
-        "platforms": [
-            {
-                "name": "pi64",
-                "url": "pi64/index.json",
-                "size": len(platform),
-                "sha256": hashlib.sha256(platform).hexdigest(),
-            }
-        ],
-    }
-    (folder / "device/index.json").write_text(json.dumps(entry))
+    write_device_index(folder, *device_index(modules, unpacked_size=100))
 
 
 def test_malicious_modules_fail_their_install_task(tmp_path: Path) -> None:
