@@ -28,10 +28,11 @@ only what shows it:
   never a list of every item). Level 4: ``search.html``, the search form, which links to the
   sections the home page has.
 
-The pages that list the whole store hold counts and links, a platform's modules are split by
-their first character over at most 37 pages, the search index is sharded by a hash of the
-entry's name: nothing a build rewrites for one change grows with the store but the letter page
-that shows it (a 37th of the platform).
+The pages that list the whole store hold counts and links, the search index is sharded by a
+hash of the entry's name: nothing a build rewrites for one change grows with the store but the
+letter page that shows the changed module, which holds the platform's names that share its
+first character (up to 37 pages a platform: a small part of it when names spread over the
+alphabet, but all of it if every name starts alike; a split by prefix would be the next step).
 """
 
 from __future__ import annotations
@@ -85,7 +86,9 @@ CATEGORY, PLATFORM, LETTER, SHARD = "category:", "platform:", "letter:", "search
 # name, folded to lower case (names are [A-Za-z0-9_-]+): one page per digit, ``0.html`` to
 # ``9.html``, one per letter, ``a.html`` to ``z.html``, and ``other.html`` for names starting
 # with ``_`` or ``-`` (or anything else). The keys are the file names and sort in the order the
-# platform's page lists them; none of them is ``index``.
+# platform's page lists them; none of them is ``index``. A letter page links back to the
+# platform's page only, not to the other letters: a list of the letters on each would rewrite
+# every letter page of the platform (up to the whole platform's bytes) when one appears or goes.
 LETTER_KEYS = (*"0123456789abcdefghijklmnopqrstuvwxyz", "other")
 OTHER = LETTER_KEYS[-1]
 
