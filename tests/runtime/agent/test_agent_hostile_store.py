@@ -255,3 +255,222 @@ def test_redirects_are_followed_only_within_the_allowed_origins(
         task = agent.post("/services/download_packages", {"packages": ["ax"]}).json()["ax"]["task_id"]
         assert agent.wait_task("download", task)["status"] == "succeeded"
     assert port_other.requests == ["/files/ax.1.0.pi64.tar.gz"] and host_other.requests == []
+
+
+def test_shards_that_disagree_with_the_entry_and_unknown_entries_are_refused(
+    servers: tuple[ScriptedServer, ScriptedServer, ScriptedServer], tmp_path: Path
+) -> None:
+    store = servers[0]
+    entry, files = device_index({"ax": module_bytes(tmp_path, "ax")})
+    path, shard = only(files)
+    serve_device_index(store, entry, files)
+    with agent_process(tmp_path, store.url, tmp_path / "root") as agent:
+        assert set(agent.packages()) == {"ax"}
+
+        # the same size, other bytes: only the SHA-256 tells them apart
+        store.serve("/" + path, shard.replace(b'"ax"', b'"zx"'))
+        refreshed_with(agent, f"does not match the size and SHA-256 that {'device/index.json'} states")
+        # larger than the entry states: reading stops one byte past it
+        store.serve("/" + path, shard + b" " * 4096)
+        refreshed_with(agent, f"goes past the limit of {len(shard)} bytes")
+        store.serve("/" + path, gzipped(shard + b" " * 4096), Content_Encoding="gzip")
+        refreshed_with(agent, f"inflates past the limit of {len(shard)} bytes")
+        # an entry listing more shards than any store makes: refused before one is fetched
+        store.serve("/" + path, shard)
+        row = json.loads(entry)["platforms"][0]["shards"][0]
+        requests = len(store.requests)
+        store.serve("/device/index.json", entry_for(*[row] * (MAX_SHARDS + 1)))
+        refreshed_with(
+            agent, f"lists {MAX_SHARDS + 1} shards for the pi64 index, more than the limit of {MAX_SHARDS}"
+        )
+        assert store.requests[requests:] == ["/device/index.json"]
+        # a schema this agent does not know
+        store.serve("/device/index.json", json.dumps({**json.loads(entry), "schema": 3}).encode())
+        refreshed_with(agent, "the store's device index is schema 3; this agent reads up to 2")
+
+        assert set(agent.packages()) == {"ax"}  # the last index that verified
+        assert agent.package("ax")["latest_version"] == "1.0"
+    assert "Traceback" not in agent.log.read_text(errors="replace")
+
+
+def test_a_store_built_by_an_older_depot_is_still_read(
+    servers: tuple[ScriptedServer, ScriptedServer, ScriptedServer], tmp_path: Path
+) -> None:
+    """A schema 1 entry: the platform's line names its one platform index."""
+    store = servers[0]
+    ax = module_bytes(tmp_path, "ax")
+    entry, files = device_index({"ax": ax}, schema=1)
+    assert list(files) == ["device/pi64/index.json"]
+    serve_device_index(store, entry, files)
+    store.serve("/files/ax.1.0.pi64.tar.gz", ax)
+    with agent_process(tmp_path, store.url, tmp_path / "root") as agent:
+        assert agent.package("ax")["latest_version"] == "1.0"
+        task = agent.post("/services/download_packages", {"packages": ["ax"]}).json()["ax"]["task_id"]
+        assert agent.wait_task("download", task)["status"] == "succeeded"
+    assert (tmp_path / "root/downloads/module/ax/ax.1.0.tar.gz").read_bytes() == ax
+
+
+# -- in-process: what is fetched, how often, how much ------------------------------------------
+
+
+@pytest.fixture
+def store(servers: tuple[ScriptedServer, ScriptedServer, ScriptedServer]) -> ScriptedServer:
+    return servers[0]
+
+
+def four_modules(tmp: Path) -> dict[str, bytes]:
+    """Four modules in four buckets (cx 2, bx 3, ax 5, dx 7)."""
+    return {name: module_bytes(tmp, name) for name in ("ax", "bx", "cx", "dx")}
+
+
+def test_a_mismatching_shard_is_fetched_again_once_then_refused(
+    store: ScriptedServer, tmp_path: Path
+) -> None:
+    entry, files = device_index({"ax": module_bytes(tmp_path, "ax")})
+    path, shard = only(files)
+    serve_device_index(store, entry, files)
+    cfg = config(store.url, tmp_path)
+    fetch_index(cfg)
+    cached = cfg.index_cache.read_bytes()
+    store.serve("/" + path, shard.replace(b'"ax"', b'"zx"'))
+    store.requests.clear()
+    with pytest.raises(StoreIndexError, match="does not match the size and SHA-256"):
+        fetch_index(cfg)
+    assert store.requests == ["/device/index.json", "/" + path] * 2  # once more, from the entry
+    assert cfg.index_cache.read_bytes() == cached  # the last index that verified stays
+
+
+def test_an_entry_naming_a_shard_that_does_not_match_is_read_again(tmp_path: Path) -> None:
+    """What a device sees when the store published between the entry and a shard (or a cache
+    in front of it served an older entry): the second entry names shards that match."""
+    old_entry, old_files = device_index({"ax": module_bytes(tmp_path, "ax")}, version="1.0")
+    entry, files = device_index({"ax": module_bytes(tmp_path, "ax")}, version="2.0")
+    (old_path, _old), (path, shard) = only(old_files), only(files)
+    served = {"/" + old_path: shard, "/" + path: shard}  # the old name answers other bytes
+    entries = [old_entry, entry]
+    requests: list[str] = []
+
+    async def answer(request: Request) -> Response:
+        requests.append(request.url.path)
+        if request.url.path == "/device/index.json":
+            return Response(entries[min(requests.count("/device/index.json"), 2) - 1])
+        return Response(
+            served.get(request.url.path, b""), status_code=200 if request.url.path in served else 404
+        )
+
+    with serve_app(Starlette(routes=[Route("/{path:path}", answer)])) as url:
+        index = fetch_index(config(url, tmp_path))
+    assert index.modules["ax"].latest_version == "2.0"
+    assert requests == ["/device/index.json", "/" + old_path, "/device/index.json", "/" + path]
+
+
+def test_the_bytes_received_for_all_shards_together_are_capped(store: ScriptedServer, tmp_path: Path) -> None:
+    """Gzip with junk after its end inflates to the stated bytes; what is received for the
+    platform's shards together stays within max_platform_index all the same."""
+    entry, files = device_index(four_modules(tmp_path))
+    cap = sum(len(body) for body in files.values()) + 100
+    store.serve("/device/index.json", entry)
+    for path, body in files.items():
+        store.serve("/" + path, gzipped(body) + bytes(cap // 2), Content_Encoding="gzip")
+    assert set(fetch_index(config(store.url, tmp_path)).modules) == {"ax", "bx", "cx", "dx"}  # 32 MiB
+    store.requests.clear()
+    with pytest.raises(StoreIndexError, match="more than the limit of"):
+        fetch_index(config(store.url, tmp_path, max_platform_index=cap))
+    assert len(store.requests) == 3  # the entry, the first shard, and the one past the cap
+
+
+def test_the_number_of_shards_is_capped_before_any_is_fetched(store: ScriptedServer, tmp_path: Path) -> None:
+    entry, files = device_index(four_modules(tmp_path))
+    assert len(files) == 4
+    serve_device_index(store, entry, files)
+    assert len(fetch_index(config(store.url, tmp_path, max_shards=4)).modules) == 4
+    store.requests.clear()
+    with pytest.raises(StoreIndexError, match="lists 4 shards for the pi64 index, more than the limit of 3"):
+        fetch_index(config(store.url, tmp_path, max_shards=3))
+    assert store.requests == ["/device/index.json"]
+
+
+@pytest.mark.parametrize(
+    ("schema", "words"),
+    [
+        (3, "the store's device index is schema 3; this agent reads up to 2"),
+        (99, "the store's device index is schema 99; this agent reads up to 2"),
+        (0, "states no usable schema"),
+        ("2", "states no usable schema"),
+        (True, "states no usable schema"),
+        (2.0, "states no usable schema"),
+    ],
+)
+def test_an_entry_of_an_unknown_schema_is_refused(
+    store: ScriptedServer, tmp_path: Path, schema: object, words: str
+) -> None:
+    entry, files = device_index({"ax": module_bytes(tmp_path, "ax")})
+    serve_device_index(store, json.dumps({**json.loads(entry), "schema": schema}).encode(), files)
+    with pytest.raises(StoreIndexError, match=words):
+        fetch_index(config(store.url, tmp_path))
+    assert store.requests == ["/device/index.json"]
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"size": None}, "states no size for shard 5"),
+        ({"size": -1}, "states no size for shard 5"),
+        ({"size": True}, "states no size for shard 5"),
+        ({"size": "12"}, "states no size for shard 5"),
+        ({"sha256": "0" * 63}, "states no SHA-256 for shard 5"),
+        ({"sha256": None}, "states no SHA-256 for shard 5"),
+        ({"url": ""}, "states no URL for shard 5"),
+        ({"url": ["x"]}, "states no URL for shard 5"),
+        ({"url": "javascript:alert(1)"}, "is not on the store's origin"),
+        ({"shard": "../../x", "url": "http://127.0.0.2:9/x.json"}, "shard #1 of the pi64 index"),
+    ],
+)
+def test_a_malformed_shard_line_is_refused_before_any_is_fetched(
+    store: ScriptedServer, tmp_path: Path, change: dict[str, Any], words: str
+) -> None:
+    entry, files = device_index({"ax": module_bytes(tmp_path, "ax")})
+    data = json.loads(entry)
+    data["platforms"][0]["shards"][0].update(change)
+    serve_device_index(store, json.dumps(data).encode(), files)
+    with pytest.raises(StoreIndexError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        fetch_index(config(store.url, tmp_path))
+    assert store.requests == ["/device/index.json"]
+
+
+@pytest.mark.parametrize("shards", [None, "x", {"url": "pi64/5.json"}, ["pi64/5.json"]])
+def test_a_platform_line_without_a_list_of_shard_lines_is_refused(
+    store: ScriptedServer, tmp_path: Path, shards: object
+) -> None:
+    store.serve(
+        "/device/index.json",
+        json.dumps({"schema": 2, "platforms": [{"name": "pi64", "shards": shards}]}).encode(),
+    )
+    with pytest.raises(StoreIndexError):
+        fetch_index(config(store.url, tmp_path))
+
+
+def test_a_declared_platform_without_shards_is_an_empty_index(store: ScriptedServer, tmp_path: Path) -> None:
+    store.serve("/device/index.json", entry_for())
+    index = fetch_index(config(store.url, tmp_path))
+    assert (index.platform, index.modules, index.firmware) == ("pi64", {}, {})
+
+
+def test_a_schema_1_entry_is_read_and_cached_as_one_shard(store: ScriptedServer, tmp_path: Path) -> None:
+    entry, files = device_index(four_modules(tmp_path), schema=1)
+    serve_device_index(store, entry, files)
+    cfg = config(store.url, tmp_path)
+    index = fetch_index(cfg)
+    assert sorted(index.modules) == ["ax", "bx", "cx", "dx"]
+    assert index.modules["ax"].releases[0].url == store.url + "files/ax.1.0.pi64.tar.gz"
+    cached = json.loads(cfg.index_cache.read_bytes())
+    assert [s["url"] for s in cached["shards"]] == [store.url + "device/pi64/index.json"]
+    assert cached_index(cfg) == index
+    # its size is capped as before
+    store.requests.clear()
+    store.serve("/device/index.json", schema1_entry_for("pi64/index.json", PLATFORM_CAP + 1, "0" * 64))
+    with pytest.raises(
+        StoreIndexError, match=f"the pi64 index is {PLATFORM_CAP + 1} bytes, more than the limit"
+    ):
+        fetch_index(cfg)
+    assert store.requests == ["/device/index.json"]

@@ -64,6 +64,14 @@ class SignedStore:
         return AgentProcess(home, self.hostile.url, home / "root", "--trusted-root", str(trusted))
 
 
+def shard_module(site: Path, name: str) -> dict:
+    """A pi64 module's line in the shard the site's entry names for it."""
+    entry = json.loads((site / "device/index.json").read_bytes())
+    rows = next(p for p in entry["platforms"] if p["name"] == "pi64")["shards"]
+    modules = [m for row in rows for m in json.loads((site / "device" / row["url"]).read_bytes())["modules"]]
+    return next(m for m in modules if m["name"] == name)
+
+
 def refresh(agent: AgentProcess) -> None:
     assert agent.post("/services/refresh_store").status_code == 200
 
@@ -181,9 +189,7 @@ def test_the_agent_refuses_every_attack_and_keeps_what_it_installed(tmp_path: Pa
             assert offered(agent, "2.1")["current_version"] == "1.0"
 
             # A swapped package file: the bytes disagree with the signed length and hash.
-            newest = json.loads((store.site / "device/pi64/index.json").read_bytes())["modules"][0][
-                "versions"
-            ][0]
+            newest = shard_module(store.site, "ax")["versions"][0]
             swapped = (store.site / "device/pi64" / newest["url"]).resolve().relative_to(store.site.resolve())
             # Same length, other bytes: only the SHA-256 tells them apart.
             store.hostile.overrides = {swapped.as_posix(): b"\x1f\x8b" + b"e" * (newest["size"] - 2)}

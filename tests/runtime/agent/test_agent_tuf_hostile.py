@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import json
 import shutil
 import socket
 import threading
@@ -104,6 +105,57 @@ def free_port() -> int:
 def test_an_honest_store_verifies(store: Store, tmp_path: Path) -> None:
     index = fetch_index(config(tmp_path, store.url, store.site))
     assert "ax" in index.modules
+
+
+def pi64_shards(site: Path) -> list[str]:
+    entry = json.loads((site / "device/index.json").read_bytes())
+    rows = next(p for p in entry["platforms"] if p["name"] == "pi64")["shards"]
+    return ["device/" + row["url"] for row in rows]
+
+
+def test_every_shard_is_fetched_as_a_target(store: Store, tmp_path: Path) -> None:
+    shards = pi64_shards(store.site)
+    assert len(shards) > 1
+    index = fetch_index(config(tmp_path, store.url, store.site))
+    assert [path for path in store.requests if path.startswith("device/")] == ["device/index.json", *shards]
+    named = {m["name"] for path in shards for m in json.loads((store.site / path).read_bytes())["modules"]}
+    assert set(index.modules) == named
+
+
+def test_a_shard_swapped_on_the_store_is_fetched_again_once_then_refused(
+    store: Store, tmp_path: Path
+) -> None:
+    """Bytes other than the signed metadata states (same length): the whole fetch is tried once
+    more with fresh metadata, then refused."""
+    shard = pi64_shards(store.site)[0]
+    real = (store.site / shard).read_bytes()
+    forged = real.replace(b'"modules"', b'"modulez"')
+    assert len(forged) == len(real)
+    store.hook = lambda path: (200, {}, forged) if path == shard else None
+    cfg = config(tmp_path, store.url, store.site)
+    with pytest.raises(StoreIndexError, match="does not match the store's signed metadata"):
+        fetch_index(cfg)
+    assert store.requests.count(shard) == 2
+    assert store.requests.count("tuf/timestamp.json") == 2
+    assert not cfg.index_cache.exists()
+
+
+def test_an_entry_published_meanwhile_is_fetched_again(store: Store, tmp_path: Path) -> None:
+    """The entry's bytes disagree with the metadata once (a build published in between): the
+    second try, with fresh metadata, verifies."""
+    first = True
+
+    def once(path: str) -> Answer:
+        nonlocal first
+        if path == "device/index.json" and first:
+            first = False
+            return (200, {}, b'{"schema": 2, "platforms": []}')
+        return None
+
+    store.hook = once
+    index = fetch_index(config(tmp_path, store.url, store.site))
+    assert "ax" in index.modules
+    assert store.requests.count("device/index.json") == 2
 
 
 @pytest.mark.parametrize(
