@@ -61,7 +61,8 @@ CREATE TABLE outputs (path TEXT PRIMARY KEY, owner TEXT NOT NULL, fp TEXT NOT NU
                       routed INTEGER NOT NULL DEFAULT 1, bucket TEXT,
                       since REAL, later INTEGER);
 CREATE INDEX outputs_owner ON outputs (owner);
-CREATE INDEX outputs_bucket ON outputs (bucket);
+-- covering the route table's shard queries: a shard's rows without a lookup per row
+CREATE INDEX outputs_bucket ON outputs (bucket, routed, path, url, type, query, status);
 CREATE INDEX outputs_retained ON outputs (path) WHERE retain = 1;
 """
 
