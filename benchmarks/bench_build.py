@@ -15,7 +15,7 @@ adds firmware, Qt packages, OTA builds and APKs in fixed proportions; ``--kinds`
   file is a generator or builder bug, and would make the figures measure less than the store);
 * **verify**: a clean build of the final repo into another folder must equal the
   incrementally built site/ byte for byte, once the retained history is left out (the old
-  pinned platform indexes each added module retires, and their rows of the route table: a
+  device index shards each added module retires, and their rows of the route table: a
   clean build has none; ``builder.build.retained_history``).
 
 Quick measurements are repeated and the median is reported. Results go into
@@ -159,7 +159,7 @@ def snapshot(site: Path) -> dict[str, tuple[int, int, int]]:
 
 def trees_equal(incremental: Path, clean: Path) -> tuple[bool, int]:
     """Whether the incremental site equals a clean build byte for byte, leaving out the retained
-    history (old pinned platform indexes kept for readers of older entries, and their rows of
+    history (old device index shards kept for readers of older entries, and their rows of
     the route table: ``builder.build.retained_history``), which a clean build cannot have; and
     how many retained files were left out."""
 
@@ -258,7 +258,7 @@ def bench_size(count: int, work: Path, args: argparse.Namespace) -> SizeResult:
         res.identical_to_clean, res.retained = trees_equal(site, clean)
         log(
             f"[{count}] incremental site equals a clean build: {res.identical_to_clean} "
-            f"(besides {res.retained} retained old platform indexes)"
+            f"(besides {res.retained} retained old device index shards)"
         )
         remove_site(clean)
     if not args.keep:

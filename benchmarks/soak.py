@@ -2,8 +2,9 @@
 """Soak: a real `depot serve` under mixed traffic for a while, watched for drift.
 
 Starts `depot serve` on a copy of the demo store (127.0.0.1 only), then runs mixed traffic from
-a few client threads: the static catalog and device indexes, Qt hello/list/login/purchase and
-downloads with Range, shipper feeds, counters and logins, portal logins, a rebuild now and then.
+a few client threads: the static catalog, the device index as a device reads it (the entry, then
+the shards it names), Qt hello/list/login/purchase and downloads with Range, shipper feeds,
+counters and logins, portal logins, a rebuild now and then.
 Every `--sample` seconds it records, for the last window: requests, errors (any 5xx, transport
 error or short body), p50/p99 latency; and for the server process: RSS, open file descriptors,
 the size of depot.db-wal. At the end it writes the table and the drift (last window against the
@@ -30,6 +31,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urljoin
 
 import httpx
 
@@ -67,6 +69,11 @@ class Window:
         return out, errors
 
 
+def whole(r: httpx.Response) -> bool:
+    """No server error and the whole body its Content-Length announced."""
+    return r.status_code < 500 and int(r.headers.get("content-length", len(r.content))) == len(r.content)
+
+
 def traffic(url: str, window: Window, stop: threading.Event, seed: int) -> None:
     rng = random.Random(seed)
     with httpx.Client(base_url=url, timeout=30) as c:
@@ -84,17 +91,16 @@ def traffic(url: str, window: Window, stop: threading.Event, seed: int) -> None:
             started = time.perf_counter()
             ok = True
             try:
-                if kind < 0.35:
-                    path = rng.choice(
-                        [
-                            "/",
-                            "/search.json",
-                            "/device/index.json",
-                            "/device/pi64/index.json",
-                            "/category/list",
-                        ]
-                    )
-                    r = c.get(path)
+                if kind < 0.28:
+                    r = c.get(rng.choice(["/", "/search.json", "/category/list"]))
+                elif kind < 0.35:
+                    # what a device does: the entry, then every shard it names for its platform
+                    r = c.get("/device/index.json")
+                    if r.status_code == 200:
+                        line = next(p for p in r.json()["platforms"] if p["name"] == "pi64")
+                        for shard in line["shards"]:
+                            answer = c.get(urljoin("/device/index.json", shard["url"]))
+                            ok = ok and whole(answer)
                 elif kind < 0.55:
                     r = c.get("/app/list")
                 elif kind < 0.65:
@@ -113,9 +119,7 @@ def traffic(url: str, window: Window, stop: threading.Event, seed: int) -> None:
                     )
                 else:
                     r = c.post("/portal/api/login", json={"name": USER, "password": PASSWORD})
-                ok = r.status_code < 500 and int(r.headers.get("content-length", len(r.content))) == len(
-                    r.content
-                )
+                ok = ok and whole(r)
             except httpx.HTTPError:
                 ok = False
             window.add(time.perf_counter() - started, ok)

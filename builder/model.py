@@ -376,7 +376,7 @@ class StoreSettings:
         ``[store] base_url``; "" makes them root-relative."""
         return self.ota_base_url or self.store_base_url
 
-    @property
+    @functools.cached_property  # settings are parsed once per text; a build asks every time
     def digest(self) -> str:
         """Changes exactly when a setting changes. Secrets are left out: the digest ends up in
         cache keys and manifests beside site/, and no renderer shows a secret."""

@@ -56,7 +56,7 @@ def store(tmp_path: Path) -> tuple[Path, Path]:
     return repo, site
 
 
-def pinned(entry: bytes, platform: str, name: str | None = None) -> dict:
+def shard_row(entry: bytes, platform: str, name: str | None = None) -> dict:
     """The entry's row of the shard of ``platform`` that holds ``name`` (by default the one a
     release (``change``) rewrites: ax's on pi64, iot's on opi64), with its site path."""
     name = name or {"pi64": "ax", "opi64": "iot"}[platform]
@@ -94,12 +94,12 @@ def test_the_shards_of_a_fetched_entry_survive_a_rebuild(tmp_path: Path, clock: 
     repo, site = store(tmp_path)
     build(repo, site)
     entry = (site / "device" / "index.json").read_bytes()  # a device fetched this entry
-    old = pinned(entry, "pi64")
+    old = shard_row(entry, "pi64")
 
     change(repo, 1)
     result = build(repo, site)
 
-    new = pinned((site / "device" / "index.json").read_bytes(), "pi64")
+    new = shard_row((site / "device" / "index.json").read_bytes(), "pi64")
     assert new["path"] != old["path"]
     assert old["path"] not in result.deleted and result.retained == 1
     assert retained_history(site) == {old["path"]}
@@ -108,8 +108,8 @@ def test_the_shards_of_a_fetched_entry_survive_a_rebuild(tmp_path: Path, clock: 
     now = (site / "device" / "index.json").read_bytes()
     # the shards the release did not touch: the same file, current in both entries, not history
     for platform, name in (("pi64", "nav"), ("opi64", "iot")):
-        same = pinned(entry, platform, name)
-        assert same == pinned(now, platform, name) and same["path"] not in retained_history(site)
+        same = shard_row(entry, platform, name)
+        assert same == shard_row(now, platform, name) and same["path"] not in retained_history(site)
         assert_serves(site, same)
     assert_site_usable(site)  # the retained file's route resolves too
 
@@ -121,12 +121,12 @@ def test_the_shards_of_a_fetched_entry_survive_a_rebuild(tmp_path: Path, clock: 
 def test_old_generations_go_after_n_newer_ones_and_the_grace_time(tmp_path: Path, clock: list[float]) -> None:
     repo, site = store(tmp_path)
     build(repo, site)
-    rows = [pinned((site / "device" / "index.json").read_bytes(), "pi64")]
+    rows = [shard_row((site / "device" / "index.json").read_bytes(), "pi64")]
     for n in range(1, RETAIN_GENERATIONS + 2):
         clock[0] += 1
         change(repo, n)
         build(repo, site)
-        rows.append(pinned((site / "device" / "index.json").read_bytes(), "pi64"))
+        rows.append(shard_row((site / "device" / "index.json").read_bytes(), "pi64"))
     # Many newer generations, but within the grace time: every old one is still served.
     for row in rows:
         assert_serves(site, row)
@@ -137,7 +137,7 @@ def test_old_generations_go_after_n_newer_ones_and_the_grace_time(tmp_path: Path
     result = build(repo, site)
 
     # The generations before the last RETAIN_GENERATIONS are gone; those are still kept.
-    rows.append(pinned((site / "device" / "index.json").read_bytes(), "pi64"))
+    rows.append(shard_row((site / "device" / "index.json").read_bytes(), "pi64"))
     kept, gone = rows[-1 - RETAIN_GENERATIONS : -1], rows[: -1 - RETAIN_GENERATIONS]
     for row in gone:
         assert_gone(site, row)
@@ -153,7 +153,7 @@ def test_the_grace_time_alone_keeps_nothing_n_generations_later(tmp_path: Path, 
     were published: a store that rebuilds once a day keeps yesterday's shards."""
     repo, site = store(tmp_path)
     build(repo, site)
-    old = pinned((site / "device" / "index.json").read_bytes(), "pi64")
+    old = shard_row((site / "device" / "index.json").read_bytes(), "pi64")
     change(repo, 1)
     build(repo, site)
     clock[0] += 10 * RETAIN_SECONDS
@@ -170,7 +170,7 @@ def test_a_no_change_build_deletes_what_is_due(tmp_path: Path, clock: list[float
     """The fast path writes nothing, but it does not keep a retained file past its time."""
     repo, site = store(tmp_path)
     build(repo, site)
-    old = pinned((site / "device" / "index.json").read_bytes(), "pi64")
+    old = shard_row((site / "device" / "index.json").read_bytes(), "pi64")
     for n in range(1, RETAIN_GENERATIONS + 2):  # old is now RETAIN_GENERATIONS generations back
         change(repo, n)
         build(repo, site)
@@ -188,7 +188,7 @@ def test_a_no_change_build_deletes_what_is_due(tmp_path: Path, clock: list[float
 def test_a_removed_platform_keeps_its_old_shards_for_the_grace(tmp_path: Path, clock: list[float]) -> None:
     repo, site = store(tmp_path)
     build(repo, site)
-    old = pinned((site / "device" / "index.json").read_bytes(), "opi64")
+    old = shard_row((site / "device" / "index.json").read_bytes(), "opi64")
     write_settings(repo, ["pi64"], name="Retaining Store")
     (repo / "modules" / "iot.1.0.opi64.tar.gz").unlink()
     result = build(repo, site)
@@ -231,7 +231,7 @@ def test_a_build_after_a_killed_one_keeps_the_history(tmp_path: Path, clock: lis
     """The full sweep after a killed build removes what no output claims, except the history."""
     repo, site = store(tmp_path)
     build(repo, site)
-    old = pinned((site / "device" / "index.json").read_bytes(), "pi64")
+    old = shard_row((site / "device" / "index.json").read_bytes(), "pi64")
     change(repo, 1)
     build(repo, site)
     (state_dir_for(site) / "build-in-progress").write_text("killed\n")
@@ -246,7 +246,7 @@ def test_a_build_after_a_killed_one_keeps_the_history(tmp_path: Path, clock: lis
 def test_a_damaged_retained_file_is_dropped_not_served(tmp_path: Path, clock: list[float]) -> None:
     repo, site = store(tmp_path)
     build(repo, site)
-    old = pinned((site / "device" / "index.json").read_bytes(), "pi64")
+    old = shard_row((site / "device" / "index.json").read_bytes(), "pi64")
     change(repo, 1)
     build(repo, site)
     (site / old["path"]).write_text("{}")  # someone edited it: it no longer has the stated bytes

@@ -14,12 +14,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urljoin
 
 import httpx
 import pytest
 
 from tests.runtime.browser_policy import assert_browser_policy
+from tests.support.device_index import download_url, fetch_platform
 from tests.support.qt import DEVICE, SECRET, USER, USER_PASSWORD, add_user
 from tests.support.serving import (
     ServedStore,
@@ -56,14 +56,15 @@ def qt_download_url(client: httpx.Client) -> str:
 
 def test_every_answer_carries_the_browser_policy(store: ServedStore) -> None:
     with store.client() as client:
-        entry = client.get("/device/index.json").json()
-        index_url = urljoin("/device/index.json", entry["platforms"][0]["url"])
-        blob = urljoin(index_url, client.get(index_url).json()["modules"][0]["versions"][0]["url"])
+        platform = client.get("/device/index.json").json()["platforms"][0]["name"]
+        index, shard_urls = fetch_platform(client, platform)
+        blob = download_url(shard_urls[0], index["modules"][0]["versions"][0])
         answers = [
             client.get("/"),
             client.get("/index.html"),
             client.head("/index.html"),
             client.get("/device/index.json"),
+            client.get(shard_urls[0]),  # a shard of the device index
             client.get(blob),  # a package file, streamed from disk
             client.get(blob, headers={"Range": "bytes=0-9"}),
             client.get("/healthz"),
@@ -77,10 +78,10 @@ def test_every_answer_carries_the_browser_policy(store: ServedStore) -> None:
         download = client.get(qt_download_url(client))
         answers.append(download)
     statuses = [a.status_code for a in answers]
-    assert statuses == [200, 200, 200, 200, 200, 206, 200, 404, 405, 404, 200, 403, 403, 200], statuses
+    assert statuses == [200, 200, 200, 200, 200, 200, 206, 200, 404, 405, 404, 200, 403, 403, 200], statuses
     for answer in answers:
         assert_browser_policy(answer)
-    assert answers[4].headers["content-length"] == str(len(answers[4].content))  # still a whole file
+    assert answers[5].headers["content-length"] == str(len(answers[5].content))  # still a whole file
     assert download.headers["content-type"] == "application/octet-stream" and len(download.content) > 0
 
 

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from builder.device.module import pack_module
+from tests.support.device_index import download_url, fetch_platform, package
 from tests.support.serving import ServedStore, depot_command, serve_store
 
 
@@ -28,13 +29,10 @@ def client(store: ServedStore) -> httpx.Client:
 
 
 def blob_url(client: httpx.Client, platform: str = "pi64", module: str = "ax") -> tuple[str, dict]:
-    """Follow the device index the way a device does: entry → platform index → blob URL."""
-    entry = client.get("/device/index.json").json()
-    platform_entry = next(p for p in entry["platforms"] if p["name"] == platform)
-    index_url = urljoin("/device/index.json", platform_entry["url"])
-    index = client.get(index_url).json()
-    version = next(m for m in index["modules"] if m["name"] == module)["versions"][0]
-    return urljoin(index_url, version["url"]), version
+    """Follow the device index the way a device does: entry → the platform's shards → blob URL."""
+    index, shard_urls = fetch_platform(client, platform)
+    version = package(index, module)["versions"][0]
+    return download_url(shard_urls[0], version), version
 
 
 def test_home_page_lists_the_demo_store(client: httpx.Client) -> None:
@@ -57,10 +55,13 @@ def test_device_index_is_verifiable_end_to_end(client: httpx.Client) -> None:
     entry = entry_response.json()
     assert [p["name"] for p in entry["platforms"]] == ["pi64", "opi64"]
     for platform in entry["platforms"]:
-        index_url = urljoin("/device/index.json", platform["url"])
-        raw = client.get(index_url).content
-        assert len(raw) == platform["size"]
-        assert hashlib.sha256(raw).hexdigest() == platform["sha256"]
+        assert platform["shards"], platform["name"]
+        for row in platform["shards"]:
+            shard = client.get(urljoin("/device/index.json", row["url"]))
+            assert shard.status_code == 200
+            assert shard.headers["content-type"] == "application/json"
+            assert len(shard.content) == row["size"]
+            assert hashlib.sha256(shard.content).hexdigest() == row["sha256"]
     url, version = blob_url(client)
     body = client.get(url).content
     assert len(body) == version["size"]
@@ -72,6 +73,8 @@ def test_content_addressed_files_are_cacheable_forever_and_indexes_revalidate(cl
     url, _ = blob_url(client)
     assert client.get(url).headers["cache-control"] == "public, max-age=31536000, immutable"
     assert client.get("/device/index.json").headers["cache-control"] == "no-cache"
+    for shard_url in fetch_platform(client, "pi64")[1]:
+        assert client.get(shard_url).headers["cache-control"] == "no-cache"
 
 
 def test_full_get_advertises_ranges_and_length(client: httpx.Client) -> None:

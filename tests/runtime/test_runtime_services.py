@@ -26,6 +26,7 @@ from runtime.storage import SCHEMAS, open_database
 from runtime.tokens import Tokens
 from runtime.uploads import UploadIncompleteError, UploadTooLargeError, commit, receive_to_temp
 from tests.support.database import dump_database
+from tests.support.device_index import package, platform_packages
 from tests.support.serving import copy_demo_repo, depot_command, serve_app
 
 # -- storage -------------------------------------------------------------------------------------
@@ -262,7 +263,8 @@ def test_rebuilder_publishes_a_new_file_before_returning(tmp_path: Path) -> None
 
     written = asyncio.run(scenario())
     assert written[0] > 0 and written[1] > 0 and written[2:] == [0, 0]
-    assert "new.1.0.0.pi64.tar.gz" in (site / "device" / "pi64" / "index.json").read_text()
+    new = package(platform_packages(site, "pi64"), "new")
+    assert [v["filename"] for v in new["versions"]] == ["new.1.0.0.pi64.tar.gz"]
 
 
 @pytest.mark.sqlite_only  # the SQLite file itself

@@ -9,7 +9,6 @@ import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urljoin
 
 import pytest
 from starlette.routing import Match
@@ -21,6 +20,7 @@ from builder.webpolicy import SECURITY_HEADERS
 from runtime.app import create_app
 from runtime.config import RuntimeConfig
 from runtime.static import CACHE_FILE_MAX, FileCache, StaticSite
+from tests.support.device_index import download_url, fetch_platform, package
 from tests.support.repos import add_firmware, add_module, copy_demo
 
 BIG = 3 * CACHE_FILE_MAX + 12345  # a firmware image above the cache's file limit
@@ -97,19 +97,20 @@ def test_urls_a_dialect_answers_are_left_to_it(store) -> None:
 
 
 def test_a_file_a_build_replaced_is_served_new_at_once(store) -> None:
+    """The entry of the device index keeps its URL and a build rewrites it: the next request
+    gets the new bytes, which name the new shards."""
     client, _static, repo, site = store
-    before = client.get("/device/pi64/index.json")
-    assert before.content == (site / "device/pi64/index.json").read_bytes()
+    before = client.get("/device/index.json")
+    assert before.content == (site / "device/index.json").read_bytes()
+    assert "lift" not in {m["name"] for m in fetch_platform(client, "pi64")[0]["modules"]}
     add_module(repo, "lift", "0.1.0", "pi64")
     build(repo, site)
-    after = client.get("/device/pi64/index.json")
-    assert after.content == (site / "device/pi64/index.json").read_bytes()
-    assert b'"lift"' in after.content and b'"lift"' not in before.content
+    after = client.get("/device/index.json")
+    assert after.content == (site / "device/index.json").read_bytes() != before.content
+    assert "lift" in {m["name"] for m in fetch_platform(client, "pi64")[0]["modules"]}
     assert after.headers["etag"] != before.headers["etag"]
-    assert (
-        client.get("/device/pi64/index.json", headers={"If-None-Match": before.headers["etag"]}).status_code
-        == 200
-    )
+    stale = client.get("/device/index.json", headers={"If-None-Match": before.headers["etag"]})
+    assert stale.status_code == 200
 
 
 def test_a_replacement_of_the_same_size_and_mtime_is_served_new(store) -> None:
@@ -167,12 +168,9 @@ def test_ranges_of_a_cached_file_still_work(store) -> None:
 
 def test_a_large_file_is_streamed_whole_and_not_kept(store) -> None:
     client, static, _repo, _site = store
-    entry = client.get("/device/index.json").json()
-    pi64 = next(p for p in entry["platforms"] if p["name"] == "pi64")
-    index_url = urljoin("/device/index.json", pi64["url"])
-    firmware = next(f for f in client.get(index_url).json()["firmware"] if f["name"] == "big-sensor")
-    version = firmware["versions"][0] if "versions" in firmware else firmware
-    url = urljoin(index_url, version["url"])
+    index, shard_urls = fetch_platform(client, "pi64")
+    version = package(index, "big-sensor", "firmware")["versions"][0]
+    url = download_url(shard_urls[0], version)
     response = client.get(url)
     assert response.status_code == 200
     assert len(response.content) == BIG == int(response.headers["content-length"])

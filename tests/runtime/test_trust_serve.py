@@ -17,6 +17,7 @@ from builder.build import build
 from builder.trust.keys import init_keys
 from runtime.app import create_app
 from runtime.config import RuntimeConfig
+from tests.support.device_index import shard_files
 from tests.support.repos import copy_demo
 from tests.support.serving import serve_app
 from tests.support.trust import fetch
@@ -53,6 +54,8 @@ def test_serve_signs_the_timestamp_again_before_it_expires(
         root = (site / "tuf" / "1.root.json").read_bytes()
         entry = fetch(url, tmp_path / "device", tmp_path / "dl", "device/index.json", trusted_root=root)
         assert entry == (site / "device" / "index.json").read_bytes()
+        for shard in shard_files(site, "pi64"):  # and the shards it names, each a verified target
+            assert fetch(url, tmp_path / "device", tmp_path / "dl", shard) == (site / shard).read_bytes()
     assert build(repo, site, keys=keys).written == []  # the manifest knows the re-signed file
 
 

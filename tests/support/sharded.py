@@ -21,13 +21,26 @@ from builder.routes import (
     shard_path,
 )
 
+# A device index shard (schema 2; a made-up fingerprint in its name) and the entry that names
+# it by its size and SHA-256.
+DEVICE_SHARD_FILE = "device/pi64/5.0f3c2a4b5d6e7f80.json"
+DEVICE_SHARD = b'{"firmware":[],"modules":[{"name":"ax"}],"platform":"pi64","schema":2,"shard":"5"}\n'
+_SHARD_ROW = {
+    "shard": "5",
+    "url": DEVICE_SHARD_FILE.removeprefix("device/"),
+    "size": len(DEVICE_SHARD),
+    "sha256": hashlib.sha256(DEVICE_SHARD).hexdigest(),
+}
+_ENTRY = {"platforms": [{"name": "pi64", "shards": [_SHARD_ROW]}], "schema": 2}
+DEVICE_ENTRY = json.dumps(_ENTRY, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+
 # A few files of every kind the table serves: pages (one under a folder URL), JSON indexes, a
 # content-addressed package file, a query-string variant and a static error body (404).
 FILES: dict[str, bytes] = {
     "index.html": b"<!doctype html><title>home</title>\n",
     "search.json": b'{"modules":[]}\n',
-    "device/index.json": b'{"platforms":[{"name":"pi64"}]}\n',
-    "device/pi64/index.json": b'{"modules":[]}\n',
+    "device/index.json": DEVICE_ENTRY,
+    DEVICE_SHARD_FILE: DEVICE_SHARD,
     "modules/pi64/index.html": b"<!doctype html><title>pi64</title>\n",
     "category/list.json": b'[{"id":1,"name":"All"}]\n',
     "category/list.2.json": b'[{"id":2,"name":"Tools"}]\n',
@@ -38,7 +51,7 @@ ROWS: list[dict[str, Any]] = [
     route_row("/index.html", "index.html", "text/html"),
     route_row("/search.json", "search.json", "application/json"),
     route_row("/device/index.json", "device/index.json", "application/json"),
-    route_row("/device/pi64/index.json", "device/pi64/index.json", "application/json"),
+    route_row("/" + DEVICE_SHARD_FILE, DEVICE_SHARD_FILE, "application/json"),
     route_row("/modules/pi64/index.html", "modules/pi64/index.html", "text/html"),
     route_row("/category/list", "category/list.json", "application/json"),
     route_row("/category/list", "category/list.2.json", "application/json", query={"category_id": "2"}),

@@ -3,7 +3,6 @@ through runtime.device.rollouts.change_rollout, then rebuilt."""
 
 from __future__ import annotations
 
-import json
 import re
 import tomllib
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ import pytest
 from runtime.device import store as device_store
 from runtime.storage import open_database
 from tests.support.console import ConsoleStore, console_store
+from tests.support.device_index import package, platform_packages
 
 AX = "modules/ax.2.6.4.pi64.tar.gz"
 
@@ -45,8 +45,7 @@ def enroll_and_report(s: ConsoleStore) -> None:
 
 
 def index_entry(site: Path) -> dict:
-    index = json.loads((site / "device" / "pi64" / "index.json").read_text())
-    module = next(m for m in index["modules"] if m["name"] == "ax")
+    module = package(platform_packages(site, "pi64"), "ax")
     return next(v for v in module["versions"] if v["version"] == "2.6.4")
 
 

@@ -420,14 +420,13 @@ def test_a_real_nginx_log_imports(tmp_path: Path) -> None:
 def test_the_static_mount_counts_package_files_from_memory_and_from_disk(tmp_path: Path) -> None:
     """Every package file the runtime serves is counted: small ones from the in-memory fast
     path, others through the file response; HEAD, a resumed Range and pages are not."""
-    import json as _json
-
     from runtime.downloads import counter_for, totals
     from runtime.storage import open_database
     from tests.support.console import console_store
+    from tests.support.device_index import platform_packages, shard_files
 
     with console_store(tmp_path) as store:
-        index = _json.loads((store.site / "device" / "pi64" / "index.json").read_bytes())
+        index = platform_packages(store.site, "pi64")
         version = index["modules"][0]["versions"][0]
         path = "/" + str(
             (store.site / "device/pi64" / version["url"]).resolve().relative_to(store.site.resolve())
@@ -442,7 +441,8 @@ def test_the_static_mount_counts_package_files_from_memory_and_from_disk(tmp_pat
             store.client.get(path, headers={"Range": "bytes=10-"}).status_code == 206
         )  # a resume: not counted
         assert store.client.head(path).status_code == 200
-        assert store.client.get("/device/pi64/index.json").status_code == 200  # an index, not a package
+        assert store.client.get("/device/index.json").status_code == 200  # indexes, not packages
+        assert store.client.get("/" + shard_files(store.site, "pi64")[0]).status_code == 200
         counter_for(configured_url(store.data)).flush()
         db = open_database(store.data)
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import tomllib
 from pathlib import Path
 
@@ -15,6 +14,8 @@ from runtime.cli import main
 from runtime.storage import open_database
 from tests.runtime.device.conftest import make_repo
 from tests.support.database import dump_database
+from tests.support.device_index import package as find_package
+from tests.support.device_index import platform_packages
 
 
 @pytest.fixture
@@ -36,8 +37,7 @@ def ok(result: Result) -> str:
 
 
 def entry(site: Path, platform: str, name: str = "ax", version: str = "2.6.4", kind: str = "modules") -> dict:
-    index = json.loads((site / "device" / platform / "index.json").read_text())
-    package = next(m for m in index[kind] if m["name"] == name)
+    package = find_package(platform_packages(site, platform), name, kind)
     return next(v for v in package["versions"] if v["version"] == version)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import tomllib
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.runtime.device.conftest import PASSWORD, PLAIN, STAFF, DeviceStore, basic, bearer, install, report
+from tests.support.device_index import package, platform_packages
 
 URL = "/device/api/v1/rollouts/modules/ax/2.6.4"
 AX_PI64 = "modules/ax.2.6.4.pi64.tar.gz"
@@ -22,8 +22,7 @@ def sidecar_of(repo: Path, relpath: str) -> dict:
 
 
 def platform_entry(site: Path, platform: str, name: str = "ax", version: str = "2.6.4") -> dict:
-    index = json.loads((site / "device" / platform / "index.json").read_text())
-    module = next(m for m in index["modules"] if m["name"] == name)
+    module = package(platform_packages(site, platform), name)
     return next(v for v in module["versions"] if v["version"] == version)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import time
 from pathlib import Path
-from urllib.parse import urljoin
 
 import httpx
 
@@ -15,6 +14,7 @@ from runtime.accounts import Accounts
 from runtime.dialects import load_dialects
 from runtime.storage import open_database
 from tests.runtime.device.conftest import PASSWORD, STAFF, basic, bearer, install, make_repo, report
+from tests.support.device_index import fetch_platform, package
 from tests.support.serving import depot_command, serve_store
 
 
@@ -30,11 +30,8 @@ def enroll(repo: Path, site: Path, data: Path, name: str) -> str:
 
 
 def published_rollout(client: httpx.Client) -> dict | None:
-    """The rollout of ax 2.6.4 as a device finds it: entry → pinned platform index."""
-    entry = client.get("/device/index.json").json()
-    pinned = next(p for p in entry["platforms"] if p["name"] == "pi64")["url"]
-    index = client.get(urljoin("/device/index.json", pinned)).json()
-    ax = next(m for m in index["modules"] if m["name"] == "ax")
+    """The rollout of ax 2.6.4 as a device finds it: entry → the shards of pi64, verified."""
+    ax = package(fetch_platform(client, "pi64")[0], "ax")
     return next(v for v in ax["versions"] if v["version"] == "2.6.4").get("rollout")
 
 
