@@ -217,9 +217,18 @@ class Publisher:
             by_tier.setdefault(out.tier, []).append((owner, out))
         if progress:
             progress.start(len(wanted), "publishing")
+        doomed: list[str] = []
         try:
-            for tier in sorted(by_tier):
+            tiers = sorted(by_tier)
+            for tier in tiers:
                 self._publish_tier(by_tier[tier], rows, report, routes_touched)
+                if routes_touched and tier != tiers[-1]:
+                    # Routable before the next tier, whose files may name these: the device
+                    # entry names new shards, a page links a new package file, and the static
+                    # mount and nginx serve only what the route table lists. The last tier's
+                    # go with the deletions' below.
+                    self._publish_routes(routes_touched, report, doomed)
+                    routes_touched.clear()
                 if progress:
                     progress.advance(len(by_tier[tier]))
         finally:
@@ -227,7 +236,6 @@ class Publisher:
                 progress.finish()
 
         # Files no output claims go last, after the route table stopped naming them.
-        doomed: list[str] = []
         for path, row in sorted(old.items()):
             if path in wanted:
                 continue

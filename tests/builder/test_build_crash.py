@@ -30,6 +30,7 @@ import pytest
 
 from builder.build import build, state_dir_for
 from builder.names import parse_module_filename
+from builder.routes import ROUTES_FILE
 from tests.support.repos import (
     TEMP_PREFIX,
     add_firmware,
@@ -69,12 +70,35 @@ def kill_build_after(repo: Path, site: Path, delay: float, wait_for_publish: boo
     assert process.returncode in (0, -signal.SIGKILL), f"build failed after {delay}s: {stderr.decode()}"
 
 
+def _route_rows(tree: dict[str, bytes]) -> set[str]:
+    return {
+        json.dumps(row, sort_keys=True)
+        for rel, data in tree.items()
+        if rel.startswith("routes/") and rel.endswith(".json")
+        for row in json.loads(data)["routes"]
+    }
+
+
 def assert_old_or_new(site: Path, old: dict[str, bytes], new: dict[str, bytes]) -> None:
     """Every file a reader can see is whole: the old build's bytes or the new build's (both
-    trees with the retained history, ``site_tree(..., history=True)``)."""
-    for rel, data in site_tree(site, history=True).items():
+    trees with the retained history, ``site_tree(..., history=True)``). The route table is
+    published after each tier, so that the next tier's files may name what it routes: between
+    two tiers it holds the rows of the files published so far. So for it: the entry names
+    shards that are there and whole, and every row of a shard is a row of the
+    old or of the new table."""
+    tree = site_tree(site, history=True)
+    if ROUTES_FILE in tree and b'"shards"' in tree[ROUTES_FILE]:
+        for shard in json.loads(tree[ROUTES_FILE])["shards"]:
+            data = tree.get(shard["file"])
+            assert data is not None, f"{ROUTES_FILE} names {shard['file']}, which is not there"
+            json.loads(data)  # whole (its SHA-256 may be the next entry's: shards go first)
+        stray = _route_rows(tree) - _route_rows(old) - _route_rows(new)
+        assert not stray, f"route rows of neither the old nor the new site: {sorted(stray)[:3]}"
+    for rel, data in tree.items():
         if rel.endswith("/") or Path(rel).name.startswith(TEMP_PREFIX):
             continue
+        if rel == ROUTES_FILE or rel.startswith("routes/"):
+            continue  # checked above
         candidates = [t[rel] for t in (old, new) if rel in t]
         assert candidates, f"{rel} belongs to neither the old nor the new site"
         assert data in candidates, f"{rel} is neither the old nor the new file (half-written?)"

@@ -122,12 +122,6 @@ def test_every_static_answer_is_a_whole_published_file(experiment: Experiment) -
     assert unpublished == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the builder publishes device/index.json (tier INDEX) before the route table that "
-    "names its new shards (builder/publish.py, _publish_routes last): in between, `depot serve` "
-    "answers 404 for a shard the entry it just served names",
-)
 def test_the_shard_an_entry_names_is_served_as_soon_as_the_entry_is(experiment: Experiment) -> None:
     shard_fetches = len(experiment.missing) + sum(1 for p, _ in experiment.seen if p == SHARD)
     assert experiment.missing == [], f"{len(experiment.missing)} of {shard_fetches} shard fetches: 404"
