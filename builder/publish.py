@@ -118,6 +118,15 @@ class PublishReport:
     bytes_written: int = 0
     retained: int = 0  # old retained files still kept (history)
     deleted_dirs: set[str] = field(default_factory=set)  # folders to prune once the files are gone
+    _written: set[str] = field(default_factory=set, repr=False)
+
+    def wrote(self, path: str, size: int) -> None:
+        """A file renamed into place. Each path is listed once, however often a build rewrites
+        it (the route table goes after each tier); its bytes count every time."""
+        self.bytes_written += size
+        if path not in self._written:
+            self._written.add(path)
+            self.written.append(path)
 
 
 class Publisher:
@@ -220,9 +229,11 @@ class Publisher:
         doomed: list[str] = []
         try:
             tiers = sorted(by_tier)
+            # A first build has no route table to keep serving: its table goes last, whole.
+            between = state.output(ROUTES_FILE) is not None
             for tier in tiers:
                 self._publish_tier(by_tier[tier], rows, report, routes_touched)
-                if routes_touched and tier != tiers[-1]:
+                if between and routes_touched and tier != tiers[-1]:
                     # Routable before the next tier, whose files may name these: the device
                     # entry names new shards, a page links a new package file, and the static
                     # mount and nginx serve only what the route table lists. The last tier's
@@ -385,8 +396,7 @@ class Publisher:
             else:
                 pending.append((tmp, target))
                 written.append(new)
-                report.written.append(out.path)
-                report.bytes_written += size
+                report.wrote(out.path, size)
         if batch and pending:
             os.sync()
         dirs: set[Path] = set()

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 STATE_FILE = "state.db"
-# Bumped when the tables change shape or what a column means: a state of another version is dropped and the next build
-# is a clean one (it still reuses site/'s unchanged files, which it compares by content).
+# Bumped when the tables change shape or what a column means: a state of another version is
+# dropped and the next build is a clean one (it still reuses site/'s unchanged files, which it
+# compares by content).
 VERSION = 3  # 3: route buckets by routes.route_group
 
 SCHEMA = """

@@ -13,8 +13,8 @@ Layout (schema 2, docs/device-index.md)::
 Why shards: at 100,000 modules one platform index is megabytes that every added module would
 rewrite, hash and send to every device again. Split by a hash of the name into ``SHARDS``
 files, an added module rewrites one sixteenth of its platform and the entry, and a device
-that keeps its shards needs to refetch only those whose SHA-256 changed. A module's bucket is a function of its name
-alone, so a device that wants one module can fetch its shard only.
+that keeps its shards needs to refetch only those whose SHA-256 changed. A module's bucket is
+a function of its name alone, so a device that wants one module can fetch its shard only.
 
 The entry names each shard by a name derived from its content, so a reader that holds an entry
 (old or new) always finds the very bytes the entry states: a new shard is published before the

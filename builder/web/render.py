@@ -59,7 +59,6 @@ from builder.model import (
 )
 from builder.publish import INDEX, LEAF, PAGE, Output
 from builder.render import Fragment, Part, RenderContext, Renderer, fingerprint, site_relpath
-from builder.routes import bucket_of
 from builder.tarsafe import read_member
 from builder.versions import version_key
 from builder.webpolicy import clean_html
@@ -169,6 +168,14 @@ def android_page_path(package: str) -> str:
     return f"android-apps/{slug(package)}/index.html"
 
 
+SEARCH_SHARDS = 64
+
+
+def search_bucket(name: str) -> str:
+    """The search shard of a name: two hex digits, 00 to 3f, from the SHA-256 of the name."""
+    return f"{hashlib.sha256(name.encode()).digest()[0] % SEARCH_SHARDS:02x}"
+
+
 def shard_path(bucket: str) -> str:
     """A shard of the search index: the entries whose name hashes to ``bucket`` (00 to 3f)."""
     return f"search/{bucket}.json"
@@ -209,7 +216,7 @@ def _declared_order(names: list[str], name: str) -> str:
 def _search_fragment(name: str, kind: str, text: str, target: str, anchor: str = "") -> Fragment:
     """An entry of the search index, for the shard its name hashes to; sorted there by name
     (folded) and kind, and its URL relative to the shard."""
-    bucket = bucket_of(name)
+    bucket = search_bucket(name)
     entry = {
         "name": name,
         "kind": kind,

@@ -17,8 +17,7 @@ import pytest
 
 from builder.build import BuildResult, build
 from builder.device.module import pack_module
-from builder.routes import bucket_of
-from builder.web.render import shard_path
+from builder.web.render import search_bucket, shard_path
 from tests.support.browser import DESKTOP, PHONE, browser_page, requires_chromium, screenshot
 from tests.support.repos import add_module, assert_same_tree, clean_build, site_tree
 from tests.support.serving import ServedStore, copy_demo_repo, serve_store
@@ -288,7 +287,7 @@ def test_search_index_shards_and_links_resolve(store: ServedStore) -> None:
             assert len(rows) == shard["entries"] > 0
             assert rows == sorted(rows, key=lambda e: (e["name"].lower(), e["kind"]))
             for row in rows:
-                assert file == shard_path(bucket_of(row["name"]))
+                assert file == shard_path(search_bucket(row["name"]))
                 assert not urlsplit(row["url"]).scheme and not row["url"].startswith("/")
                 target = urlsplit(urljoin("/" + file, row["url"]))
                 page = client.get(target.path)
@@ -364,7 +363,7 @@ def test_changing_one_app_rewrites_its_page_and_the_pages_that_list_it(tmp_path:
         "categories/tools/index.html",
         "index.html",
         "search.json",
-        shard_path(bucket_of("Native App")),
+        shard_path(search_bucket("Native App")),
     ]
     assert "Now ships a native" in (site / "apps" / "com.example.native" / "index.html").read_text()
 
@@ -401,7 +400,7 @@ def test_an_added_module_rewrites_only_its_letter_page(tmp_path: Path) -> None:
     result = build(repo, site, changed=["modules/axle.1.0.0.pi64.tar.gz"])
     # the letter page of "a" and the search shard of its name; not the platform's page (the
     # letter was there), not the other letter pages, not the home page
-    assert web_written(result) == ["modules/pi64/a.html", "search.json", shard_path(bucket_of("axle"))]
+    assert web_written(result) == ["modules/pi64/a.html", "search.json", shard_path(search_bucket("axle"))]
     assert not result.deleted
     assert (site / "modules" / "pi64" / "index.html").read_bytes() == index
     page = (site / "modules" / "pi64" / "a.html").read_text()
@@ -420,7 +419,7 @@ def test_a_letter_appearing_and_going_rewrites_the_platform_page(tmp_path: Path)
         "modules/pi64/index.html",
         "modules/pi64/other.html",
         "search.json",
-        shard_path(bucket_of("_zeta")),
+        shard_path(search_bucket("_zeta")),
     ]
     page = (site / "modules" / "pi64" / "index.html").read_text()
     assert page.index('href="i.html"') < page.index('href="other.html"')  # after the letters
@@ -431,8 +430,8 @@ def test_a_letter_appearing_and_going_rewrites_the_platform_page(tmp_path: Path)
     module.unlink()
     result = build(repo, site, changed=["modules/_zeta.1.0.0.pi64.tar.gz"])
     # (no other demo name hashes to the shard of "_zeta": it goes too)
-    deleted = sorted(p for p in result.deleted if not p.startswith(("files/", "device/")))
-    assert deleted == ["modules/pi64/other.html", shard_path(bucket_of("_zeta"))]
+    deleted = sorted(p for p in result.deleted if not p.startswith(("files/", "device/", "routes/")))
+    assert deleted == ["modules/pi64/other.html", shard_path(search_bucket("_zeta"))]
     assert web_written(result) == ["modules/pi64/index.html", "search.json"]
     assert (site / "modules" / "pi64" / "index.html").read_bytes() == index
     assert_same_tree(site_tree(site), clean_build(repo, tmp_path / "clean-again"))

@@ -23,8 +23,7 @@ import pytest
 
 from builder.model import Blob, OtaBuild, OtaDevice, StoreSettings
 from builder.qt.pack import pack_package
-from builder.routes import bucket_of
-from builder.web.render import LETTER_KEYS, WebCatalog, letter_of, shard_path
+from builder.web.render import LETTER_KEYS, WebCatalog, letter_of, search_bucket, shard_path
 from tests.support.browser import browser_page, requires_chromium
 from tests.support.repos import add_firmware, add_module, write_settings
 from tests.support.serving import copy_demo_repo
@@ -152,7 +151,7 @@ def test_search_shards_hold_every_entry_exactly_once(big: dict[str, bytes]) -> N
         assert rows == sorted(rows, key=lambda e: (e["name"].lower(), e["kind"]))
         for row in rows:
             assert set(row) == {"name", "kind", "text", "url"}
-            assert file == shard_path(bucket_of(row["name"]))
+            assert file == shard_path(search_bucket(row["name"]))
             seen[row["name"], row["kind"]] += 1
     expected = {(f"mod{i:03d}", f"Module ({PLATFORMS[i % 2]})") for i in range(300)}
     expected |= {("boot", f"Firmware ({p})") for p in PLATFORMS}
@@ -367,7 +366,7 @@ def test_a_module_description_changes_its_letter_page_and_its_shard(tmp_path: Pa
     before = plan(repo)
     (repo / "modules" / "ax.2.6.4.pi64.tar.gz.toml").write_text('description = "Motion control, v2"\n')
     after = plan(repo)
-    assert changed(before, after) == ["modules/pi64/a.html", "search.json", shard_path(bucket_of("ax"))]
+    assert changed(before, after) == ["modules/pi64/a.html", "search.json", shard_path(search_bucket("ax"))]
 
 
 def test_a_new_module_changes_its_letter_page_not_home(big_repo: Path, big: dict[str, bytes]) -> None:
@@ -379,7 +378,7 @@ def test_a_new_module_changes_its_letter_page_not_home(big_repo: Path, big: dict
     assert changed(big, after) == [
         "modules/pi64/m.html",
         "search.json",
-        shard_path(bucket_of("mod_new")),
+        shard_path(search_bucket("mod_new")),
     ]
 
 
@@ -393,7 +392,7 @@ def test_a_new_letter_changes_the_platform_page(big_repo: Path, big: dict[str, b
         "modules/pi64/index.html",
         "modules/pi64/z.html",
         "search.json",
-        shard_path(bucket_of("zz_new")),
+        shard_path(search_bucket("zz_new")),
     ]
     assert parsed(after, "modules/pi64/index.html").links[-2:] == ["z.html", "../../device/index.json"]
 
