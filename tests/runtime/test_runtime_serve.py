@@ -41,11 +41,14 @@ def test_home_page_lists_the_demo_store(client: httpx.Client) -> None:
     assert response.headers["content-type"] == "text/html; charset=utf-8"
     for text in ("Depot Demo Store", "pi64", "Nexus 5X"):
         assert text in response.text
-    # the home page links each platform; the platform page lists its modules
+    # the home page links each platform; the platform page its letters, each letter its modules
     for platform, modules in (("pi64", ("ax", "iot")), ("opi64", ("py_axbot",))):
         page = client.get(f"/modules/{platform}/index.html")
         assert page.status_code == 200
-        assert all(name in page.text for name in modules)
+        for name in modules:
+            assert f'href="{name[0]}.html"' in page.text
+            letter = client.get(f"/modules/{platform}/{name[0]}.html")
+            assert letter.status_code == 200 and f'id="module-{name}"' in letter.text
 
 
 def test_device_index_is_verifiable_end_to_end(client: httpx.Client) -> None:
@@ -220,7 +223,8 @@ def test_a_rebuild_is_visible_without_restarting(store: ServedStore, client: htt
     url, version = blob_url(client, module="lift")
     assert version["version"] == "0.1.0"
     assert client.get(url).status_code == 200
-    assert "lift" in client.get("/modules/pi64/index.html").text
+    assert 'href="l.html"' in client.get("/modules/pi64/index.html").text
+    assert 'id="module-lift"' in client.get("/modules/pi64/l.html").text
 
 
 def test_secret_key_is_generated_once_and_private(store: ServedStore) -> None:
