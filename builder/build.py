@@ -28,7 +28,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -41,9 +41,9 @@ from builder.errors import BuildError, DiskFullError, TrustError
 from builder.model import Record, StoreSettings
 from builder.plan import Planner
 from builder.progress import Progress
-from builder.publish import InputChangedError, Output, Publisher, PublishReport
+from builder.publish import INDEX, InputChangedError, Output, Publisher, PublishReport
 from builder.registry import renderers
-from builder.render import RenderContext, fingerprint, json_bytes
+from builder.render import RenderContext, Renderer, fingerprint, json_bytes
 from builder.routes import ROUTES_FILE
 from builder.scan import ScanDelta, scan_changes, walk_repo_stats
 from builder.settings import load_settings
@@ -399,20 +399,50 @@ def _build_in(
         extras={"published": publisher.known},
     )
     planner = Planner(state, renderers(), ctx, progress=progress)
-    desired = planner.plan(delta.changed, everything=everything or state.fresh, force=force)
+    whole = everything or state.fresh
+    # A whole catalog is planned and published one renderer at a time, package files first:
+    # only one renderer's outputs are in memory at once, and each renderer's files name only
+    # its own and those of the renderers before it (builder/registry.py), already published.
+    # The indexes (an owner with an output of tier INDEX) wait for the last step, so a build
+    # that fails on the way (a renderer's bug) has published no index, as a build in one step.
+    steps: list[list[Renderer] | None] = [[r] for r in planner.renderers] if whole else [None]
+    report, planning, publishing = PublishReport(), 0.0, 0.0
+    indexes: dict[str, list[Output]] = {}
+    for n, only in enumerate(steps):
+        t2 = time.perf_counter()
+        desired = planner.plan(delta.changed, everything=whole, force=force, only=only)
+        final = n == len(steps) - 1
+        if final:
+            desired.update(indexes)
+        else:
+            _defer_indexes(desired, indexes)
+        t3 = time.perf_counter()
+        planning += t3 - t2
+        report = _publish_holding(
+            repo,
+            state,
+            delta,
+            planner,
+            publisher,
+            desired,
+            result,
+            sweep=verify,
+            progress=progress,
+            report=report,
+            final=final,
+            planned=None if only is None else planner.renderers[: n + 1],
+            indexes=None if final else indexes,
+        )
+        del desired
+        publishing += time.perf_counter() - t3
+    result.timings["plan"] = planning
     t2 = time.perf_counter()
-    result.timings["plan"] = t2 - t1
-
-    report = _publish_holding(
-        repo, state, delta, planner, publisher, desired, result, sweep=verify, progress=progress
-    )
     if keys is not None:
         _trust_step(keys, repo, site, settings, state, publisher, report, result)
         state.set_meta("trust_newest", str(state.newest_mtime()))
     elif trust_dropped:
         publisher.publish({TRUST_OWNER: []}, report=report)
-    t3 = time.perf_counter()
-    result.timings["publish"] = t3 - t2
+    result.timings["publish"] = publishing + time.perf_counter() - t2
 
     state.set_meta("render_key", render_key)
     state.set_meta("key_state", key_state)
@@ -506,9 +536,15 @@ def _publish_holding(
     result: BuildResult,
     sweep: bool,
     progress: Progress | None = None,
+    report: PublishReport | None = None,
+    final: bool = True,
+    planned: Sequence[Renderer] | None = None,
+    indexes: dict[str, list[Output]] | None = None,
 ) -> PublishReport:
-    """Publish ``desired``; when package files vanish or change under the build (a maintainer's
-    rm or cp, an upload replacing a file), hold them and publish again.
+    """Publish ``desired`` (``final``: the last part of the build, see Publisher.publish; the
+    renderers ``planned`` so far, None for all; ``indexes``: where a step that is not the
+    last keeps the indexes it plans); when package files vanish or change under the
+    build (a maintainer's rm or cp, an upload replacing a file), hold them and publish again.
 
     A held file is published as the last finished build left it (its records before this
     scan, when every package file they name is still intact in site/), else left out; held a
@@ -518,10 +554,10 @@ def _publish_holding(
     this ends; a failure no changed input explains (a bug in a renderer) is raised as it is.
     The held files are reported in ``result.changed`` and read again by the next build."""
     held: dict[str, list[Record]] = {}
-    report = PublishReport()
+    report = report if report is not None else PublishReport()
     while True:
         try:
-            return publisher.publish(desired, report=report, sweep=sweep, progress=progress)
+            return publisher.publish(desired, report=report, sweep=sweep, progress=progress, final=final)
         except InputChangedError as exc:
             changed = _changed_inputs(exc, repo, state, delta)
             held_more = False
@@ -557,7 +593,15 @@ def _publish_holding(
                         "digests": [r.digest for r in before],
                     },
                 )
-            desired.update(planner.plan(holding))
+            desired.update(planner.plan(holding, only=planned))
+            if indexes is not None:  # replanned indexes replace the ones kept for the last step
+                _defer_indexes(desired, indexes)
+
+
+def _defer_indexes(desired: dict[str, list[Output]], indexes: dict[str, list[Output]]) -> None:
+    """Move the owners of ``desired`` that have an output of tier INDEX into ``indexes``."""
+    for owner in [o for o, outs in desired.items() if any(out.tier >= INDEX for out in outs)]:
+        indexes[owner] = desired.pop(owner)
 
 
 def _changed_inputs(

@@ -123,6 +123,7 @@ class Planner:
         self.state, self.renderers, self.ctx = state, renderers, ctx
         self.progress = progress  # shown when a whole catalog is planned
         self._records: dict[str, list[Record]] = {}  # package file → its records now
+        self._everything: list[tuple[str, list[Record]]] | None = None  # every record, when read
         self.parts_rendered = 0
         self.targets_assembled = 0
 
@@ -132,16 +133,24 @@ class Planner:
         *,
         everything: bool = False,
         force: Iterable[str] = (),
+        only: Iterable[Renderer] | None = None,
     ) -> dict[str, list[Output]]:
         """``changed``: package file → (records before, records now). ``everything``: plan the
         whole catalog again (settings, templates or builder code changed). ``force``: owner
-        keys to render again whatever changed (their files in site/ were damaged)."""
+        keys to render again whatever changed (their files in site/ were damaged). ``only``:
+        these renderers, not all (a whole catalog is planned and published one renderer at a
+        time; every record is read once, for all of them)."""
         if not everything:  # planning everything reads every record from the state
             for path, (_before, now) in changed.items():
                 self._records[path] = now
+                self._everything = None  # what a held file is published as, from now on
         desired: dict[str, list[Output]] = {}
-        everything_records = self._every_record() if everything else None
-        for renderer in self.renderers:
+        everything_records = None
+        if everything:
+            if self._everything is None:
+                self._everything = self._every_record()
+            everything_records = self._everything
+        for renderer in self.renderers if only is None else only:
             forced = {k.split("|", 1)[1] for k in force if k.split("|", 1)[0] == renderer.name}
             if everything_records is not None:
                 self._plan_everything(renderer, everything_records, desired)

@@ -43,6 +43,9 @@ from builder.state import BuildState, OutputRow
 
 # Above this many files in one tier, one sync(2) is far cheaper than an fsync per file.
 BATCH_SYNC_THRESHOLD = 32
+# A tier's files are renamed into place, and their rows recorded, this many at a time: a
+# first build of a hundred thousand package files holds a few thousand rows, not all of them.
+PLACE_EVERY = 4096
 
 LEAF, PAGE, INDEX = 0, 1, 2
 # The signed TUF metadata (builder/trust/) describes the files of the tiers above, so it comes
@@ -85,7 +88,7 @@ class InputChangedError(Exception):
         super().__init__("; ".join(parts) + "; nothing that points at it was published")
 
 
-@dataclass
+@dataclass(slots=True)  # a first build plans one per file of site/
 class Output:
     """One file of site/: where it goes, what it depends on, how to make it."""
 
@@ -134,6 +137,9 @@ class Publisher:
         self.site = site
         self.state = state
         self._routes_pending: set[str] = set()  # URLs whose rows went outside publish()
+        # Across the calls of one build (final=False, then True): the retained files and the
+        # history before it, and the files to delete once the last call has published.
+        self._session: tuple[set[str], set[str], list[str], set[str]] | None = None
 
     def known(self, path: str, fp: str) -> tuple[int, str] | None:
         """Size and SHA-256 of ``path`` as last published from fingerprint ``fp``: an output
@@ -191,12 +197,19 @@ class Publisher:
         sweep: bool = False,
         now: float | None = None,
         progress: Progress | None = None,
+        final: bool = True,
     ) -> PublishReport:
         """Bring the files of the owners in ``desired`` to exactly those outputs, tier by tier,
         then retire or delete what they no longer claim, keep the history and the route table.
         ``sweep`` also deletes files of site/ the manifest does not know (a first build, or
         after a killed one). Raises InputChangedError as the module says; what was published
-        before it is in the manifest."""
+        before it is in the manifest.
+
+        ``final=False`` publishes one part of a build (a whole catalog is published renderer by
+        renderer, so that only one renderer's outputs are in memory at a time): what its owners
+        no longer claim leaves the manifest, but the files stay, and the route table's last
+        rows wait, until the call with ``final=True``, since a later part (an index) may still
+        name them until it is published itself."""
         report = report if report is not None else PublishReport()
         now = wall_clock() if now is None else now
         self.site.mkdir(parents=True, exist_ok=True)
@@ -215,8 +228,14 @@ class Publisher:
             if row.owner and row.owner not in desired:
                 raise ValueError(f"two outputs claim {path} ({row.owner} and {wanted[path][0]})")
         rows = {**at, **old}
-        retained_before = state.current_retained()
-        retired_before = self.retained()
+        if self._session is None:  # the first call of this build: the history is counted once
+            self._session = (state.current_retained(), self.retained(), [], set())
+        # doomed, gone_routes: files no output claims any more and their URLs, deleted and
+        # unrouted after the last part, which a later part may still name until then
+        retained_before, retired_before, doomed, gone_routes = self._session
+        if doomed:  # an earlier call let go of a path that this one claims: it stays
+            doomed[:] = [path for path in doomed if path not in wanted]
+            gone_routes -= {out.public_url for _owner, out in wanted.values()}
         # URLs whose rows changed: kept across an attempt that InputChangedError stopped, whose
         # rows were written but whose route table was not.
         routes_touched = self._routes_pending
@@ -226,18 +245,17 @@ class Publisher:
             by_tier.setdefault(out.tier, []).append((owner, out))
         if progress:
             progress.start(len(wanted), "publishing")
-        doomed: list[str] = []
         try:
             tiers = sorted(by_tier)
             # A first build has no route table to keep serving: its table goes last, whole.
             between = state.output(ROUTES_FILE) is not None
             for tier in tiers:
                 self._publish_tier(by_tier[tier], rows, report, routes_touched)
-                if between and routes_touched and tier != tiers[-1]:
-                    # Routable before the next tier, whose files may name these: the device
-                    # entry names new shards, a page links a new package file, and the static
-                    # mount and nginx serve only what the route table lists. The last tier's
-                    # go with the deletions' below.
+                if between and routes_touched and (tier != tiers[-1] or not final):
+                    # Routable before the next tier (or part), whose files may name these: the
+                    # device entry names new shards, a page links a new package file, and the
+                    # static mount and nginx serve only what the route table lists. The last
+                    # tier's go with the deletions' below.
                     self._publish_routes(routes_touched, report, doomed)
                     routes_touched.clear()
                 if progress:
@@ -256,8 +274,12 @@ class Publisher:
                 continue
             state.drop_output(path)
             if row.routed:
-                routes_touched.add(row.public_url)
+                gone_routes.add(row.public_url)
             doomed.append(path)
+        if not final:
+            return report
+        self._session = None
+        routes_touched |= gone_routes
         doomed += self._keep_history(retained_before, retired_before, now, routes_touched)
         self._publish_routes(routes_touched, report, doomed)
         self._routes_pending = set()
@@ -343,7 +365,9 @@ class Publisher:
         changed: dict[Path, str] = {}
         errors: dict[str, Exception] = {}
         state = self.state
-        for owner, out in sorted(outputs, key=lambda o: o[1].path):
+        for n, (owner, out) in enumerate(sorted(outputs, key=lambda o: o[1].path)):
+            if pending and n % PLACE_EVERY == 0:
+                self._place(pending, written, batch)  # a first build's rows are not all held
             old = rows.get(out.path)
             st = _stat(f"{root}/{out.path}")  # a str, not a Path: this runs for every file
             new = _row(owner, out, routed)
@@ -397,6 +421,15 @@ class Publisher:
                 pending.append((tmp, target))
                 written.append(new)
                 report.wrote(out.path, size)
+        self._place(pending, written, batch)
+        if changed or errors:
+            # A copy that failed after making its folder leaves it empty: no clean build has it.
+            self._prune_empty_dirs({str(Path(o.path).parent) for _w, o in outputs if o.source in changed})
+            raise InputChangedError(changed, errors)
+
+    def _place(self, pending: list[tuple[Path, Path]], written: list[OutputRow], batch: bool) -> None:
+        """Rename the temporary files of ``pending`` into place, durably, and record their rows;
+        empties both lists."""
         if batch and pending:
             os.sync()
         dirs: set[Path] = set()
@@ -408,15 +441,14 @@ class Publisher:
         else:
             for d in dirs:
                 fsync_dir(d)
+        root = str(self.site)
         for row in written:
             st = _stat(f"{root}/{row.path}")
             assert st is not None
             row.size, row.mtime_ns = st
-            state.put_output(row)
-        if changed or errors:
-            # A copy that failed after making its folder leaves it empty: no clean build has it.
-            self._prune_empty_dirs({str(Path(o.path).parent) for _w, o in outputs if o.source in changed})
-            raise InputChangedError(changed, errors)
+            self.state.put_output(row)
+        pending.clear()
+        written.clear()
 
     def _sweep(self, report: PublishReport) -> None:
         """Delete every file of site/ the manifest does not know, and every empty folder."""

@@ -68,7 +68,7 @@ CREATE INDEX outputs_retained ON outputs (path) WHERE retain = 1;
 """
 
 
-@dataclass
+@dataclass(slots=True)  # one per file of site/: a first build makes a hundred thousand
 class OutputRow:
     """One file of site/ as the state remembers it."""
 
