@@ -3,6 +3,7 @@ limits with DRF's 429, request bodies that may be form, multipart or JSON, and t
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -166,7 +167,12 @@ def set_build_enabled(repo: Path, user: User, build_id: int, enabled: bool) -> s
     return SWITCHED
 
 
-async def rebuild(request: Request) -> None:
+async def rebuild(request: Request, changed: Iterable[str] | None = None) -> None:
+    """Rebuild after a change of repo/builds/. ``changed``: the paths (relative to repo/) the
+    caller wrote, when it knows them all; the zips whose checksums are written here join them,
+    so the build stats those, not the whole store (runtime.rebuild)."""
     svc = services(request)
-    await run_in_threadpool(fill_missing_checksums, svc.config.repo)
-    await svc.rebuilder.rebuild()
+    repo = svc.config.repo
+    hashed = await run_in_threadpool(fill_missing_checksums, repo)
+    feed = None if changed is None else [*changed, *(p.relative_to(repo).as_posix() for p in hashed)]
+    await svc.rebuilder.rebuild(changed=feed)

@@ -551,7 +551,7 @@ async def complete(request: Request) -> Response:
     except Exception:
         await run_in_threadpool(_delete, ups, row)  # shipper: any failure drops the upload
         raise
-    await rebuild(request)
+    await rebuild(request, changed=[build_relpath(ups.settings, row["filename"])])
     return JSONResponse(result)
 
 
@@ -623,10 +623,14 @@ def _finish(
     return result
 
 
+def build_relpath(settings: StoreSettings, filename: str) -> str:
+    """Where a completed upload of ``filename`` is in repo/ (its name was checked before)."""
+    return f"builds/{parse_build_name(filename, settings).codename}/{filename}"
+
+
 def published_answer(repo: Path, settings: StoreSettings, filename: str) -> dict[str, Any]:
     """The completion answer for a build that is in repo/ already."""
-    relpath = f"builds/{parse_build_name(filename, settings).codename}/{filename}"
-    return _uploaded(settings, read_build(Source(repo, relpath, settings)))
+    return _uploaded(settings, read_build(Source(repo, build_relpath(settings, filename), settings)))
 
 
 def _uploaded(settings: StoreSettings, build: OtaBuild) -> dict[str, Any]:
@@ -818,7 +822,7 @@ async def single_request_upload(request: Request) -> Response:
     except Exception:
         await run_in_threadpool(_delete, ups, row)
         raise
-    await rebuild(request)
+    await rebuild(request, changed=[build_relpath(ups.settings, filename)])
     return JSONResponse(result)
 
 
