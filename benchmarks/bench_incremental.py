@@ -187,7 +187,8 @@ def render(results: list[dict[str, Any]], info: str, command: str) -> str:
         f"Run {time.strftime('%Y-%m-%d %H:%M')}: {info}. `{command}`.",
         "",
         "| packages | cold (process) | peak RSS | no change, walk | no change, fed | one added, walk "
-        "| one added, fed | files | one replaced, fed | one removed, fed | `depot build --changed` "
+        "| one added, fed | files written (most): added / replaced / removed "
+        "| one replaced, fed | one removed, fed | `depot build --changed` "
         "| `depot build` (walk) | clean = incremental |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -205,7 +206,9 @@ def render(results: list[dict[str, Any]], info: str, command: str) -> str:
             f"{med(ip['none/feed']) * 1000:.1f} ms",
             ms("add/walk"),
             ms("add/feed"),
-            f"{statistics.median(x['written'] for x in ip['add/feed']):.0f}",
+            " / ".join(
+                f"{max(x['written'] for x in ip[op + '/feed']):.0f}" for op in ("add", "replace", "remove")
+            ),
             ms("replace/feed"),
             ms("remove/feed"),
             f"{statistics.median(r['process']['changed']) * 1000:.0f} ms",
