@@ -17,10 +17,8 @@ from tests.support.repos import add_module, copy_demo
 from tests.support.shipper import add_user, login, make_repo, ota_zip, sha256
 
 
-def test_a_fed_rebuild_stats_what_it_was_told_and_walks_when_the_last_walk_is_old(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    repo, site = copy_demo(tmp_path / "repo"), tmp_path / "site"
+def spy_on_builds(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The ``changed`` argument of every build the runtime runs, in order (None: a walk)."""
     calls: list[Any] = []
     real = runtime.rebuild.build
 
@@ -29,6 +27,14 @@ def test_a_fed_rebuild_stats_what_it_was_told_and_walks_when_the_last_walk_is_ol
         return real(*args, **kwargs)
 
     monkeypatch.setattr(runtime.rebuild, "build", spy)
+    return calls
+
+
+def test_a_fed_rebuild_stats_what_it_was_told_and_walks_when_the_last_walk_is_old(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo, site = copy_demo(tmp_path / "repo"), tmp_path / "site"
+    calls = spy_on_builds(monkeypatch)
     clock = [1000.0]
     monkeypatch.setattr(runtime.rebuild.time, "monotonic", lambda: clock[0])
     rebuilder = Rebuilder(repo, site)
@@ -59,14 +65,7 @@ def test_a_shipper_upload_feeds_the_rebuild_the_path_of_the_build_it_published(
     repo, site, data = make_repo(tmp_path / "repo"), tmp_path / "site", tmp_path / "var"
     build(repo, site)
     add_user(data)
-    calls: list[Any] = []
-    real = runtime.rebuild.build
-
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        calls.append(kwargs.get("changed"))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(runtime.rebuild, "build", spy)
+    calls = spy_on_builds(monkeypatch)
     config = RuntimeConfig(repo=repo, site=site, data=data, secret_key="s" * 40, limits=Limits())
     base = "/api/v1/maintainers/chunked_upload/"
     with TestClient(create_app(config), base_url="http://testserver") as client:
