@@ -317,10 +317,11 @@ class Publisher:
         left empty goes with ``doomed``, after the entry stopped naming it."""
         state = self.state
         buckets = {bucket_of(u) for u in urls}
-        known = {r.path for r in state.outputs_of(ROUTES_OWNER)}
-        if ROUTES_FILE not in known:  # a first build, or the table was damaged: every shard
+        if state.output(ROUTES_FILE) is None:  # a first build, or the table was damaged: all
             buckets |= state.routed_buckets()
-            buckets |= {p.removeprefix("routes/").removesuffix(".json") for p in known}
+            buckets |= {
+                p.removeprefix("routes/").removesuffix(".json") for p, _s in state.files_of(ROUTES_OWNER)
+            }
         elif not buckets:
             return
         outputs: list[tuple[str, Output]] = []
@@ -341,9 +342,9 @@ class Publisher:
             outputs, state.outputs_at(p.path for _o, p in outputs), report, set(), routed=False
         )
         shards = [
-            (r.path.removeprefix("routes/").removesuffix(".json"), r.sha256)
-            for r in state.outputs_of(ROUTES_OWNER)
-            if r.path != ROUTES_FILE
+            (path.removeprefix("routes/").removesuffix(".json"), sha)
+            for path, sha in state.files_of(ROUTES_OWNER)
+            if path != ROUTES_FILE
         ]
         entry = _fixed_output(ROUTES_FILE, entry_bytes(shards), "application/json")
         self._publish_tier(
