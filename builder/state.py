@@ -26,7 +26,7 @@ STATE_FILE = "state.db"
 # Bumped when the tables change shape or what a column means: a state of another version is
 # dropped and the next build is a clean one (it still reuses site/'s unchanged files, which it
 # compares by content).
-VERSION = 4  # 3: route buckets by routes.route_group; 4: fragments clustered by target
+VERSION = 3  # 3: route buckets by routes.route_group
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -49,11 +49,9 @@ CREATE INDEX entries_errors ON entries (path) WHERE error IS NOT NULL AND error 
 -- every part and target that rendered: its owner name (p:<part> or t:<target>)
 CREATE TABLE owners (renderer TEXT NOT NULL, owner TEXT NOT NULL, PRIMARY KEY (renderer, owner));
 -- fragments, by the target they join and by the owner that emitted them
--- (WITHOUT ROWID: a target's fragments are stored together, in their order, and an assembly
--- reads them as one run of pages, not one row lookup each)
 CREATE TABLE fragments (renderer TEXT NOT NULL, target TEXT NOT NULL, ord TEXT NOT NULL,
                         origin TEXT NOT NULL, data TEXT NOT NULL,
-                        PRIMARY KEY (renderer, target, ord, origin)) WITHOUT ROWID;
+                        PRIMARY KEY (renderer, target, ord, origin));
 CREATE INDEX fragments_origin ON fragments (renderer, origin);
 -- the manifest: every file of site/. owner is "<renderer> <owner>", "" for retained history
 -- (since: when it stopped being current; later: newer generations published since).
