@@ -209,7 +209,9 @@ class Publisher:
         renderer, so that only one renderer's outputs are in memory at a time): what its owners
         no longer claim leaves the manifest, but the files stay, and the route table's last
         rows wait, until the call with ``final=True``, since a later part (an index) may still
-        name them until it is published itself."""
+        name them until it is published itself. (A route shard that a later part rewrites for
+        its own new files drops such a row early: that file is unrouted a few seconds before
+        the end of the build instead of at it; it is deleted at the end either way.)"""
         report = report if report is not None else PublishReport()
         now = wall_clock() if now is None else now
         self.site.mkdir(parents=True, exist_ok=True)
