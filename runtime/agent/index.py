@@ -400,9 +400,7 @@ def _fetch_signed(
             if attempt == 2:
                 raise StoreIndexError(str(exc)) from exc
             log.info("index: %s; the store published meanwhile, trying once more", exc)
-        except TrustError as exc:
-            raise StoreIndexError(str(exc)) from exc
-        except ForeignOriginError as exc:
+        except (TrustError, ForeignOriginError) as exc:
             raise StoreIndexError(str(exc)) from exc
         except (ValueError, AttributeError, KeyError, TypeError) as exc:
             raise StoreIndexError(f"the store's device index is malformed: {exc}") from exc

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from builder.build import BuildBusyError, build, build_lock, retained_history, state_dir_for
-from builder.device.render import bucket_of
 from builder.routes import load_routes
-from tests.support.device_index import platform_packages, shard_files
+from tests.support.device_index import device_bucket, platform_packages, shard_files
 from tests.support.repos import (
     add_firmware,
     add_module,
@@ -134,7 +133,7 @@ def test_the_device_index_names_every_file_with_relative_urls_sizes_and_hashes(t
     assert platform["name"] == "pi64" and platform["description"] == "pi64 boards"
     assert set(platform) == {"name", "description", "shards"}  # no url/size/sha256 of its own
     rows = platform["shards"]
-    assert [r["shard"] for r in rows] == sorted({bucket_of("ax"), bucket_of("sensor")})
+    assert [r["shard"] for r in rows] == sorted({device_bucket("ax"), device_bucket("sensor")})
     for row in rows:
         assert not row["url"].startswith(("/", "http")) and "://" not in row["url"]
         assert re.fullmatch(r"pi64/[0-9a-f]\.[0-9a-f]{16}\.json", row["url"]), row["url"]
@@ -244,7 +243,8 @@ def test_adding_one_module_writes_only_a_handful_of_files(tmp_path: Path) -> Non
     new_blob = [p for p in written if p.startswith("files/")]
     assert len(new_blob) == 1 and new_blob[0].endswith("/nav.0.1.pi64.tar.gz")
     # the entry and the one shard of pi64 that nav falls in: a new file beside the old one
-    nav_shard = next(p for p in shard_files(site, "pi64") if p.startswith(f"device/pi64/{bucket_of('nav')}."))
+    nav = f"device/pi64/{device_bucket('nav')}."
+    nav_shard = next(p for p in shard_files(site, "pi64") if p.startswith(nav))
     assert {"device/index.json", nav_shard, "routes.json"} <= written
     assert {p for p in written if p.startswith("device/")} == {"device/index.json", nav_shard}
     assert not any(p.startswith("device/opi64/") for p in written)  # other platforms untouched
@@ -279,7 +279,7 @@ def test_editing_a_sidecar_updates_the_description(tmp_path: Path) -> None:
     # the entry and iot's shard only: the other shards keep their bytes and their names
     assert {p for p in result.written if p.startswith("device/")} == {
         "device/index.json",
-        *(p for p in shard_files(site, "pi64") if p.startswith(f"device/pi64/{bucket_of('iot')}.")),
+        *(p for p in shard_files(site, "pi64") if p.startswith(f"device/pi64/{device_bucket('iot')}.")),
     }
     assert not any(p.startswith("files/") for p in result.written)  # the package bytes did not change
 

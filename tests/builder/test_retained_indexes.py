@@ -21,10 +21,10 @@ from starlette.routing import Route
 
 import builder.publish
 from builder.build import build, retained_history, state_dir_for
-from builder.device.render import bucket_of
 from builder.publish import RETAIN_GENERATIONS, RETAIN_SECONDS
 from builder.routes import load_routes
 from runtime.static import StaticSite
+from tests.support.device_index import device_bucket
 from tests.support.repos import (
     add_module,
     assert_same_tree,
@@ -52,7 +52,7 @@ def store(tmp_path: Path) -> tuple[Path, Path]:
     add_module(repo, "ax", "1.0", "pi64")
     add_module(repo, "nav", "1.0", "pi64")
     add_module(repo, "iot", "1.0", "opi64")
-    assert bucket_of("ax") != bucket_of("nav")
+    assert device_bucket("ax") != device_bucket("nav")
     return repo, site
 
 
@@ -61,7 +61,7 @@ def shard_row(entry: bytes, platform: str, name: str | None = None) -> dict:
     release (``change``) rewrites: ax's on pi64, iot's on opi64), with its site path."""
     name = name or {"pi64": "ax", "opi64": "iot"}[platform]
     line = next(p for p in json.loads(entry)["platforms"] if p["name"] == platform)
-    row = next(r for r in line["shards"] if r["shard"] == bucket_of(name))
+    row = next(r for r in line["shards"] if r["shard"] == device_bucket(name))
     return {**row, "path": posixpath.normpath(posixpath.join("device", row["url"]))}
 
 

@@ -16,8 +16,7 @@ import httpx
 import pytest
 
 from builder.build import build
-from builder.device.render import bucket_of
-from tests.support.device_index import shard_files
+from tests.support.device_index import device_bucket, shard_files
 from tests.support.serving import serve_store
 
 PATHS = ("/", "/search.json", "/device/index.json")
@@ -46,14 +45,14 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> Experiment:
         def remember() -> None:
             for url, file in routes.items():
                 result.published[url].add(hashlib.sha256((store.site / file).read_bytes()).hexdigest())
-            prefix = f"device/pi64/{bucket_of('ax')}."
+            prefix = f"device/pi64/{device_bucket('ax')}."
             [ax] = [p for p in shard_files(store.site, "pi64") if p.startswith(prefix)]
             result.published[SHARD].add(hashlib.sha256((store.site / ax).read_bytes()).hexdigest())
 
         def shard(client: httpx.Client, entry: dict) -> None:
             """What a device does next: fetch the shard the entry names, check it against it."""
             line = next(p for p in entry["platforms"] if p["name"] == "pi64")
-            row = next(r for r in line["shards"] if r["shard"] == bucket_of("ax"))
+            row = next(r for r in line["shards"] if r["shard"] == device_bucket("ax"))
             url = urljoin("/device/index.json", row["url"])
             try:
                 answer = client.get(url)

@@ -366,7 +366,7 @@ def device_index(
     import hashlib
     import json
 
-    from builder.device.render import bucket_of
+    from tests.support.device_index import device_bucket
 
     buckets: dict[str, list[dict[str, Any]]] = {}
     for name, data in sorted(modules.items()):
@@ -381,7 +381,7 @@ def device_index(
         if unpacked_size is not None:
             release["unpacked_size"] = unpacked_size
         entry = {"name": name, "latest_version": version, "optional": False, "versions": [release]}
-        buckets.setdefault(bucket_of(name) if schema >= 2 else "", []).append(entry)
+        buckets.setdefault(device_bucket(name) if schema >= 2 else "", []).append(entry)
 
     def row(path: str, body: bytes) -> dict[str, Any]:
         url = path.removeprefix("device/")
